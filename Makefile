@@ -1,0 +1,54 @@
+# sockrelay. `make help` lists the targets.
+PLUGIN_NAME ?= sockrelay
+PLUGIN_TAG  ?= latest
+PLUGIN      := $(PLUGIN_NAME):$(PLUGIN_TAG)
+VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT      ?= $(shell git rev-parse HEAD 2>/dev/null)
+GO          ?= go
+LDFLAGS     := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+export CGO_ENABLED = 0
+
+.PHONY: help build test e2e bench plugin install uninstall demo dockerd clean
+
+help:
+	@echo "build    bin/sockrelay, a static binary"
+	@echo "test     unit and integration tests (no root, no Docker)"
+	@echo "e2e      end-to-end suite against a userns-remapped dockerd (root); installs the plugin"
+	@echo "plugin   assemble plugin/ offline and docker plugin create $(PLUGIN)"
+	@echo "install  plugin, then enable it, replacing an older install"
+	@echo "demo     on a fresh Debian host as root: install Docker, start a remapped dockerd, install, demo"
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/sockrelay ./cmd/sockrelay
+
+test:
+	$(GO) vet ./...
+	$(GO) test -race -count=1 ./...
+
+plugin: build
+	rm -rf plugin
+	mkdir -p plugin/rootfs/mnt/volumes plugin/rootfs/host/run \
+	         plugin/rootfs/run/docker/plugins plugin/rootfs/etc plugin/rootfs/proc plugin/rootfs/dev \
+	         plugin/rootfs/sys plugin/rootfs/tmp
+	touch plugin/rootfs/etc/subuid plugin/rootfs/etc/subgid
+	cp bin/sockrelay plugin/rootfs/sockrelay
+	cp config.json plugin/config.json
+	scripts/plugin.sh create $(PLUGIN) plugin
+
+install: plugin
+	scripts/plugin.sh enable $(PLUGIN)
+
+uninstall:
+	scripts/plugin.sh remove $(PLUGIN)
+
+e2e:
+	scripts/e2e.sh
+
+demo:
+	scripts/demo.sh
+
+dockerd:
+	scripts/dockerd.sh start
+
+clean:
+	rm -rf bin plugin

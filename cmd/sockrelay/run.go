@@ -1,0 +1,162 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"github.com/docker/go-plugins-helpers/volume"
+
+	"github.com/sockrelay/sockrelay/internal/config"
+	"github.com/sockrelay/sockrelay/internal/driver"
+	"github.com/sockrelay/sockrelay/internal/owner"
+	"github.com/sockrelay/sockrelay/internal/state"
+)
+
+// version and commit are set by the linker (make build).
+var (
+	version = "dev"
+	commit  = ""
+)
+
+const usage = `usage: sockrelay <command> [flags]
+
+commands:
+  plugin    serve the VolumeDriver API (the managed plugin's entrypoint)
+  version   print the version and commit
+`
+
+// shutdownGrace bounds shutdown: dockerd sends SIGKILL 10 s after SIGTERM.
+const shutdownGrace = 7 * time.Second
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errors.New("no command given")
+	}
+	switch args[0] {
+	case "plugin":
+		cfg, err := config.Load(args[1:], getenv)
+		if err != nil {
+			return err
+		}
+		return runPlugin(ctx, cfg, cfg.Logger(stdout))
+	case "version", "--version", "-v":
+		fmt.Fprintf(stdout, "sockrelay %s %s\n", version, buildCommit())
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("unknown command %q", args[0])
+}
+
+func buildCommit() string {
+	if commit != "" {
+		return commit
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				return s.Value
+			}
+		}
+	}
+	return "unknown"
+}
+
+func runPlugin(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	log.Info("sockrelay starting", "version", version, "commit", buildCommit(), "pid", os.Getpid())
+	store, err := state.New(cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	res := &owner.Resolver{
+		RemapUser:    cfg.RemapUser,
+		SubUID:       cfg.SubUIDFile,
+		SubGID:       cfg.SubGIDFile,
+		DaemonSocket: filepath.Join(cfg.SocketDirMount, "docker.sock"),
+	}
+	if cfg.RemapUID != nil {
+		res.Override = &owner.Range{Remapped: *cfg.RemapUID != 0, UID: *cfg.RemapUID, GID: *cfg.RemapGID, Size: 65536, Source: "settings REMAP_UID/REMAP_GID"}
+		if !res.Override.Remapped {
+			res.Override.Size = 1<<32 - 1
+		}
+	}
+	// Relays live until the plugin stops; their context ends after the
+	// API socket is closed, so no Mount can start one during shutdown.
+	relayCtx, cancelRelays := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelRelays()
+	d, err := driver.New(relayCtx, driver.Config{
+		Log:            log,
+		Store:          store,
+		Owner:          res,
+		VolumeRoot:     cfg.VolumeRoot,
+		HostSocketDir:  cfg.HostSocketDir,
+		SocketDirMount: cfg.SocketDirMount,
+		Modes:          map[string]driver.StartFunc{"relay": driver.RelayMode(log)},
+	})
+	if err != nil {
+		return err
+	}
+
+	// Listen first: dockerd gives the plugin about 9 s to answer.
+	ln, err := listenPlugin(cfg.PluginSocket)
+	if err != nil {
+		d.Close()
+		return err
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- volume.NewHandler(d).Serve(ln) }()
+	log.Info("plugin API listening", "socket", cfg.PluginSocket)
+
+	d.Reconcile()
+
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case err = <-serveErr:
+		log.Error("plugin API stopped", "err", err)
+	}
+	ln.Close()
+	done := make(chan struct{})
+	go func() {
+		cancelRelays()
+		d.Close()
+		close(done)
+	}()
+	select {
+	case <-done:
+		log.Info("stopped")
+	case <-time.After(shutdownGrace):
+		log.Warn("shutdown took too long; exiting with relays still open")
+	}
+	return err
+}
+
+// listenPlugin listens on the plugin API socket, replacing a stale file.
+func listenPlugin(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
+	}
+	if c, err := net.Dial("unix", path); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("plugin socket %s is served by another process", path)
+	} else if errors.Is(err, syscall.ECONNREFUSED) {
+		os.Remove(path)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("plugin socket: %w", err)
+	}
+	return ln, nil
+}

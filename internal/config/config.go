@@ -1,0 +1,131 @@
+// Package config reads every setting of sockrelay from the command line and
+// the environment, in one place. In the managed plugin the environment comes
+// from the settable env entries of config.json (docker plugin set).
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// Config holds the plugin's settings.
+type Config struct {
+	// LogLevel and LogFormat shape the logger (LOG_LEVEL, LOG_FORMAT).
+	LogLevel  slog.Level
+	LogFormat string // "text" or "json"
+
+	// PluginSocket is where the VolumeDriver API listens (inside the plugin).
+	PluginSocket string
+	// StateDir holds state.json. It lies inside the propagatedMount, which
+	// survives disable/enable, daemon restarts and docker plugin upgrade.
+	StateDir string
+	// VolumeRoot is the plugin's propagatedMount: volume directories live
+	// below it and the daemon maps Mountpoints below it to the host.
+	VolumeRoot string
+	// HostSocketDir is the host's socket directory as a host path (SOCKET_DIR,
+	// default /var/run), and SocketDirMount is where it is mounted in the
+	// plugin. A volume's target must lie below HostSocketDir.
+	HostSocketDir  string
+	SocketDirMount string
+	// DefaultTarget is the upstream socket of volumes that name none, as a
+	// host path.
+	DefaultTarget string
+
+	// RemapUser is the daemon's --userns-remap value ("default" means
+	// dockremap); its first /etc/subuid and /etc/subgid lines give the
+	// remapped root. RemapUID/RemapGID, when set, override every lookup.
+	RemapUser  string
+	RemapUID   *uint32
+	RemapGID   *uint32
+	SubUIDFile string
+	SubGIDFile string
+}
+
+// Keys lists the environment settings Load reads, for docs and errors.
+var Keys = []string{"LOG_LEVEL", "LOG_FORMAT", "SOCKET_DIR", "USERNS_REMAP", "REMAP_UID", "REMAP_GID"}
+
+// Load parses args (without the program name and subcommand) and getenv
+// into a Config. Bad values are errors, never silent defaults.
+func Load(args []string, getenv func(string) string) (*Config, error) {
+	c := &Config{
+		PluginSocket:   "/run/docker/plugins/sockrelay.sock",
+		StateDir:       "/mnt/volumes/.sockrelay",
+		VolumeRoot:     "/mnt/volumes",
+		SocketDirMount: "/host/run",
+		SubUIDFile:     "/etc/subuid",
+		SubGIDFile:     "/etc/subgid",
+	}
+	env := func(key, def string) string {
+		if v := strings.TrimSpace(getenv(key)); v != "" {
+			return v
+		}
+		return def
+	}
+
+	var errs []error
+	if err := c.LogLevel.UnmarshalText([]byte(env("LOG_LEVEL", "info"))); err != nil {
+		errs = append(errs, fmt.Errorf("LOG_LEVEL: want debug, info, warn or error"))
+	}
+	c.LogFormat = env("LOG_FORMAT", "text")
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		errs = append(errs, fmt.Errorf("LOG_FORMAT: want text or json"))
+	}
+	c.HostSocketDir = env("SOCKET_DIR", "/var/run")
+	if !filepath.IsAbs(c.HostSocketDir) || filepath.Clean(c.HostSocketDir) != c.HostSocketDir || c.HostSocketDir == "/" {
+		errs = append(errs, fmt.Errorf("SOCKET_DIR: want a clean absolute directory other than /"))
+	}
+	c.RemapUser = env("USERNS_REMAP", "default")
+	for _, p := range []struct {
+		key string
+		dst **uint32
+	}{{"REMAP_UID", &c.RemapUID}, {"REMAP_GID", &c.RemapGID}} {
+		v := env(p.key, "")
+		if v == "" {
+			continue
+		}
+		n, err := strconv.ParseUint(v, 10, 32)
+		if err != nil || n == 1<<32-1 {
+			errs = append(errs, fmt.Errorf("%s: want a host id from 0 to 4294967294", p.key))
+			continue
+		}
+		id := uint32(n)
+		*p.dst = &id
+	}
+	if (c.RemapUID == nil) != (c.RemapGID == nil) {
+		errs = append(errs, errors.New("REMAP_UID and REMAP_GID must be set together"))
+	}
+
+	fs := flag.NewFlagSet("sockrelay plugin", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&c.PluginSocket, "plugin-socket", c.PluginSocket, "VolumeDriver API socket")
+	fs.StringVar(&c.StateDir, "state-dir", c.StateDir, "directory of state.json")
+	fs.StringVar(&c.VolumeRoot, "volume-root", c.VolumeRoot, "directory of the volume directories (the propagatedMount)")
+	fs.StringVar(&c.SocketDirMount, "socket-dir-mount", c.SocketDirMount, "where the host's SOCKET_DIR is mounted")
+	fs.StringVar(&c.SubUIDFile, "subuid", c.SubUIDFile, "the host's /etc/subuid")
+	fs.StringVar(&c.SubGIDFile, "subgid", c.SubGIDFile, "the host's /etc/subgid")
+	if err := fs.Parse(args); err != nil {
+		errs = append(errs, err)
+	} else if fs.NArg() > 0 {
+		errs = append(errs, fmt.Errorf("unexpected argument %q", fs.Arg(0)))
+	}
+	c.DefaultTarget = filepath.Join(c.HostSocketDir, "docker.sock")
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("bad settings: %w", err)
+	}
+	return c, nil
+}
+
+// Logger builds the process logger from the settings.
+func (c *Config) Logger(w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: c.LogLevel}
+	if c.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

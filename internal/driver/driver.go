@@ -1,0 +1,532 @@
+// Package driver implements the VolumeDriver protocol: it keeps sockrelay's
+// volumes, counts their mounts, and serves a socket in each mounted
+// volume's directory.
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/docker/go-plugins-helpers/volume"
+	"golang.org/x/sys/unix"
+
+	"github.com/sockrelay/sockrelay/internal/owner"
+	"github.com/sockrelay/sockrelay/internal/state"
+)
+
+// Errors callers can test for. Their text reaches the user as
+// "VolumeDriver.<Call>: <text>", so each wrap says what to do.
+var (
+	ErrInvalid  = errors.New("invalid volume")
+	ErrNotFound = errors.New("no such sockrelay volume")
+	ErrInUse    = errors.New("volume is in use")
+	ErrExists   = errors.New("volume exists with other options")
+)
+
+// createTimeout bounds the owner lookup of a Create; dockerd gives 2 min.
+const createTimeout = 30 * time.Second
+
+// Resolver finds the daemon's remap range.
+type Resolver interface {
+	Resolve(ctx context.Context) (owner.Range, error)
+}
+
+// Server is what serves one mounted volume's socket.
+type Server interface {
+	// Stop stops serving and removes the socket; it returns when every
+	// goroutine of the server has ended.
+	Stop() error
+	// Status adds live figures to a volume's Status.
+	Status(map[string]any)
+}
+
+// StartFunc starts serving volume v's socket inside dir, the open volume
+// directory, until ctx ends or Stop is called. upstream is the plugin-side
+// path of v.Target.
+type StartFunc func(ctx context.Context, dir *os.File, v *state.Volume, upstream string) (Server, error)
+
+// Config wires a Driver.
+type Config struct {
+	Log   *slog.Logger
+	Store *state.Store
+	Owner Resolver
+	// VolumeRoot holds the volume directories (the plugin's propagatedMount).
+	VolumeRoot string
+	// HostSocketDir is the host's socket directory; SocketDirMount is where
+	// it is mounted here. Targets are host paths below HostSocketDir.
+	HostSocketDir, SocketDirMount string
+	// Modes maps a mode name to how it serves a volume.
+	Modes map[string]StartFunc
+}
+
+// Driver is the VolumeDriver. Create it with New, then Reconcile once the
+// plugin socket listens, and Close at shutdown.
+type Driver struct {
+	cfg  Config
+	log  *slog.Logger
+	ctx  context.Context
+	root *os.File // VolumeRoot, held open
+
+	locks  keyLock    // one per volume name; held across I/O
+	saveMu sync.Mutex // serialises state writes so none is lost
+	mu     sync.Mutex // guards vols and live; never held across I/O
+	vols   map[string]*state.Volume
+	live   map[string]*served
+}
+
+type served struct {
+	srv     Server
+	lastErr string
+	errAt   time.Time
+}
+
+var _ volume.Driver = (*Driver)(nil)
+
+// New loads the state. It does not start any relay: call Reconcile.
+func New(ctx context.Context, cfg Config) (*Driver, error) {
+	vols, err := cfg.Store.Load()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.VolumeRoot, 0o755); err != nil {
+		return nil, fmt.Errorf("volume root: %w", err)
+	}
+	root, err := os.OpenFile(cfg.VolumeRoot, unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_RDONLY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("volume root: %w", err)
+	}
+	return &Driver{cfg: cfg, log: cfg.Log, ctx: ctx, root: root, vols: vols, live: map[string]*served{}}, nil
+}
+
+// Reconcile re-creates the directory of every volume and the socket of
+// every mounted one. dockerd never replays Mount after a plugin restart.
+func (d *Driver) Reconcile() {
+	d.mu.Lock()
+	names := make([]string, 0, len(d.vols))
+	for n := range d.vols {
+		names = append(names, n)
+	}
+	d.mu.Unlock()
+	for _, name := range names {
+		unlock := d.locks.lock(name)
+		v := d.volume(name)
+		if v != nil {
+			if err := d.makeDir(name); err != nil {
+				d.log.Error("restore volume directory", "volume", name, "err", err)
+			} else if v.MountCount() > 0 {
+				if err := d.start(v); err != nil {
+					d.log.Error("restore socket of mounted volume", "volume", name, "err", err)
+				} else {
+					d.log.Info("socket restored", "volume", name, "mounts", v.MountCount())
+				}
+			}
+		}
+		unlock()
+	}
+}
+
+// Close stops every socket. Mount counts stay in the state, so the next
+// start serves them again.
+func (d *Driver) Close() {
+	d.mu.Lock()
+	live := d.live
+	d.live = map[string]*served{}
+	d.mu.Unlock()
+	for name, s := range live {
+		if s.srv != nil {
+			if err := s.srv.Stop(); err != nil {
+				d.log.Warn("stop socket", "volume", name, "err", err)
+			}
+		}
+	}
+	d.root.Close()
+}
+
+func (d *Driver) volume(name string) *state.Volume {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.vols[name]
+}
+
+// commit replaces (or with nil, deletes) a volume's record and persists
+// the whole state; on failure the record is put back as it was.
+func (d *Driver) commit(name string, v *state.Volume) error {
+	d.saveMu.Lock()
+	defer d.saveMu.Unlock()
+	d.mu.Lock()
+	old := d.vols[name]
+	if v == nil {
+		delete(d.vols, name)
+	} else {
+		d.vols[name] = v
+	}
+	snap := make(map[string]*state.Volume, len(d.vols))
+	for k, r := range d.vols {
+		snap[k] = r // records are never changed in place, only replaced
+	}
+	d.mu.Unlock()
+	if err := d.cfg.Store.Save(snap); err != nil {
+		d.mu.Lock()
+		if old == nil {
+			delete(d.vols, name)
+		} else {
+			d.vols[name] = old
+		}
+		d.mu.Unlock()
+		return fmt.Errorf("cannot save plugin state, nothing changed: %w", err)
+	}
+	return nil
+}
+
+// Create validates the name and options, resolves the socket's owner and
+// records the volume. Bad input changes nothing.
+func (d *Driver) Create(r *volume.CreateRequest) error {
+	if err := ValidateName(r.Name); err != nil {
+		return err
+	}
+	spec, err := ParseOptions(r.Options, d.cfg.HostSocketDir)
+	if err != nil {
+		return err
+	}
+	if err := d.checkTarget(spec.Target); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(d.ctx, createTimeout)
+	defer cancel()
+	rg, err := d.cfg.Owner.Resolve(ctx)
+	if err != nil {
+		return fmt.Errorf("cannot choose the socket's owner: %w", err)
+	}
+	uid, gid, err := rg.Map(spec.UID, spec.GID)
+	if err != nil {
+		return fmt.Errorf("%w: options uid/gid: %v", ErrInvalid, err)
+	}
+	v := &state.Volume{
+		Name: r.Name, CreatedAt: time.Now().UTC().Truncate(time.Second), Mode: spec.Mode,
+		UID: uid, GID: gid, Perm: uint32(spec.Perm), Socket: spec.Socket, Target: spec.Target,
+	}
+
+	unlock := d.locks.lock(r.Name)
+	defer unlock()
+	if old := d.volume(r.Name); old != nil {
+		if sameSpec(old, v) {
+			return nil
+		}
+		return fmt.Errorf("volume %q: %w; remove it first or pick another name", r.Name, ErrExists)
+	}
+	if err := d.makeDir(r.Name); err != nil {
+		return err
+	}
+	if err := d.commit(r.Name, v); err != nil {
+		d.removeDir(r.Name)
+		return err
+	}
+	d.log.Info("volume created", "volume", r.Name, "mode", v.Mode, "owner", ownerString(v), "socket", v.Socket, "target", v.Target, "owner_source", rg.Source)
+	return nil
+}
+
+func sameSpec(a, b *state.Volume) bool {
+	return a.Mode == b.Mode && a.UID == b.UID && a.GID == b.GID && a.Perm == b.Perm && a.Socket == b.Socket && a.Target == b.Target
+}
+
+// checkTarget makes sure the upstream exists and is a socket, without
+// following a symlink out of the socket directory.
+func (d *Driver) checkTarget(target string) error {
+	rel := strings.TrimPrefix(target, d.cfg.HostSocketDir+"/")
+	root, err := os.OpenRoot(d.cfg.SocketDirMount)
+	if err != nil {
+		return fmt.Errorf("the host socket directory is not mounted in the plugin (%v); check the plugin's sockdir mount", err)
+	}
+	defer root.Close()
+	fi, err := root.Stat(rel)
+	if err != nil {
+		return fmt.Errorf("%w: option target: no socket at %s on the host; is the daemon running?", ErrInvalid, target)
+	}
+	if fi.Mode().Type() != os.ModeSocket {
+		return fmt.Errorf("%w: option target: %s is not a socket", ErrInvalid, target)
+	}
+	return nil
+}
+
+// upstream is where the plugin dials a target host path.
+func (d *Driver) upstream(target string) string {
+	return path.Join(d.cfg.SocketDirMount, strings.TrimPrefix(target, d.cfg.HostSocketDir+"/"))
+}
+
+// Remove deletes an unmounted volume.
+func (d *Driver) Remove(r *volume.RemoveRequest) error {
+	unlock := d.locks.lock(r.Name)
+	defer unlock()
+	v := d.volume(r.Name)
+	if v == nil {
+		// The daemon may still list a volume this plugin no longer has
+		// (after a reinstall); removing it must not be impossible.
+		d.log.Info("remove of an unknown volume; nothing to do", "volume", r.Name)
+		return nil
+	}
+	if n := v.MountCount(); n > 0 {
+		return fmt.Errorf("volume %q: %w by %d mount(s); stop the containers that use it first", r.Name, ErrInUse, n)
+	}
+	if err := d.commit(r.Name, nil); err != nil {
+		return err
+	}
+	if err := d.removeDir(r.Name); err != nil {
+		d.log.Warn("remove volume directory", "volume", r.Name, "err", err)
+	}
+	d.log.Info("volume removed", "volume", r.Name)
+	return nil
+}
+
+// Mount counts one more mount of ID; the first mount starts the socket.
+func (d *Driver) Mount(r *volume.MountRequest) (*volume.MountResponse, error) {
+	if r.ID == "" {
+		return nil, fmt.Errorf("%w: mount request without an ID", ErrInvalid)
+	}
+	unlock := d.locks.lock(r.Name)
+	defer unlock()
+	v := d.volume(r.Name)
+	if v == nil {
+		return nil, fmt.Errorf("volume %q: %w", r.Name, ErrNotFound)
+	}
+	nv := v.Clone()
+	if nv.Mounts == nil {
+		nv.Mounts = map[string]int{}
+	}
+	nv.Mounts[r.ID]++
+	started := false
+	if !d.serving(r.Name) {
+		if err := d.makeDir(r.Name); err != nil {
+			return nil, err
+		}
+		if err := d.start(nv); err != nil {
+			return nil, fmt.Errorf("volume %q: cannot serve its socket: %w", r.Name, err)
+		}
+		started = true
+	}
+	if err := d.commit(r.Name, nv); err != nil {
+		if started {
+			d.stop(r.Name)
+		}
+		return nil, err
+	}
+	d.log.Info("volume mounted", "volume", r.Name, "id", shortID(r.ID), "mounts", nv.MountCount())
+	return &volume.MountResponse{Mountpoint: d.mountpoint(r.Name)}, nil
+}
+
+// Unmount counts one mount of ID less; the last unmount stops the socket.
+func (d *Driver) Unmount(r *volume.UnmountRequest) error {
+	unlock := d.locks.lock(r.Name)
+	defer unlock()
+	v := d.volume(r.Name)
+	if v == nil {
+		return fmt.Errorf("volume %q: %w", r.Name, ErrNotFound)
+	}
+	if v.Mounts[r.ID] == 0 {
+		// Nothing to undo: say so in the log, and let the daemon go on.
+		d.log.Warn("unmount of an ID that is not mounted", "volume", r.Name, "id", shortID(r.ID))
+		return nil
+	}
+	nv := v.Clone()
+	if nv.Mounts[r.ID]--; nv.Mounts[r.ID] == 0 {
+		delete(nv.Mounts, r.ID)
+	}
+	if err := d.commit(r.Name, nv); err != nil {
+		return err
+	}
+	if nv.MountCount() == 0 {
+		d.stop(r.Name)
+	}
+	d.log.Info("volume unmounted", "volume", r.Name, "id", shortID(r.ID), "mounts", nv.MountCount())
+	return nil
+}
+
+// Path returns a volume's mountpoint.
+func (d *Driver) Path(r *volume.PathRequest) (*volume.PathResponse, error) {
+	if d.volume(r.Name) == nil {
+		return nil, fmt.Errorf("volume %q: %w", r.Name, ErrNotFound)
+	}
+	return &volume.PathResponse{Mountpoint: d.mountpoint(r.Name)}, nil
+}
+
+// Get describes one volume.
+func (d *Driver) Get(r *volume.GetRequest) (*volume.GetResponse, error) {
+	v := d.volume(r.Name)
+	if v == nil {
+		return nil, fmt.Errorf("volume %q: %w", r.Name, ErrNotFound)
+	}
+	return &volume.GetResponse{Volume: d.describe(v, true)}, nil
+}
+
+// List describes every volume.
+func (d *Driver) List() (*volume.ListResponse, error) {
+	d.mu.Lock()
+	vols := make([]*state.Volume, 0, len(d.vols))
+	for _, v := range d.vols {
+		vols = append(vols, v)
+	}
+	d.mu.Unlock()
+	res := &volume.ListResponse{Volumes: make([]*volume.Volume, 0, len(vols))}
+	for _, v := range vols {
+		res.Volumes = append(res.Volumes, d.describe(v, false))
+	}
+	return res, nil
+}
+
+// Capabilities: volumes are local to this host.
+func (d *Driver) Capabilities() *volume.CapabilitiesResponse {
+	return &volume.CapabilitiesResponse{Capabilities: volume.Capability{Scope: "local"}}
+}
+
+func (d *Driver) describe(v *state.Volume, status bool) *volume.Volume {
+	out := &volume.Volume{Name: v.Name, Mountpoint: d.mountpoint(v.Name), CreatedAt: v.CreatedAt.Format(time.RFC3339)}
+	if !status {
+		return out
+	}
+	st := map[string]any{
+		"mode":   v.Mode,
+		"owner":  ownerString(v),
+		"perm":   fmt.Sprintf("%04o", v.Perm),
+		"socket": v.Socket,
+		"target": v.Target,
+		"mounts": v.MountCount(),
+	}
+	d.mu.Lock()
+	s := d.live[v.Name]
+	d.mu.Unlock()
+	st["serving"] = s != nil && s.srv != nil
+	if s != nil {
+		if s.srv != nil {
+			s.srv.Status(st)
+		}
+		if s.lastErr != "" {
+			st["last_error"] = s.lastErr
+			st["last_error_at"] = s.errAt.Format(time.RFC3339)
+		}
+	}
+	out.Status = st
+	return out
+}
+
+func ownerString(v *state.Volume) string { return fmt.Sprintf("%d:%d", v.UID, v.GID) }
+
+func (d *Driver) mountpoint(name string) string { return filepath.Join(d.cfg.VolumeRoot, name) }
+
+func (d *Driver) serving(name string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s := d.live[name]
+	return s != nil && s.srv != nil
+}
+
+// start serves v's socket. Callers hold v's key lock.
+func (d *Driver) start(v *state.Volume) error {
+	startFn := d.cfg.Modes[v.Mode]
+	if startFn == nil {
+		return d.recordErr(v.Name, fmt.Errorf("mode %q is not available in this build", v.Mode))
+	}
+	dir, err := d.openDir(v.Name)
+	if err != nil {
+		return d.recordErr(v.Name, err)
+	}
+	defer dir.Close()
+	srv, err := startFn(d.ctx, dir, v, d.upstream(v.Target))
+	if err != nil {
+		return d.recordErr(v.Name, err)
+	}
+	d.mu.Lock()
+	d.live[v.Name] = &served{srv: srv}
+	d.mu.Unlock()
+	return nil
+}
+
+func (d *Driver) recordErr(name string, err error) error {
+	d.mu.Lock()
+	d.live[name] = &served{lastErr: err.Error(), errAt: time.Now().UTC()}
+	d.mu.Unlock()
+	return err
+}
+
+// stop stops serving name's socket. Callers hold the key lock.
+func (d *Driver) stop(name string) {
+	d.mu.Lock()
+	s := d.live[name]
+	delete(d.live, name)
+	d.mu.Unlock()
+	if s == nil || s.srv == nil {
+		return
+	}
+	if err := s.srv.Stop(); err != nil {
+		d.log.Warn("stop socket", "volume", name, "err", err)
+	}
+}
+
+// makeDir creates the volume directory, or takes over an existing one,
+// owned by root and not writable by anyone else: a container must not be
+// able to add, remove or replace anything in it.
+func (d *Driver) makeDir(name string) error {
+	err := unix.Mkdirat(int(d.root.Fd()), name, 0o755)
+	if err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("create volume directory: %w", err)
+	}
+	dir, err := d.openDir(name)
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
+	if err := dir.Chown(0, 0); err != nil {
+		return fmt.Errorf("volume directory: %w", err)
+	}
+	if err := dir.Chmod(0o755); err != nil {
+		return fmt.Errorf("volume directory: %w", err)
+	}
+	return nil
+}
+
+// openDir opens a volume directory without following a symlink.
+func (d *Driver) openDir(name string) (*os.File, error) {
+	fd, err := unix.Openat(int(d.root.Fd()), name, unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open volume directory: %w", err)
+	}
+	return os.NewFile(uintptr(fd), filepath.Join(d.cfg.VolumeRoot, name)), nil
+}
+
+// removeDir removes a volume directory and what it holds (at most a stale
+// socket), through directory descriptors only.
+func (d *Driver) removeDir(name string) error {
+	dir, err := d.openDir(name)
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	names, err := dir.Readdirnames(-1)
+	if err == nil {
+		for _, n := range names {
+			if uerr := unix.Unlinkat(int(dir.Fd()), n, 0); uerr != nil && !errors.Is(uerr, unix.ENOENT) {
+				err = uerr
+			}
+		}
+	}
+	dir.Close()
+	if err != nil {
+		return err
+	}
+	return unix.Unlinkat(int(d.root.Fd()), name, unix.AT_REMOVEDIR)
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}

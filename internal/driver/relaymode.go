@@ -1,0 +1,57 @@
+package driver
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"sync"
+
+	"github.com/sockrelay/sockrelay/internal/relay"
+	"github.com/sockrelay/sockrelay/internal/state"
+	"github.com/sockrelay/sockrelay/internal/unixsock"
+)
+
+// RelayMode serves a volume with a byte relay to its upstream.
+func RelayMode(log *slog.Logger) StartFunc {
+	return func(ctx context.Context, dir *os.File, v *state.Volume, upstream string) (Server, error) {
+		ln, err := unixsock.Listen(dir, v.Socket, unixsock.Owner{UID: int(v.UID), GID: int(v.GID), Perm: os.FileMode(v.Perm)})
+		if err != nil {
+			return nil, err
+		}
+		ctx, cancel := context.WithCancel(ctx)
+		r := &relayServer{
+			srv:    relay.Server{Upstream: upstream, Log: log.With("volume", v.Name), Stats: &relay.Stats{}},
+			cancel: cancel,
+			done:   make(chan struct{}),
+		}
+		go func() {
+			defer close(r.done)
+			r.srv.Serve(ctx, ln)
+			r.closeErr = ln.Close()
+		}()
+		return r, nil
+	}
+}
+
+type relayServer struct {
+	srv      relay.Server
+	cancel   context.CancelFunc
+	done     chan struct{}
+	once     sync.Once
+	closeErr error
+}
+
+func (r *relayServer) Stop() error {
+	r.once.Do(func() {
+		r.cancel()
+		<-r.done
+	})
+	return r.closeErr
+}
+
+func (r *relayServer) Status(st map[string]any) {
+	st["connections"] = r.srv.Stats.Active.Load()
+	st["connections_total"] = r.srv.Stats.Total.Load()
+	st["upstream_failures"] = r.srv.Stats.Failed.Load()
+	st["bytes_relayed"] = r.srv.Stats.Bytes.Load()
+}

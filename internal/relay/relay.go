@@ -1,0 +1,129 @@
+// Package relay copies bytes between the clients of a listener and an
+// upstream socket, dialled anew for every connection.
+package relay
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// DialTimeout bounds how long a client waits for the upstream to answer.
+const DialTimeout = 5 * time.Second
+
+// Stats are a relay's live counters.
+type Stats struct {
+	Active atomic.Int64  // connections open now
+	Total  atomic.Uint64 // connections accepted
+	Failed atomic.Uint64 // connections closed because the upstream was down
+	Bytes  atomic.Uint64 // bytes copied, both directions
+}
+
+// Server relays every connection accepted on a listener to Upstream.
+type Server struct {
+	// Upstream is the socket path dialled for each client.
+	Upstream string
+	Log      *slog.Logger
+	Stats    *Stats
+}
+
+// Serve accepts on ln until ctx ends or ln is closed, and returns only
+// when every connection it started has been closed. When ctx ends, open
+// connections are cut.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			// EMFILE and the like: wait a little rather than spin.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.Log.Warn("accept failed", "err", err, "retry_in", backoff)
+			select {
+			case <-time.After(backoff):
+				continue
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		backoff = 0
+		s.Stats.Total.Add(1)
+		s.Stats.Active.Add(1)
+		wg.Go(func() {
+			defer s.Stats.Active.Add(-1)
+			s.handle(ctx, c)
+		})
+	}
+}
+
+func (s *Server) handle(ctx context.Context, c net.Conn) {
+	dctx, cancel := context.WithTimeout(ctx, DialTimeout)
+	var d net.Dialer
+	up, err := d.DialContext(dctx, "unix", s.Upstream)
+	cancel()
+	if err != nil {
+		s.Stats.Failed.Add(1)
+		s.Log.Warn("upstream unreachable; closing client", "upstream", s.Upstream, "err", err)
+		c.Close()
+		return
+	}
+	stop := context.AfterFunc(ctx, func() {
+		c.Close()
+		up.Close()
+	})
+	defer stop()
+	n := Pipe(c, up)
+	s.Stats.Bytes.Add(uint64(n))
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
+
+// Pipe copies a to b and b to a until both directions end, passing a
+// half-close on: when one side stops sending, the other side's write half
+// is shut so it sees EOF, and the reverse direction keeps flowing. An error
+// in either direction closes both. Pipe closes a and b and returns the
+// bytes copied.
+func Pipe(a, b net.Conn) int64 {
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	one := func(dst, src net.Conn) {
+		buf := bufPool.Get().(*[]byte)
+		k, err := io.CopyBuffer(onlyWriter{dst}, onlyReader{src}, *buf)
+		bufPool.Put(buf)
+		n.Add(k)
+		if err != nil {
+			a.Close()
+			b.Close()
+			return
+		}
+		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+			if cw.CloseWrite() == nil {
+				return
+			}
+		}
+		a.Close()
+		b.Close()
+	}
+	wg.Go(func() { one(b, a) })
+	one(a, b)
+	wg.Wait()
+	a.Close()
+	b.Close()
+	return n.Load()
+}
+
+// onlyReader and onlyWriter hide ReadFrom/WriteTo so CopyBuffer uses the
+// pooled buffer.
+type onlyReader struct{ io.Reader }
+type onlyWriter struct{ io.Writer }
