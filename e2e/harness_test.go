@@ -1,0 +1,267 @@
+//go:build e2e
+
+// Package e2e drives a real userns-remapped dockerd with the sockrelay
+// plugin installed (make e2e does both). Nothing here is mocked: the
+// containers are remapped and talk to the daemon through the plugin.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+const (
+	image  = "sockrelay-e2e:latest"
+	prefix = "sre2e-"
+	label  = "sockrelay-e2e=1"
+)
+
+var plugin = envOr("SOCKRELAY_PLUGIN", "sockrelay:latest")
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func TestMain(m *testing.M) {
+	if err := setup(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e setup failed:", err)
+		fmt.Fprintln(os.Stderr, "run the suite with `make e2e`: it starts a userns-remapped dockerd and installs the plugin")
+		os.Exit(1)
+	}
+	code := m.Run()
+	cleanup()
+	os.Exit(code)
+}
+
+// setup checks the daemon and the plugin, clears leftovers of earlier
+// runs, and builds the test image offline.
+func setup() error {
+	out, err := dockerOut("info", "--format", "{{json .SecurityOptions}}")
+	if err != nil {
+		return fmt.Errorf("no Docker daemon answers: %v", err)
+	}
+	if !strings.Contains(out, "name=userns") {
+		return fmt.Errorf("the daemon does not run with --userns-remap")
+	}
+	out, err = dockerOut("plugin", "inspect", "-f", "{{.Enabled}}", plugin)
+	if err != nil || strings.TrimSpace(out) != "true" {
+		return fmt.Errorf("plugin %s is not installed and enabled (make install)", plugin)
+	}
+	cleanup()
+	return buildImage()
+}
+
+// cleanup removes what this suite creates: labelled containers and
+// volumes whose names start with the prefix.
+func cleanup() {
+	if ids, _ := dockerOut("ps", "-aq", "--filter", "label="+label); strings.TrimSpace(ids) != "" {
+		dockerOut(append([]string{"rm", "-f"}, strings.Fields(ids)...)...)
+	}
+	if names, _ := dockerOut("volume", "ls", "-q", "--filter", "name="+prefix); strings.TrimSpace(names) != "" {
+		for _, n := range strings.Fields(names) {
+			if strings.HasPrefix(n, prefix) {
+				dockerOut("volume", "rm", "-f", n)
+			}
+		}
+	}
+}
+
+// buildImage makes the test image from a tarball: the static test client
+// and the static docker CLI, no registry, no base image.
+func buildImage() error {
+	dir, err := os.MkdirTemp("", "sre2e-img")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	for _, d := range []string{"bin", "tmp", "etc", "var/run", "run"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			return err
+		}
+	}
+	os.Chmod(filepath.Join(dir, "tmp"), 0o1777)
+	build := exec.Command("go", "build", "-o", filepath.Join(dir, "bin", "srclient"), "./srclient")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("build srclient: %v: %s", err, out)
+	}
+	cli := envOr("E2E_DOCKER_CLI", "")
+	if cli == "" {
+		if cli, err = exec.LookPath("docker"); err != nil {
+			return err
+		}
+	}
+	if out, err := exec.Command("cp", cli, filepath.Join(dir, "bin", "docker")).CombinedOutput(); err != nil {
+		return fmt.Errorf("copy docker CLI: %v: %s", err, out)
+	}
+	if out, _ := exec.Command("file", "-L", cli).Output(); len(out) > 0 && !bytes.Contains(out, []byte("statically linked")) {
+		return fmt.Errorf("%s is not a static binary; set E2E_DOCKER_CLI to a static docker CLI", cli)
+	}
+	tar := exec.Command("tar", "-C", dir, "-c", ".")
+	imp := exec.Command("docker", "import", "-c", "ENV PATH=/bin", "-c", "ENV HOME=/tmp", "-", image)
+	pipe, err := tar.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	imp.Stdin = pipe
+	var stderr bytes.Buffer
+	imp.Stderr = &stderr
+	if err := tar.Start(); err != nil {
+		return err
+	}
+	if err := imp.Run(); err != nil {
+		return fmt.Errorf("docker import: %v: %s", err, stderr.String())
+	}
+	return tar.Wait()
+}
+
+// result of one docker command.
+type result struct {
+	stdout, stderr string
+	err            error
+}
+
+func (r result) String() string {
+	return fmt.Sprintf("err=%v\nstdout:\n%s\nstderr:\n%s", r.err, r.stdout, r.stderr)
+}
+
+func dockerIn(stdin []byte, args ...string) result {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "docker", args...)
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	return result{o.String(), e.String(), err}
+}
+
+func dockerOut(args ...string) (string, error) {
+	r := dockerIn(nil, args...)
+	if r.err != nil {
+		return r.stdout, fmt.Errorf("docker %s: %v: %s", strings.Join(args, " "), r.err, strings.TrimSpace(r.stderr))
+	}
+	return r.stdout, nil
+}
+
+// must runs docker and fails the test on error.
+func must(t *testing.T, args ...string) string {
+	t.Helper()
+	r := dockerIn(nil, args...)
+	if r.err != nil {
+		t.Fatalf("docker %s:\n%s", strings.Join(args, " "), r)
+	}
+	return r.stdout
+}
+
+// newVolume creates a sockrelay volume with a unique name and removes it
+// (and its users) at the end of the test.
+func newVolume(t *testing.T, opts ...string) string {
+	t.Helper()
+	name := uniqueName(t)
+	args := []string{"volume", "create", "-d", plugin}
+	for _, o := range opts {
+		args = append(args, "-o", o)
+	}
+	must(t, append(args, name)...)
+	t.Cleanup(func() { removeVolume(name) })
+	return name
+}
+
+func removeVolume(name string) {
+	// Containers first: the daemon refuses to remove a volume in use.
+	if ids, _ := dockerOut("ps", "-aq", "--filter", "volume="+name); strings.TrimSpace(ids) != "" {
+		dockerOut(append([]string{"rm", "-f"}, strings.Fields(ids)...)...)
+	}
+	dockerOut("volume", "rm", "-f", name)
+}
+
+var counter int
+
+func uniqueName(t *testing.T) string {
+	counter++
+	n := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
+	if len(n) > 40 {
+		n = n[:40]
+	}
+	return fmt.Sprintf("%s%s-%d-%d", prefix, n, os.Getpid()%10000, counter)
+}
+
+// runClient runs a remapped container with the volume at /var/run and
+// returns its output.
+func runClient(t *testing.T, vol string, args ...string) result {
+	t.Helper()
+	base := []string{"run", "--rm", "--label", label, "-v", vol + ":/var/run", image}
+	return dockerIn(nil, append(base, args...)...)
+}
+
+// startUser starts a detached, labelled container with the volume that
+// sleeps; the test's cleanup removes it.
+func startUser(t *testing.T, vol string, extra ...string) string {
+	t.Helper()
+	name := uniqueName(t)
+	args := append([]string{"run", "-d", "--name", name, "--label", label, "-v", vol + ":/var/run"}, extra...)
+	must(t, append(args, image, "srclient", "sleep", "3600")...)
+	t.Cleanup(func() { dockerOut("rm", "-f", name) })
+	return name
+}
+
+// pingIn pings the daemon through the volume from inside container c.
+func pingIn(t *testing.T, c string) result {
+	t.Helper()
+	return dockerIn(nil, "exec", c, "srclient", "ping", "/var/run/docker.sock")
+}
+
+func wantPing(t *testing.T, r result) {
+	t.Helper()
+	if r.err != nil || !strings.HasPrefix(r.stdout, "200 OK") {
+		t.Fatalf("ping through the volume: got\n%s\nwant 200 OK", r)
+	}
+}
+
+// eventually retries f for up to d, for state that settles after a
+// restart; it fails with f's last error.
+func eventually(t *testing.T, d time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %v", d, err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// status returns the plugin's Status of a volume (docker volume inspect).
+func status(t *testing.T, vol string) map[string]any {
+	t.Helper()
+	out := must(t, "volume", "inspect", "-f", "{{json .Status}}", vol)
+	var st map[string]any
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("status of %s: %v: %s", vol, err, out)
+	}
+	return st
+}
+
+func repoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Dir(filepath.Dir(file))
+}
