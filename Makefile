@@ -8,11 +8,12 @@ GO          ?= go
 LDFLAGS     := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 export CGO_ENABLED = 0
 
-.PHONY: help build test e2e bench plugin install uninstall demo dockerd clean
+.PHONY: help build test e2e check fuzz bench plugin install uninstall demo dockerd clean
 
 help:
 	@echo "build    bin/sockrelay, a static binary"
 	@echo "test     unit and integration tests (no root, no Docker)"
+	@echo "check    test, fuzz briefly, then e2e: every test (what CI runs)"
 	@echo "e2e      end-to-end suite against a userns-remapped dockerd (root); installs the plugin"
 	@echo "plugin   assemble plugin/ offline and docker plugin create $(PLUGIN)"
 	@echo "install  plugin, then enable it, replacing an older install"
@@ -23,7 +24,7 @@ build:
 
 test:
 	$(GO) vet ./...
-	$(GO) test -race -count=1 ./...
+	CGO_ENABLED=1 $(GO) test -race -count=1 ./...
 
 plugin: build
 	rm -rf plugin
@@ -43,6 +44,18 @@ uninstall:
 
 e2e:
 	scripts/e2e.sh
+
+check: test fuzz e2e
+
+# Each fuzz target for a few seconds (FUZZTIME); the corpora are in testdata/.
+FUZZTIME ?= 5s
+fuzz:
+	@for pkg in $$($(GO) list ./internal/...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "fuzz $$pkg $$f"; \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
 
 demo:
 	scripts/demo.sh

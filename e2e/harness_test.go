@@ -78,53 +78,13 @@ func cleanup() {
 	}
 }
 
-// buildImage makes the test image from a tarball: the static test client
-// and the static docker CLI, no registry, no base image.
+// buildImage makes the test image offline (scripts/testimage.sh).
 func buildImage() error {
-	dir, err := os.MkdirTemp("", "sre2e-img")
+	out, err := exec.Command(filepath.Join(repoRoot(), "scripts", "testimage.sh"), image).CombinedOutput()
 	if err != nil {
-		return err
+		return fmt.Errorf("build the test image: %v: %s", err, out)
 	}
-	defer os.RemoveAll(dir)
-	for _, d := range []string{"bin", "tmp", "etc", "var/run", "run"} {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
-			return err
-		}
-	}
-	os.Chmod(filepath.Join(dir, "tmp"), 0o1777)
-	build := exec.Command("go", "build", "-o", filepath.Join(dir, "bin", "srclient"), "./srclient")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		return fmt.Errorf("build srclient: %v: %s", err, out)
-	}
-	cli := envOr("E2E_DOCKER_CLI", "")
-	if cli == "" {
-		if cli, err = exec.LookPath("docker"); err != nil {
-			return err
-		}
-	}
-	if out, err := exec.Command("cp", cli, filepath.Join(dir, "bin", "docker")).CombinedOutput(); err != nil {
-		return fmt.Errorf("copy docker CLI: %v: %s", err, out)
-	}
-	if out, _ := exec.Command("file", "-L", cli).Output(); len(out) > 0 && !bytes.Contains(out, []byte("statically linked")) {
-		return fmt.Errorf("%s is not a static binary; set E2E_DOCKER_CLI to a static docker CLI", cli)
-	}
-	tar := exec.Command("tar", "-C", dir, "-c", ".")
-	imp := exec.Command("docker", "import", "-c", "ENV PATH=/bin", "-c", "ENV HOME=/tmp", "-", image)
-	pipe, err := tar.StdoutPipe()
-	if err != nil {
-		return err
-	}
-	imp.Stdin = pipe
-	var stderr bytes.Buffer
-	imp.Stderr = &stderr
-	if err := tar.Start(); err != nil {
-		return err
-	}
-	if err := imp.Run(); err != nil {
-		return fmt.Errorf("docker import: %v: %s", err, stderr.String())
-	}
-	return tar.Wait()
+	return nil
 }
 
 // result of one docker command.

@@ -248,7 +248,7 @@ func (d *Driver) checkTarget(target string) error {
 	defer root.Close()
 	fi, err := root.Stat(rel)
 	if err != nil {
-		return fmt.Errorf("%w: option target: no socket at %s on the host; is the daemon running?", ErrInvalid, target)
+		return fmt.Errorf("%w: option target: no socket at %s on the host; start what serves it first, or fix the path", ErrInvalid, target)
 	}
 	if fi.Mode().Type() != os.ModeSocket {
 		return fmt.Errorf("%w: option target: %s is not a socket", ErrInvalid, target)

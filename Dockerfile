@@ -1,0 +1,23 @@
+# The plugin's rootfs, for users who build with Docker instead of make.
+# make plugin assembles the same tree offline; to use this instead:
+#   docker build -t sockrelay-rootfs .
+#   id=$(docker create sockrelay-rootfs true)
+#   mkdir -p plugin/rootfs && docker export "$id" | tar -x -C plugin/rootfs
+#   docker rm "$id" && cp config.json plugin/ && docker plugin create sockrelay plugin
+FROM golang:1.26.8-bookworm AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+ARG VERSION=dev
+ARG COMMIT=
+RUN CGO_ENABLED=0 go build -trimpath \
+      -ldflags "-s -w -X main.version=${VERSION} -X main.commit=${COMMIT}" \
+      -o /rootfs/sockrelay ./cmd/sockrelay \
+ && mkdir -p /rootfs/mnt/volumes /rootfs/host/run /rootfs/run/docker/plugins \
+             /rootfs/etc /rootfs/proc /rootfs/dev /rootfs/sys /rootfs/tmp \
+ && touch /rootfs/etc/subuid /rootfs/etc/subgid
+
+FROM scratch
+COPY --from=build /rootfs/ /
+ENTRYPOINT ["/sockrelay", "plugin"]

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Build the small test image (default sockrelay-e2e:latest) offline: no
+# registry, no base image. It holds /bin/srclient (e2e/srclient, static)
+# and /bin/docker, a static docker CLI (E2E_DOCKER_CLI, default the docker
+# first on PATH).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+image=${1:-sockrelay-e2e:latest}
+cli=${E2E_DOCKER_CLI:-$(command -v docker)}
+if command -v file >/dev/null && ! file -L "$cli" | grep -q 'statically linked'; then
+	echo "testimage.sh: $cli is not a static binary; set E2E_DOCKER_CLI to a static docker CLI" >&2
+	exit 1
+fi
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+mkdir -p "$dir"/bin "$dir"/tmp "$dir"/etc "$dir"/var/run "$dir"/run
+chmod 1777 "$dir"/tmp
+CGO_ENABLED=0 go build -trimpath -o "$dir"/bin/srclient ./e2e/srclient
+cp "$cli" "$dir"/bin/docker
+tar -C "$dir" -c . | docker import -c 'ENV PATH=/bin' -c 'ENV HOME=/tmp' - "$image" >/dev/null
+echo "built image $image"
