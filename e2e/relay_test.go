@@ -117,12 +117,12 @@ func TestSharedVolume(t *testing.T) {
 	if st := status(t, vol); st["mounts"] != 2.0 || st["serving"] != true {
 		t.Fatalf("status with two users: got %v, want 2 mounts, serving", st)
 	}
-	must(t, "rm", "-f", a)
+	must(t, "stop", "-t", "1", a)
 	wantPing(t, pingIn(t, b))
 	if st := status(t, vol); st["mounts"] != 1.0 {
 		t.Fatalf("status after one user left: got %v, want 1 mount", st)
 	}
-	must(t, "rm", "-f", b)
+	must(t, "stop", "-t", "1", b)
 	if st := status(t, vol); st["mounts"] != 0.0 || st["serving"] != false {
 		t.Fatalf("status with no users: got %v, want 0 mounts, not serving", st)
 	}
@@ -352,5 +352,20 @@ func TestDaemonRestart(t *testing.T) {
 		}
 		return nil
 	})
+	wantPing(t, runClient(t, vol, "srclient", "ping", "/var/run/docker.sock"))
+}
+
+// make install over an installed plugin keeps its volumes: the daemon's
+// records and the plugin's state agree, and the volume serves again.
+func TestReinstallKeepsVolumes(t *testing.T) {
+	vol := newVolume(t, "perm=0600")
+	wantPing(t, runClient(t, vol, "srclient", "ping", "/var/run/docker.sock"))
+	cmd := exec.Command("make", "--no-print-directory", "-C", repoRoot(), "install")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("make install: %v\n%s", err, out)
+	}
+	if st := status(t, vol); st["perm"] != "0600" {
+		t.Fatalf("status after reinstall: got %v, want the volume with perm 0600", st)
+	}
 	wantPing(t, runClient(t, vol, "srclient", "ping", "/var/run/docker.sock"))
 }

@@ -118,7 +118,8 @@ func (d *Driver) Reconcile() {
 	for _, name := range names {
 		unlock := d.locks.lock(name)
 		v := d.volume(name)
-		if v != nil {
+		// A Mount that came in first may already serve it.
+		if v != nil && !d.serving(name) {
 			if err := d.makeDir(name); err != nil {
 				d.log.Error("restore volume directory", "volume", name, "err", err)
 			} else if v.MountCount() > 0 {

@@ -30,6 +30,11 @@ type Server struct {
 	Upstream string
 	Log      *slog.Logger
 	Stats    *Stats
+
+	// While the upstream is down every client fails; one warning a
+	// second, with the count of those not logged, keeps the log readable.
+	lastWarn   atomic.Int64
+	suppressed atomic.Uint64
 }
 
 // Serve accepts on ln until ctx ends or ln is closed, and returns only
@@ -74,8 +79,8 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 	cancel()
 	if err != nil {
 		s.Stats.Failed.Add(1)
-		s.Log.Warn("upstream unreachable; closing client", "upstream", s.Upstream, "err", err)
 		c.Close()
+		s.warnUpstream(err)
 		return
 	}
 	stop := context.AfterFunc(ctx, func() {
@@ -83,8 +88,20 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 		up.Close()
 	})
 	defer stop()
+	start := time.Now()
 	n := Pipe(c, up)
 	s.Stats.Bytes.Add(uint64(n))
+	s.Log.Debug("connection closed", "bytes", n, "duration", time.Since(start))
+}
+
+func (s *Server) warnUpstream(err error) {
+	now := time.Now().UnixNano()
+	last := s.lastWarn.Load()
+	if now-last < int64(time.Second) || !s.lastWarn.CompareAndSwap(last, now) {
+		s.suppressed.Add(1)
+		return
+	}
+	s.Log.Warn("upstream unreachable; client closed", "upstream", s.Upstream, "err", err, "also_closed", s.suppressed.Swap(0))
 }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
