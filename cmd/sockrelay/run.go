@@ -31,6 +31,7 @@ const usage = `usage: sockrelay <command> [flags]
 
 commands:
   plugin    serve the VolumeDriver API (the managed plugin's entrypoint)
+  serve     relay one socket to another, outside Docker (sockrelay serve -h)
   version   print the version and commit
 `
 
@@ -49,6 +50,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return err
 		}
 		return runPlugin(ctx, cfg, cfg.Logger(stdout))
+	case "serve":
+		if len(args) > 1 && (args[1] == "-h" || args[1] == "--help") {
+			fmt.Fprintln(stdout, config.ServeUsage)
+			return nil
+		}
+		cfg, err := config.LoadServe(args[1:], getenv)
+		if err != nil {
+			return err
+		}
+		return runServe(ctx, cfg, cfg.Logger(stdout))
 	case "version", "--version", "-v":
 		fmt.Fprintf(stdout, "sockrelay %s %s\n", version, buildCommit())
 		return nil

@@ -129,3 +129,71 @@ func (c *Config) Logger(w io.Writer) *slog.Logger {
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
 }
+
+// Serve holds the settings of `sockrelay serve`, the stand-alone relay.
+type Serve struct {
+	LogLevel  slog.Level
+	LogFormat string
+	// Listen is the socket to serve; Target is the upstream socket.
+	Listen, Target string
+	// UID and GID own the socket (host ids); Perm is its mode.
+	UID, GID uint32
+	Perm     uint32
+}
+
+// LoadServe parses the flags of `sockrelay serve` and the LOG_* settings.
+func LoadServe(args []string, getenv func(string) string) (*Serve, error) {
+	base, err := Load(nil, getenv)
+	if err != nil {
+		return nil, err
+	}
+	s := &Serve{LogLevel: base.LogLevel, LogFormat: base.LogFormat}
+	fs := flag.NewFlagSet("sockrelay serve", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&s.Listen, "listen", "", "socket to create and serve (required)")
+	fs.StringVar(&s.Target, "target", "/var/run/docker.sock", "upstream socket")
+	uid := fs.Uint64("uid", 0, "host uid that owns the socket")
+	gid := fs.Uint64("gid", 0, "host gid that owns the socket")
+	perm := fs.String("perm", "0660", "socket permission bits, octal")
+	if err := fs.Parse(args); err != nil {
+		return nil, fmt.Errorf("%w\n%s", err, ServeUsage)
+	}
+	var errs []error
+	if fs.NArg() > 0 {
+		errs = append(errs, fmt.Errorf("unexpected argument %q", fs.Arg(0)))
+	}
+	if s.Listen == "" || !filepath.IsAbs(s.Listen) {
+		errs = append(errs, errors.New("--listen: want the absolute path of the socket to create"))
+	}
+	if s.Target == "" || !filepath.IsAbs(s.Target) {
+		errs = append(errs, errors.New("--target: want the absolute path of the upstream socket"))
+	}
+	if s.Listen != "" && filepath.Clean(s.Listen) == filepath.Clean(s.Target) {
+		errs = append(errs, errors.New("--listen and --target are the same socket"))
+	}
+	if *uid >= 1<<32-1 || *gid >= 1<<32-1 {
+		errs = append(errs, errors.New("--uid and --gid: want host ids from 0 to 4294967294"))
+	}
+	p, err := strconv.ParseUint(*perm, 8, 32)
+	if err != nil || p > 0o777 || p&0o600 != 0o600 {
+		errs = append(errs, errors.New("--perm: want octal permission bits with owner read and write, such as 0660"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("%w\n%s", err, ServeUsage)
+	}
+	s.UID, s.GID, s.Perm = uint32(*uid), uint32(*gid), uint32(p)
+	return s, nil
+}
+
+// ServeUsage documents `sockrelay serve`.
+const ServeUsage = `usage: sockrelay serve --listen PATH [--target PATH] [--uid N] [--gid N] [--perm 0660]
+  --listen PATH   socket to create and serve; its directory must exist
+  --target PATH   upstream socket (default /var/run/docker.sock)
+  --uid, --gid N  host ids that own the socket (default 0); for a remapped
+                  container's root, the first /etc/subuid line (e.g. 100000)
+  --perm MODE     socket permission bits, octal (default 0660)`
+
+// Logger builds the logger of `sockrelay serve`.
+func (s *Serve) Logger(w io.Writer) *slog.Logger {
+	return (&Config{LogLevel: s.LogLevel, LogFormat: s.LogFormat}).Logger(w)
+}

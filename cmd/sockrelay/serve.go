@@ -1,0 +1,34 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/sockrelay/sockrelay/internal/config"
+	"github.com/sockrelay/sockrelay/internal/relay"
+	"github.com/sockrelay/sockrelay/internal/unixsock"
+)
+
+// runServe is `sockrelay serve`: the plugin's relay, run by hand or by
+// systemd, as a drop-in for the socat recipe.
+func runServe(ctx context.Context, cfg *config.Serve, log *slog.Logger) error {
+	dir, err := os.Open(filepath.Dir(cfg.Listen))
+	if err != nil {
+		return fmt.Errorf("--listen: %w", err)
+	}
+	ln, err := unixsock.Listen(dir, filepath.Base(cfg.Listen), unixsock.Owner{UID: int(cfg.UID), GID: int(cfg.GID), Perm: os.FileMode(cfg.Perm)})
+	dir.Close()
+	if err != nil {
+		return fmt.Errorf("--listen: %w", err)
+	}
+	defer ln.Close()
+	log.Info("sockrelay serving", "version", version, "listen", cfg.Listen, "target", cfg.Target,
+		"owner", fmt.Sprintf("%d:%d", cfg.UID, cfg.GID), "perm", fmt.Sprintf("%04o", cfg.Perm), "backlog", unixsock.Backlog())
+	srv := &relay.Server{Upstream: cfg.Target, Log: log, Stats: &relay.Stats{}}
+	err = srv.Serve(ctx, ln)
+	log.Info("stopped", "connections", srv.Stats.Total.Load(), "bytes", srv.Stats.Bytes.Load())
+	return err
+}
