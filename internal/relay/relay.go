@@ -108,24 +108,18 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }
 
 // Pipe copies a to b and b to a until both directions end, passing a
 // half-close on: when one side stops sending, the other side's write half
-// is shut so it sees EOF, and the reverse direction keeps flowing. An error
-// in either direction closes both. Pipe closes a and b and returns the
-// bytes copied.
+// is shut so it sees EOF, and the reverse direction keeps flowing. When a
+// side hangs up entirely, or an error comes in either direction, both are
+// closed at once: a client that goes away never leaves its upstream open.
+// Pipe closes a and b and returns the bytes copied.
 func Pipe(a, b net.Conn) int64 {
 	var n atomic.Int64
 	var wg sync.WaitGroup
 	one := func(dst, src net.Conn) {
-		buf := bufPool.Get().(*[]byte)
-		k, err := io.CopyBuffer(onlyWriter{dst}, onlyReader{src}, *buf)
-		bufPool.Put(buf)
+		k, err := copyConn(dst, src)
 		n.Add(k)
-		if err != nil {
-			a.Close()
-			b.Close()
-			return
-		}
-		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-			if cw.CloseWrite() == nil {
+		if err == nil && !hungUp(src) {
+			if cw, ok := dst.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
 				return
 			}
 		}
@@ -138,6 +132,22 @@ func Pipe(a, b net.Conn) int64 {
 	a.Close()
 	b.Close()
 	return n.Load()
+}
+
+// copyConn copies src to dst until EOF (nil) or an error: by splice(2)
+// between Unix sockets, with a pooled buffer otherwise.
+func copyConn(dst, src net.Conn) (int64, error) {
+	if d, ok := dst.(*net.UnixConn); ok {
+		if s, ok := src.(*net.UnixConn); ok {
+			n, err := spliceCopy(d, s)
+			if err != errNoSplice {
+				return n, err
+			}
+		}
+	}
+	buf := bufPool.Get().(*[]byte)
+	defer bufPool.Put(buf)
+	return io.CopyBuffer(onlyWriter{dst}, onlyReader{src}, *buf)
 }
 
 // onlyReader and onlyWriter hide ReadFrom/WriteTo so CopyBuffer uses the

@@ -1,0 +1,190 @@
+package relay
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// The zero-copy path: splice(2) moves page references from the source
+// socket into a pipe and from the pipe into the destination socket, with
+// the Go netpoller doing the waiting (RawConn.Read/Write and
+// SPLICE_F_NONBLOCK). AF_UNIX supports splice both ways on current kernels.
+
+const (
+	// pipeSize is the pipe's capacity (F_SETPIPE_SZ); the kernel caps it
+	// at /proc/sys/fs/pipe-max-size. A large pipe means fewer wakeups.
+	pipeSize = 1 << 20
+	// maxPooledPipes bounds the idle pipes kept for reuse; more are closed.
+	maxPooledPipes = 64
+	spliceFlags    = unix.SPLICE_F_MOVE | unix.SPLICE_F_NONBLOCK
+)
+
+type pipe struct {
+	r, w int
+	size int
+}
+
+// pipePool keeps idle, empty pipes. A connection holds a pipe only while
+// data flows; an idle connection holds none.
+var pipePool struct {
+	sync.Mutex
+	free []*pipe
+}
+
+func getPipe() (*pipe, error) {
+	pipePool.Lock()
+	if n := len(pipePool.free); n > 0 {
+		p := pipePool.free[n-1]
+		pipePool.free = pipePool.free[:n-1]
+		pipePool.Unlock()
+		return p, nil
+	}
+	pipePool.Unlock()
+	var fds [2]int
+	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		return nil, err
+	}
+	p := &pipe{r: fds[0], w: fds[1], size: 64 << 10}
+	if n, err := unix.FcntlInt(uintptr(p.w), unix.F_SETPIPE_SZ, pipeSize); err == nil {
+		p.size = n
+	}
+	return p, nil
+}
+
+// putPipe returns an empty pipe to the pool.
+func putPipe(p *pipe) {
+	pipePool.Lock()
+	if len(pipePool.free) < maxPooledPipes {
+		pipePool.free = append(pipePool.free, p)
+		pipePool.Unlock()
+		return
+	}
+	pipePool.Unlock()
+	p.close()
+}
+
+func (p *pipe) close() {
+	unix.Close(p.r)
+	unix.Close(p.w)
+}
+
+// errNoSplice means the connections cannot splice; copy with a buffer.
+var errNoSplice = errors.New("splice not supported")
+
+// spliceCopy copies src to dst through a pipe until src reaches EOF
+// (returning nil) or an error. A pipe that still holds data after an
+// error is closed, never pooled.
+func spliceCopy(dst, src *net.UnixConn) (written int64, err error) {
+	srcRC, err := src.SyscallConn()
+	if err != nil {
+		return 0, errNoSplice
+	}
+	dstRC, err := dst.SyscallConn()
+	if err != nil {
+		return 0, errNoSplice
+	}
+	var p *pipe
+	defer func() {
+		if p != nil {
+			p.close() // it may hold bytes that were not delivered
+		}
+	}()
+	for {
+		// Fill the pipe from src. The pipe is taken when the callback runs
+		// and given back when src has nothing to read, before waiting.
+		var n int64
+		var serr error
+		rerr := srcRC.Read(func(fd uintptr) bool {
+			if p == nil {
+				if p, serr = getPipe(); serr != nil {
+					return true
+				}
+			}
+			n, serr = unix.Splice(int(fd), nil, p.w, nil, p.size, spliceFlags)
+			if serr == unix.EINTR {
+				return false
+			}
+			if serr == unix.EAGAIN {
+				putPipe(p) // empty: everything read so far was drained
+				p = nil
+				return false
+			}
+			return true
+		})
+		if rerr != nil {
+			return written, rerr
+		}
+		if serr != nil {
+			if errors.Is(serr, unix.EINVAL) && written == 0 {
+				return 0, errNoSplice
+			}
+			return written, &net.OpError{Op: "splice", Net: "unix", Err: serr}
+		}
+		if n == 0 {
+			if p != nil {
+				putPipe(p)
+				p = nil
+			}
+			return written, nil // EOF
+		}
+		// Drain the pipe into dst.
+		for n > 0 {
+			var m int64
+			var werr error
+			err := dstRC.Write(func(fd uintptr) bool {
+				m, werr = unix.Splice(p.r, nil, int(fd), nil, int(n), spliceFlags)
+				return werr != unix.EAGAIN && werr != unix.EINTR
+			})
+			if err != nil {
+				return written, err
+			}
+			if werr != nil {
+				return written, &net.OpError{Op: "splice", Net: "unix", Err: werr}
+			}
+			if m == 0 {
+				return written, io.ErrShortWrite
+			}
+			n -= m
+			written += m
+		}
+	}
+}
+
+// hungUp reports whether c's peer has closed the connection entirely, not
+// just shut its write side: AF_UNIX then reports POLLHUP.
+func hungUp(c net.Conn) bool {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	hup := false
+	rc.Control(func(fd uintptr) {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+		if n, err := unix.Poll(fds, 0); err == nil && n > 0 {
+			hup = fds[0].Revents&(unix.POLLHUP|unix.POLLERR) != 0
+		}
+	})
+	return hup
+}
+
+// setBuffers sizes a socket's buffers for bulk transfers: fewer, larger
+// wakeups. The kernel caps the size at net.core.wmem_max/rmem_max.
+func setBuffers(c *net.UnixConn, size int) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return
+	}
+	rc.Control(func(fd uintptr) {
+		unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, size)
+		unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, size)
+	})
+}
