@@ -17,6 +17,7 @@ import (
 
 	"github.com/sockrelay/sockrelay/internal/config"
 	"github.com/sockrelay/sockrelay/internal/driver"
+	"github.com/sockrelay/sockrelay/internal/idmap"
 	"github.com/sockrelay/sockrelay/internal/owner"
 	"github.com/sockrelay/sockrelay/internal/state"
 )
@@ -107,6 +108,8 @@ func runPlugin(ctx context.Context, cfg *config.Config, log *slog.Logger) error 
 	// API socket is closed, so no Mount can start one during shutdown.
 	relayCtx, cancelRelays := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelRelays()
+	userns := &idmap.Namespaces{}
+	defer userns.Close()
 	d, err := driver.New(relayCtx, driver.Config{
 		Log:            log,
 		Store:          store,
@@ -114,7 +117,11 @@ func runPlugin(ctx context.Context, cfg *config.Config, log *slog.Logger) error 
 		VolumeRoot:     cfg.VolumeRoot,
 		HostSocketDir:  cfg.HostSocketDir,
 		SocketDirMount: cfg.SocketDirMount,
-		Modes:          map[string]driver.StartFunc{"relay": driver.RelayMode(log)},
+		Modes: map[string]driver.StartFunc{
+			"relay": driver.RelayMode(log),
+			"idmap": driver.IdmapMode(log, userns),
+		},
+		Checks: map[string]driver.CheckFunc{"idmap": driver.IdmapCheck(userns)},
 	})
 	if err != nil {
 		return err

@@ -24,6 +24,7 @@ const usage = `usage: srclient COMMAND [ARGS]
   sleep SECONDS       sleep
   attack DIR SOCKET   try to delete, replace or plant files next to SOCKET; prints each result
   stat PATH           print the owner and mode of PATH
+  ino PATH            print the device and inode of PATH
 `
 
 func main() {
@@ -68,6 +69,13 @@ func run(args []string) error {
 			return err
 		}
 		fmt.Printf("%d:%d %04o\n", st.Uid, st.Gid, st.Mode&0o7777)
+		return nil
+	case "ino":
+		var st syscall.Stat_t
+		if err := syscall.Stat(args[1], &st); err != nil {
+			return err
+		}
+		fmt.Printf("%d:%d\n", st.Dev, st.Ino)
 		return nil
 	}
 	return errors.New(usage)

@@ -65,7 +65,14 @@ type Config struct {
 	HostSocketDir, SocketDirMount string
 	// Modes maps a mode name to how it serves a volume.
 	Modes map[string]StartFunc
+	// Checks maps a mode name to what Create checks beyond the options:
+	// that the kernel can serve the volume that way, for instance.
+	Checks map[string]CheckFunc
 }
+
+// CheckFunc vets a new volume v at Create; upstream is the plugin-side
+// path of v.Target. Its error reaches the user.
+type CheckFunc func(v *state.Volume, upstream string) error
 
 // Driver is the VolumeDriver. Create it with New, then Reconcile once the
 // plugin socket listens, and Close at shutdown.
@@ -214,6 +221,14 @@ func (d *Driver) Create(r *volume.CreateRequest) error {
 		Name: r.Name, CreatedAt: time.Now().UTC().Truncate(time.Second), Mode: spec.Mode,
 		UID: uid, GID: gid, Perm: uint32(spec.Perm), Socket: spec.Socket, Target: spec.Target,
 	}
+	if rg.Remapped {
+		v.Remap = &state.Remap{UID: rg.UID, GID: rg.GID, Size: rg.Size}
+	}
+	if check := d.cfg.Checks[v.Mode]; check != nil {
+		if err := check(v, d.upstream(v.Target)); err != nil {
+			return err
+		}
+	}
 
 	unlock := d.locks.lock(r.Name)
 	defer unlock()
@@ -235,7 +250,8 @@ func (d *Driver) Create(r *volume.CreateRequest) error {
 }
 
 func sameSpec(a, b *state.Volume) bool {
-	return a.Mode == b.Mode && a.UID == b.UID && a.GID == b.GID && a.Perm == b.Perm && a.Socket == b.Socket && a.Target == b.Target
+	return a.Mode == b.Mode && a.UID == b.UID && a.GID == b.GID && a.Perm == b.Perm && a.Socket == b.Socket && a.Target == b.Target &&
+		(a.Remap == nil) == (b.Remap == nil) && (a.Remap == nil || *a.Remap == *b.Remap)
 }
 
 // checkTarget makes sure the upstream exists and is a socket, without
@@ -393,11 +409,16 @@ func (d *Driver) describe(v *state.Volume, status bool) *volume.Volume {
 	}
 	st := map[string]any{
 		"mode":   v.Mode,
-		"owner":  ownerString(v),
-		"perm":   fmt.Sprintf("%04o", v.Perm),
 		"socket": v.Socket,
 		"target": v.Target,
 		"mounts": v.MountCount(),
+	}
+	if v.Mode != "idmap" { // idmap shows the daemon's own owner and mode
+		st["owner"] = ownerString(v)
+		st["perm"] = fmt.Sprintf("%04o", v.Perm)
+	}
+	if v.Remap != nil {
+		st["remap"] = fmt.Sprintf("%d:%d/%d", v.Remap.UID, v.Remap.GID, v.Remap.Size)
 	}
 	d.mu.Lock()
 	s := d.live[v.Name]

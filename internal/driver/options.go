@@ -14,7 +14,7 @@ import (
 var OptionKeys = []string{"uid", "gid", "perm", "socket", "target", "mode", "policy"}
 
 // Modes lists the serving modes a volume may name.
-var Modes = []string{"relay"}
+var Modes = []string{"relay", "idmap"}
 
 const (
 	maxNameLen   = 100
@@ -91,6 +91,13 @@ func ParseOptions(opts map[string]string, hostSockDir string) (Spec, error) {
 		}
 		if err != nil {
 			return s, fmt.Errorf("%w: option %s: %v", ErrInvalid, k, err)
+		}
+	}
+	if s.Mode == "idmap" {
+		for _, k := range []string{"uid", "gid", "perm"} {
+			if _, ok := opts[k]; ok {
+				return s, fmt.Errorf("%w: option %s does not apply to mode=idmap: the socket is the daemon's own, with its owner and mode seen through the remap; use mode=relay to choose them", ErrInvalid, k)
+			}
 		}
 	}
 	return s, nil

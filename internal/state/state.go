@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"maps"
 	"os"
@@ -40,15 +41,30 @@ type Volume struct {
 	Socket string `json:"socket"`
 	// Target is the upstream socket as a host path.
 	Target string `json:"target"`
+	// Remap is the daemon's remap range when the volume was created; nil
+	// for a daemon without userns-remap.
+	Remap *Remap `json:"remap,omitempty"`
 	// Mounts counts Mount calls per mount ID. dockerd reuses an ID (docker
 	// cp on a running container), so it is a count, not a set.
 	Mounts map[string]int `json:"mounts,omitempty"`
+}
+
+// Remap is a daemon's remap range: host ids UID and GID are a remapped
+// container's root, and Size ids follow each.
+type Remap struct {
+	UID  uint32 `json:"uid"`
+	GID  uint32 `json:"gid"`
+	Size uint32 `json:"size"`
 }
 
 // Clone returns a deep copy.
 func (v *Volume) Clone() *Volume {
 	c := *v
 	c.Mounts = maps.Clone(v.Mounts)
+	if v.Remap != nil {
+		r := *v.Remap
+		c.Remap = &r
+	}
 	return &c
 }
 
@@ -97,6 +113,9 @@ func (s *Store) Load() (map[string]*Volume, error) {
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&f); err != nil {
 		return nil, fmt.Errorf("%s: %w: %v", s.Path(), ErrCorrupt, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("%s: %w: data after the state", s.Path(), ErrCorrupt)
 	}
 	if f.Version != version {
 		return nil, fmt.Errorf("%s: %w: version %d, this build reads %d", s.Path(), ErrCorrupt, f.Version, version)

@@ -1,0 +1,123 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// hostSocket is the daemon's socket as the host sees it.
+func hostSocket(t *testing.T) syscall.Stat_t {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat("/var/run/docker.sock", &st); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// An idmap volume hands the container the daemon's own socket: the same
+// inode, owned root:docker as seen inside, with no relay in between.
+func TestIdmapDirect(t *testing.T) {
+	vol := newVolume(t, "mode=idmap")
+	host := hostSocket(t)
+
+	r := runClient(t, vol, "srclient", "stat", "/var/run/docker.sock")
+	if got, want := strings.TrimSpace(r.stdout), fmt.Sprintf("0:%d 0660", host.Gid); got != want {
+		t.Fatalf("socket inside the container: got %q (%s), want %q (root:docker, the daemon's own)", got, r, want)
+	}
+	r = runClient(t, vol, "srclient", "ino", "/var/run/docker.sock")
+	if got, want := strings.TrimSpace(r.stdout), fmt.Sprintf("%d:%d", host.Dev, host.Ino); got != want {
+		t.Fatalf("inode inside the container: got %q (%s), want the host socket's %q", got, r, want)
+	}
+	wantPing(t, runClient(t, vol, "srclient", "ping", "/var/run/docker.sock"))
+	r = runClient(t, vol, "docker", "run", "--rm", "--label", label, image, "srclient", "echo", "idmap-sibling")
+	if r.err != nil || strings.TrimSpace(r.stdout) != "idmap-sibling" {
+		t.Fatalf("docker run through idmap: got\n%s", r)
+	}
+
+	a := startUser(t, vol)
+	wantPing(t, pingIn(t, a))
+	st := status(t, vol)
+	if st["mode"] != "idmap" || st["serving"] != true || st["idmap"] != "uid 0 100000 65536, gid 0 100000 65536" {
+		t.Fatalf("status: got %v, want idmap serving with the remap range", st)
+	}
+	if _, ok := st["connections"]; ok {
+		t.Fatalf("status of an idmap volume has relay counters: %v", st)
+	}
+	// The user namespace helper left no process behind.
+	for _, pid := range pluginPids(t) {
+		if out, err := exec.Command("pgrep", "-P", pid).Output(); err == nil {
+			t.Fatalf("the plugin (pid %s) has child processes: %s", pid, out)
+		}
+	}
+}
+
+// pluginPids finds the plugin's processes on the host.
+func pluginPids(t *testing.T) []string {
+	t.Helper()
+	out, err := exec.Command("pgrep", "-f", "^/sockrelay plugin").Output()
+	if err != nil {
+		t.Fatalf("plugin process not found: %v", err)
+	}
+	return strings.Fields(string(out))
+}
+
+// mode=idmap refuses the owner options and says why.
+func TestIdmapRefusesOwnerOptions(t *testing.T) {
+	name := uniqueName(t)
+	r := dockerIn(nil, "volume", "create", "-d", plugin, "-o", "mode=idmap", "-o", "perm=0600", name)
+	if r.err == nil {
+		removeVolume(name)
+		t.Fatal("mode=idmap with perm: created, want refused")
+	}
+	if !strings.Contains(r.stderr, "option perm does not apply to mode=idmap") {
+		t.Fatalf("got %q, want it to say perm does not apply to mode=idmap", r.stderr)
+	}
+}
+
+// disable -f / enable: the plugin re-creates the idmapped mount, and a
+// running container sees it again.
+func TestIdmapPluginRestart(t *testing.T) {
+	vol := newVolume(t, "mode=idmap")
+	a := startUser(t, vol)
+	wantPing(t, pingIn(t, a))
+	must(t, "plugin", "disable", "-f", plugin)
+	t.Cleanup(func() { dockerOut("plugin", "enable", plugin) })
+	must(t, "plugin", "enable", plugin)
+	eventually(t, 15*time.Second, func() error {
+		if r := pingIn(t, a); r.err != nil || !strings.HasPrefix(r.stdout, "200 OK") {
+			return fmt.Errorf("ping after enable: %s", r)
+		}
+		return nil
+	})
+}
+
+// After a dockerd restart (a new socket inode), a restarted container and
+// a new one both reach the new daemon through the idmap volume.
+func TestIdmapDaemonRestart(t *testing.T) {
+	vol := newVolume(t, "mode=idmap")
+	a := startUser(t, vol, "--restart", "always")
+	wantPing(t, pingIn(t, a))
+	before := hostSocket(t)
+	cmd := exec.Command(filepath.Join(repoRoot(), "scripts", "dockerd.sh"), "restart")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("restart dockerd: %v\n%s", err, out)
+	}
+	if after := hostSocket(t); after.Ino == before.Ino {
+		t.Logf("note: the daemon kept its socket inode %d across the restart", after.Ino)
+	}
+	eventually(t, 60*time.Second, func() error {
+		if r := pingIn(t, a); r.err != nil || !strings.HasPrefix(r.stdout, "200 OK") {
+			return fmt.Errorf("ping in the restarted container: %s", r)
+		}
+		return nil
+	})
+	wantPing(t, runClient(t, vol, "srclient", "ping", "/var/run/docker.sock"))
+}

@@ -1,0 +1,199 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sockrelay/sockrelay/internal/idmap"
+	"github.com/sockrelay/sockrelay/internal/state"
+)
+
+// IdmapWatch is how often an idmap volume checks that its mount still
+// shows the daemon's current socket: a daemon restart (with live-restore,
+// the plugin keeps running) re-creates the socket as a new inode, and a
+// bind of the old one is dead.
+const IdmapWatch = time.Second
+
+func mappingOf(v *state.Volume) (idmap.Mapping, error) {
+	if v.Remap == nil {
+		return idmap.Mapping{}, errors.New("mode=idmap needs a userns-remapped daemon; use mode=relay")
+	}
+	return idmap.Mapping{UID: v.Remap.UID, GID: v.Remap.GID, Size: v.Remap.Size}, nil
+}
+
+// IdmapCheck refuses, at Create, an idmap volume the kernel or the
+// filesystem of the daemon's socket cannot serve.
+func IdmapCheck(ns *idmap.Namespaces) CheckFunc {
+	return func(v *state.Volume, upstream string) error {
+		m, err := mappingOf(v)
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrInvalid, err)
+		}
+		if err := ns.Probe(upstream, m); err != nil {
+			return fmt.Errorf("%w: mode=idmap: %v; use mode=relay", ErrInvalid, err)
+		}
+		return nil
+	}
+}
+
+// IdmapMode serves a volume with an idmapped bind mount of the daemon's
+// socket: the container connects straight to the daemon.
+func IdmapMode(log *slog.Logger, ns *idmap.Namespaces) StartFunc {
+	return func(ctx context.Context, dir *os.File, v *state.Volume, upstream string) (Server, error) {
+		m, err := mappingOf(v)
+		if err != nil {
+			return nil, err
+		}
+		d, err := dupFile(dir)
+		if err != nil {
+			return nil, err
+		}
+		s := &idmapServer{log: log.With("volume", v.Name), ns: ns, m: m, dir: d, name: v.Socket, upstream: upstream, done: make(chan struct{})}
+		if err := s.mount(); err != nil {
+			s.unmount()
+			d.Close()
+			return nil, err
+		}
+		ctx, s.cancel = context.WithCancel(ctx)
+		go s.watch(ctx)
+		return s, nil
+	}
+}
+
+type idmapServer struct {
+	log      *slog.Logger
+	ns       *idmap.Namespaces
+	m        idmap.Mapping
+	dir      *os.File // the volume directory, held open
+	name     string
+	upstream string
+
+	cancel   context.CancelFunc
+	done     chan struct{}
+	once     sync.Once
+	mu       sync.Mutex // guards remounts and the fields below
+	remounts int
+	lastErr  string
+}
+
+// mount (re)places the idmapped bind of the upstream on the mount point:
+// whatever is stacked there is detached, and the point is a root-owned
+// empty file.
+func (s *idmapServer) mount() error {
+	if err := idmap.Detach(s.dir, s.name); err != nil {
+		return err
+	}
+	if err := ensureFile(s.dir, s.name); err != nil {
+		return err
+	}
+	userns, err := s.ns.Get(s.m)
+	if err != nil {
+		return err
+	}
+	tree, err := idmap.Clone(s.upstream, userns)
+	if err != nil {
+		return err
+	}
+	defer tree.Close()
+	return idmap.Attach(tree, s.dir, s.name)
+}
+
+func (s *idmapServer) unmount() error {
+	err := idmap.Detach(s.dir, s.name)
+	if uerr := unix.Unlinkat(int(s.dir.Fd()), s.name, 0); uerr != nil && !errors.Is(uerr, unix.ENOENT) && err == nil {
+		err = uerr
+	}
+	return err
+}
+
+// watch re-mounts when the mount no longer shows the upstream's inode.
+func (s *idmapServer) watch(ctx context.Context) {
+	defer close(s.done)
+	t := time.NewTicker(IdmapWatch)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		var up, mnt unix.Stat_t
+		if err := unix.Stat(s.upstream, &up); err != nil {
+			continue // the daemon is restarting; its socket will be back
+		}
+		err := unix.Fstatat(int(s.dir.Fd()), s.name, &mnt, unix.AT_SYMLINK_NOFOLLOW)
+		if err == nil && mnt.Ino == up.Ino && mnt.Dev == up.Dev {
+			continue
+		}
+		s.mu.Lock()
+		if err := s.mount(); err != nil {
+			if s.lastErr != err.Error() {
+				s.log.Error("re-mount of the daemon socket failed", "err", err)
+			}
+			s.lastErr = err.Error()
+		} else {
+			s.remounts++
+			s.lastErr = ""
+			s.log.Info("daemon socket changed; idmapped mount renewed")
+		}
+		s.mu.Unlock()
+	}
+}
+
+func (s *idmapServer) Stop() error {
+	var err error
+	s.once.Do(func() {
+		s.cancel()
+		<-s.done
+		s.mu.Lock()
+		err = s.unmount()
+		s.mu.Unlock()
+		s.dir.Close()
+	})
+	return err
+}
+
+func (s *idmapServer) Status(st map[string]any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st["idmap"] = s.m.String()
+	st["remounts"] = s.remounts
+	if s.lastErr != "" {
+		st["last_error"] = s.lastErr
+	}
+}
+
+// ensureFile makes name in dir a regular, root-owned, empty file to mount
+// on, without following a link; a leftover socket is replaced.
+func ensureFile(dir *os.File, name string) error {
+	var st unix.Stat_t
+	err := unix.Fstatat(int(dir.Fd()), name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	if err == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
+		return nil
+	}
+	if err == nil {
+		if err := unix.Unlinkat(int(dir.Fd()), name, 0); err != nil {
+			return fmt.Errorf("replace %s: %w", name, err)
+		}
+	}
+	fd, err := unix.Openat(int(dir.Fd()), name, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return fmt.Errorf("create mount point %s: %w", name, err)
+	}
+	return unix.Close(fd)
+}
+
+func dupFile(f *os.File) (*os.File, error) {
+	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("dup directory: %w", err)
+	}
+	return os.NewFile(uintptr(fd), f.Name()), nil
+}
