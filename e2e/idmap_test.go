@@ -121,3 +121,55 @@ func TestIdmapDaemonRestart(t *testing.T) {
 	})
 	wantPing(t, runClient(t, vol, "srclient", "ping", "/var/run/docker.sock"))
 }
+
+// restartDaemon restarts dockerd with extra arguments after the default
+// --userns-remap=default (none: the default daemon).
+func restartDaemon(t *testing.T, extra string) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(repoRoot(), "scripts", "dockerd.sh"), "restart")
+	cmd.Env = append(cmd.Environ(), "DOCKERD_ARGS=--userns-remap=default "+extra)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("restart dockerd %s: %v\n%s", extra, err, out)
+	}
+}
+
+// With live-restore, containers and the plugin keep running while the
+// daemon restarts and re-creates its socket: a relay volume dials the new
+// socket, an idmap volume's mount is renewed by its watcher.
+func TestLiveRestore(t *testing.T) {
+	if out, _ := exec.Command("systemctl", "is-active", "docker").Output(); strings.TrimSpace(string(out)) == "active" {
+		t.Fatal("this test restarts dockerd with --live-restore through scripts/dockerd.sh; the daemon here is systemd's")
+	}
+	restartDaemon(t, "--live-restore")
+	t.Cleanup(func() { restartDaemon(t, "") })
+	if out := must(t, "info", "-f", "{{.LiveRestoreEnabled}}"); strings.TrimSpace(out) != "true" {
+		t.Fatalf("live-restore is not on after the restart: %q", out)
+	}
+	relayVol := newVolume(t)
+	idmapVol := newVolume(t, "mode=idmap")
+	a := startUser(t, relayVol)
+	b := startUser(t, idmapVol)
+	wantPing(t, pingIn(t, a))
+	wantPing(t, pingIn(t, b))
+	pids := pluginPids(t)
+	before := hostSocket(t)
+
+	restartDaemon(t, "--live-restore")
+	if after := hostSocket(t); after.Ino == before.Ino {
+		t.Fatalf("the daemon kept socket inode %d: this test would prove nothing", after.Ino)
+	}
+	if got := pluginPids(t); strings.Join(got, ",") != strings.Join(pids, ",") {
+		t.Fatalf("plugin processes %v became %v: want the plugin kept running", pids, got)
+	}
+	for _, c := range []string{a, b} {
+		eventually(t, 10*time.Second, func() error {
+			if r := pingIn(t, c); r.err != nil || !strings.HasPrefix(r.stdout, "200 OK") {
+				return fmt.Errorf("ping in %s after a live-restore restart: %s", c, r)
+			}
+			return nil
+		})
+	}
+	if st := status(t, idmapVol); st["mounts"] != 1.0 || st["serving"] != true || st["remounts"] != 1.0 {
+		t.Fatalf("idmap status after live-restore: got %v, want 1 mount, serving, renewed once", st)
+	}
+}
