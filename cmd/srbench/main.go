@@ -1,0 +1,124 @@
+// Command srbench measures sockrelay beside a direct connection and socat
+// (make bench). It prints a table of medians, ratios to direct and the
+// goals of issue 3; it exits non-zero only on an error, never on a figure.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"syscall"
+	"time"
+
+	"github.com/sockrelay/sockrelay/internal/bench"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "srbench:", err)
+		os.Exit(1)
+	}
+}
+
+// run is main without the process, so that tests can call it.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	// The bench starts this very program again as its upstream.
+	if path := getenv(bench.UpstreamEnv); path != "" {
+		return bench.ServeUpstream(ctx, path)
+	}
+	fs := flag.NewFlagSet("srbench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	quick := fs.Bool("quick", false, "measure briefly: 2 rounds, 16MiB transfers, smaller counts")
+	rounds := fs.Int("rounds", 0, "rounds; the report gives the median (default 5, 2 with -quick)")
+	size := fs.String("bytes", "", "size of each download and upload, such as 256MiB (default 256MiB, 16MiB with -quick)")
+	dur := fs.Duration("duration", 0, "how long each ping rate is measured (default 1s, 200ms with -quick)")
+	jsonOut := fs.String("json", "", "also write the report as JSON to `FILE`")
+	sockrelay := fs.String("sockrelay", "bin/sockrelay", "the sockrelay binary (make build)")
+	socat := fs.String("socat", "socat", "the socat binary; empty leaves socat out")
+	docker := fs.String("docker", "/var/run/docker.sock", "the daemon's socket for the /_ping figure; empty skips it")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+
+	cfg := bench.DefaultConfig()
+	if *quick {
+		cfg = bench.QuickConfig()
+	}
+	if *rounds != 0 {
+		cfg.Rounds = *rounds
+	}
+	if *size != "" {
+		n, err := bench.ParseSize(*size)
+		if err != nil {
+			return fmt.Errorf("-bytes: %w", err)
+		}
+		cfg.Bytes = n
+	}
+	if *dur != 0 {
+		cfg.PingDuration = *dur
+	}
+	bin, err := filepath.Abs(*sockrelay)
+	if err == nil {
+		_, err = os.Stat(bin)
+	}
+	if err != nil {
+		return fmt.Errorf("-sockrelay: %w; run make build first", err)
+	}
+	cfg.Sockrelay = bin
+	if *socat != "" {
+		path, err := exec.LookPath(*socat)
+		if err != nil {
+			return fmt.Errorf("-socat: %w; install it (apt-get install socat) or pass -socat '' to leave it out", err)
+		}
+		cfg.Socat = path
+	}
+	cfg.DockerSocket = *docker
+	cfg.Progress = stderr
+
+	start := time.Now()
+	rep, err := bench.Run(ctx, cfg)
+	if rep != nil {
+		fmt.Fprintln(stdout)
+		if werr := rep.WriteTable(stdout); werr != nil {
+			return errors.Join(err, werr)
+		}
+		fmt.Fprintf(stdout, "\n(%d CPUs, %s, run took %s)\n", runtime.NumCPU(), runtime.Version(), time.Since(start).Round(time.Second))
+		if *jsonOut != "" {
+			if werr := writeJSON(*jsonOut, rep); werr != nil {
+				return errors.Join(err, werr)
+			}
+		}
+	}
+	return err
+}
+
+func writeJSON(path string, rep *bench.Report) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("-json: %w", err)
+	}
+	if err := rep.WriteJSON(f); err != nil {
+		f.Close()
+		return fmt.Errorf("-json: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("-json: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,443 @@
+// Package bench measures sockrelay beside a direct connection and socat:
+// it starts a synthetic upstream HTTP server on a Unix socket, the relays
+// in front of it, and interleaves the measurements of every peer over
+// several rounds. It reports the median of every figure with its ratio to
+// direct and the goals of issue 3. It reports; it never fails on a figure,
+// only on an error such as a checksum mismatch or a peer that will not
+// start.
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Config says what to measure and how long.
+type Config struct {
+	// Rounds is how many times every figure is measured; the report
+	// gives the median.
+	Rounds int
+	// Bytes is the size of each download and upload.
+	Bytes int64
+	// PingDuration is how long each ping rate is measured.
+	PingDuration time.Duration
+	// Clients are the numbers of concurrent clients of the new-connection
+	// ping (each request on a new connection).
+	Clients []int
+	// Burst is how many connections are made at the same instant.
+	Burst int
+	// Idle is how many idle connections are held for the memory figure.
+	Idle int
+	// DockerClients are the client counts of the /_ping figure on the
+	// real daemon; none skips it.
+	DockerClients []int
+	// Volumes are the numbers of existing volumes at which the plugin's
+	// Create+Mount+Unmount+Remove cycle is timed; none skips it.
+	Volumes []int
+	// CycleDuration is how long the plugin cycles are timed.
+	CycleDuration time.Duration
+
+	// Sockrelay is the sockrelay binary; empty leaves sockrelay (and the
+	// plugin figure) out.
+	Sockrelay string
+	// Socat is the socat binary; empty leaves socat out.
+	Socat string
+	// DockerSocket is the daemon's socket, measured only when it answers
+	// and the daemon runs with userns-remap; empty skips it.
+	DockerSocket string
+	// Self is the program started with UpstreamEnv set to serve the
+	// upstream; empty means this very program (os.Executable).
+	Self string
+
+	// Progress, when set, gets a line per figure and round as they come.
+	Progress io.Writer
+}
+
+// DefaultConfig is what `make bench` measures.
+func DefaultConfig() Config {
+	return Config{
+		Rounds:        5,
+		Bytes:         256 * mib,
+		PingDuration:  time.Second,
+		Clients:       []int{1, 8, 64},
+		Burst:         1000,
+		Idle:          2000,
+		DockerClients: []int{1, 8},
+		Volumes:       []int{10, 5000},
+		CycleDuration: time.Second,
+		DockerSocket:  "/var/run/docker.sock",
+	}
+}
+
+// QuickConfig measures every figure briefly: fewer rounds, smaller
+// transfers and counts. The figures are noisy; the run checks the harness.
+func QuickConfig() Config {
+	c := DefaultConfig()
+	c.Rounds = 2
+	c.Bytes = 16 * mib
+	c.PingDuration = 200 * time.Millisecond
+	c.Burst = 200
+	c.Idle = 200
+	c.Volumes = []int{10, 500}
+	c.CycleDuration = 200 * time.Millisecond
+	return c
+}
+
+func (c Config) check() error {
+	var errs []error
+	if c.Rounds < 1 {
+		errs = append(errs, errors.New("rounds: want at least 1"))
+	}
+	if c.Bytes < 1 || c.Bytes > maxTransfer {
+		errs = append(errs, errors.New("bytes: want from 1 byte to 1 TiB"))
+	}
+	if c.PingDuration <= 0 || c.CycleDuration <= 0 {
+		errs = append(errs, errors.New("durations: want more than 0"))
+	}
+	if c.Burst < 1 || c.Idle < 1 {
+		errs = append(errs, errors.New("burst and idle counts: want at least 1"))
+	}
+	for _, n := range slices.Concat(c.Clients, c.DockerClients, c.Volumes) {
+		if n < 1 {
+			errs = append(errs, errors.New("client and volume counts: want at least 1"))
+			break
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// pluginPeer is the column of the plugin figure.
+const pluginPeer = "plugin"
+
+// harness holds what one run started; close stops it all.
+type harness struct {
+	cfg      Config
+	dir      string
+	stream   *stream
+	sum      [32]byte // sha256 of the first cfg.Bytes of the stream
+	up       *peer    // the upstream, in a process of its own
+	procs    *procSet
+	peers    []*peer              // direct first
+	kinds    map[string]relayKind // to start fresh relays of each peer
+	docker   []*peer              // direct to the daemon first; empty when skipped
+	plugins  []*pluginRun         // one per cfg.Volumes, when measured
+	res      *results
+	idleNote bool
+	rounds   int // rounds completed
+}
+
+// Run measures every figure cfg asks for and returns the report. On an
+// error it returns the report of what was measured so far, and the error.
+// Every process and file it made is gone when it returns.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	if err := cfg.check(); err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	start := time.Now()
+	h := &harness{cfg: cfg, res: newResults(rowDefs(cfg)), kinds: map[string]relayKind{}}
+	err := h.run(ctx)
+	h.close()
+	if ctx.Err() != nil {
+		err = fmt.Errorf("bench interrupted: %w", ctx.Err())
+	}
+	rounds := h.rounds
+	if err != nil && h.rounds < cfg.Rounds {
+		rounds++ // the medians include what it measured
+		h.res.note("stopped in round %d of %d (%v); the medians include that round's figures so far", h.rounds+1, cfg.Rounds, err)
+	}
+	return h.res.report(cfg, start, h.peerNames(), rounds), err
+}
+
+func (h *harness) run(ctx context.Context) error {
+	if err := h.setup(ctx); err != nil {
+		return err
+	}
+	for r := range h.cfg.Rounds {
+		if err := h.round(ctx, r); err != nil {
+			return fmt.Errorf("round %d: %w", r+1, err)
+		}
+		h.rounds++
+	}
+	return nil
+}
+
+func (h *harness) logf(format string, args ...any) {
+	if h.cfg.Progress != nil {
+		fmt.Fprintf(h.cfg.Progress, format+"\n", args...)
+	}
+}
+
+func (h *harness) setup(ctx context.Context) error {
+	h.raiseNoFile()
+	dir, err := os.MkdirTemp("", "srb")
+	if err != nil {
+		return fmt.Errorf("temp dir: %w", err)
+	}
+	h.dir = dir
+	h.procs = &procSet{dir: dir}
+	// sun_path is 108 bytes; the longest socket name here is about 30.
+	if len(dir) > 70 {
+		return fmt.Errorf("temp dir %s is too long for socket paths (sun_path is 108 bytes): set TMPDIR to a short directory", dir)
+	}
+	h.stream = newStream(streamSeed)
+	h.sum = h.stream.sum(h.cfg.Bytes)
+	if err := h.startUpstream(ctx); err != nil {
+		return err
+	}
+	h.peers = []*peer{{name: Direct, addr: h.up.addr}}
+	if h.cfg.Sockrelay != "" {
+		h.kinds[Sockrelay] = sockrelayKind(h.cfg.Sockrelay)
+	}
+	if h.cfg.Socat != "" {
+		h.kinds[Socat] = socatKind(h.cfg.Socat)
+	}
+	for _, name := range []string{Sockrelay, Socat} {
+		k, ok := h.kinds[name]
+		if !ok {
+			continue
+		}
+		p, err := h.procs.relay(ctx, k, filepath.Join(dir, name+".sock"), h.up.addr)
+		if err != nil {
+			return err
+		}
+		h.peers = append(h.peers, p)
+	}
+	if err := h.setupDocker(ctx); err != nil {
+		return err
+	}
+	if err := h.setupPlugins(ctx); err != nil {
+		return err
+	}
+	return h.warmUp(ctx)
+}
+
+// startUpstream runs ServeUpstream in a child process: cfg.Self with
+// UpstreamEnv set.
+func (h *harness) startUpstream(ctx context.Context) error {
+	self := h.cfg.Self
+	if self == "" {
+		var err error
+		if self, err = os.Executable(); err != nil {
+			return fmt.Errorf("upstream: %w", err)
+		}
+	}
+	addr := filepath.Join(h.dir, "up.sock")
+	env := []string{"PATH=" + os.Getenv("PATH"), UpstreamEnv + "=" + addr}
+	p, err := h.procs.start("upstream", []string{self}, env)
+	if err != nil {
+		return err
+	}
+	if err := p.waitReady(ctx, addr, 10*time.Second); err != nil {
+		return fmt.Errorf("upstream (%s with %s set): %w", self, UpstreamEnv, err)
+	}
+	h.up = &peer{name: "upstream", addr: addr, proc: p}
+	return nil
+}
+
+// raiseNoFile lifts the bench's open-file limit to the hard limit: the
+// burst and the idle connections hold thousands of sockets at once.
+func (h *harness) raiseNoFile() {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		h.res.note("cannot read RLIMIT_NOFILE: %v", err)
+		return
+	}
+	if rl.Cur < rl.Max {
+		rl.Cur = rl.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+			h.res.note("cannot raise RLIMIT_NOFILE: %v", err)
+		}
+	}
+	// Each idle or burst connection costs the bench up to 2 fds (client
+	// and upstream side).
+	if need := uint64(2*max(h.cfg.Burst, h.cfg.Idle) + 512); rl.Cur < need {
+		h.res.note("RLIMIT_NOFILE is %d, below the %d the counts need: expect failures that are the bench's, not the relay's", rl.Cur, need)
+	}
+}
+
+func (h *harness) setupDocker(ctx context.Context) error {
+	if h.cfg.DockerSocket == "" || len(h.cfg.DockerClients) == 0 {
+		return nil
+	}
+	sock := h.cfg.DockerSocket
+	userns, err := dockerUserns(ctx, sock)
+	if err != nil {
+		h.res.note("dockerd /_ping: skipped, %s does not answer (%v)", sock, err)
+		h.logf("dockerd /_ping: skipped: %v", err)
+		return nil
+	}
+	if !userns {
+		h.res.note("dockerd /_ping: skipped, the daemon on %s does not run with userns-remap", sock)
+		h.logf("dockerd /_ping: skipped: no userns-remap")
+		return nil
+	}
+	docker := []*peer{{name: Direct, addr: sock}}
+	for _, name := range []string{Sockrelay, Socat} {
+		k, ok := h.kinds[name]
+		if !ok {
+			continue
+		}
+		p, err := h.procs.relay(ctx, k, filepath.Join(h.dir, "dk-"+name+".sock"), sock)
+		if err != nil {
+			return fmt.Errorf("relay to dockerd: %w", err)
+		}
+		docker = append(docker, p)
+	}
+	h.docker = docker
+	return nil
+}
+
+// dockerUserns asks the daemon's GET /info whether it remaps user ids.
+func dockerUserns(ctx context.Context, sock string) (bool, error) {
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx, sock) }}
+	defer tr.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://docker/info", nil)
+	if err != nil {
+		return false, err
+	}
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		return false, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return false, fmt.Errorf("GET /info: %s", resp.Status)
+	}
+	var info struct{ SecurityOptions []string }
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 4<<20)).Decode(&info); err != nil {
+		return false, fmt.Errorf("GET /info: %w", err)
+	}
+	for _, o := range info.SecurityOptions {
+		if strings.Contains(o, "name=userns") {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+func (h *harness) setupPlugins(ctx context.Context) error {
+	switch {
+	case len(h.cfg.Volumes) == 0:
+		return nil
+	case h.cfg.Sockrelay == "":
+		h.res.note("plugin VolumeDriver cost: skipped, no sockrelay binary")
+		return nil
+	case os.Geteuid() != 0:
+		h.res.note("plugin VolumeDriver cost: skipped, needs root (Mount chowns each volume's socket to the remapped root %d)", remapID)
+		h.logf("plugin VolumeDriver cost: skipped: not root")
+		return nil
+	}
+	for _, n := range h.cfg.Volumes {
+		h.logf("starting sockrelay plugin with %d existing volumes", n)
+		pr, err := startPlugin(ctx, h.procs, h.cfg.Sockrelay, h.dir, n)
+		if err != nil {
+			return err
+		}
+		h.plugins = append(h.plugins, pr)
+	}
+	return nil
+}
+
+// warmUp runs a little traffic through every peer, so that the first
+// round does not pay for page faults and cold caches alone.
+func (h *harness) warmUp(ctx context.Context) error {
+	n := min(h.cfg.Bytes, 8*mib)
+	sum := h.stream.sum(n)
+	for _, p := range h.peers {
+		if _, err := pingRate(ctx, p.addr, 1, 50*time.Millisecond); err != nil {
+			return err
+		}
+		if _, err := download(ctx, p.addr, n, sum); err != nil {
+			return fmt.Errorf("%s: %w", p.name, err)
+		}
+		if _, err := upload(ctx, h.stream, p.addr, n, sum); err != nil {
+			return fmt.Errorf("%s: %w", p.name, err)
+		}
+	}
+	return h.checkAlive()
+}
+
+func (h *harness) close() {
+	for _, pr := range h.plugins {
+		pr.close()
+	}
+	if h.procs != nil {
+		h.procs.stopAll()
+	}
+	if h.dir != "" {
+		os.RemoveAll(h.dir)
+	}
+}
+
+func (h *harness) peerNames() []string {
+	names := []string{Direct}
+	for _, n := range []string{Sockrelay, Socat} {
+		if _, ok := h.kinds[n]; ok {
+			names = append(names, n)
+		}
+	}
+	return names
+}
+
+// checkAlive fails when a relay has died: its figures would be nonsense.
+func (h *harness) checkAlive() error {
+	for _, p := range slices.Concat([]*peer{h.up}, h.peers, h.docker) {
+		if p.proc != nil {
+			if err := p.proc.exited(); err != nil {
+				return err
+			}
+		}
+	}
+	for _, pr := range h.plugins {
+		if err := pr.proc.exited(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ParseSize reads a byte count such as 256MiB, 1GiB, 64M or 1048576.
+func ParseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1}} {
+		if rest, ok := strings.CutSuffix(t, u.suffix); ok {
+			t, mult = strings.TrimSpace(rest), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n < 1 || n > maxTransfer/mult {
+		return 0, fmt.Errorf("size %q: want a count of bytes from 1 to 1TiB, such as 256MiB", s)
+	}
+	return n * mult, nil
+}
+
+func sizeString(n int64) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%d GiB", n>>30)
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+	return fmt.Sprintf("%d bytes", n)
+}

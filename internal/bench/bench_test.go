@@ -1,0 +1,454 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestMain lets Run start this test binary as its upstream.
+func TestMain(m *testing.M) {
+	if path := os.Getenv(UpstreamEnv); path != "" {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+		err := ServeUpstream(ctx, path)
+		stop()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func tempDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "srb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// serveUpstream runs ServeUpstream in this process for the test.
+func serveUpstream(t *testing.T) string {
+	t.Helper()
+	addr := filepath.Join(tempDir(t), "up.sock")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ServeUpstream(ctx, addr) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("ServeUpstream: %v", err)
+		}
+	})
+	for range 100 {
+		if c, err := net.Dial("unix", addr); err == nil {
+			c.Close()
+			return addr
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("upstream does not answer")
+	return ""
+}
+
+func TestStream(t *testing.T) {
+	a, b := newStream(streamSeed), newStream(streamSeed)
+	for _, n := range []int64{0, 1, blockSize - 1, blockSize, 3*blockSize + 17} {
+		var buf bytes.Buffer
+		if got, err := a.writeTo(&buf, n); err != nil || got != n || int64(buf.Len()) != n {
+			t.Fatalf("writeTo(%d): got %d bytes, %v", n, buf.Len(), err)
+		}
+		if got, want := sha256.Sum256(buf.Bytes()), b.sum(n); got != want {
+			t.Errorf("n=%d: the stream's sum differs from the sum of what it wrote", n)
+		}
+	}
+	// No block repeats: blocks 0 and 1 differ, though they come from the
+	// same random block.
+	var buf bytes.Buffer
+	a.writeTo(&buf, 2*blockSize)
+	if bytes.Equal(buf.Bytes()[:blockSize], buf.Bytes()[blockSize:]) {
+		t.Error("blocks 0 and 1 are equal")
+	}
+	if newStream(2).sum(blockSize) == a.sum(blockSize) {
+		t.Error("another seed gives the same stream")
+	}
+}
+
+func TestUpstream(t *testing.T) {
+	ctx := t.Context()
+	addr := serveUpstream(t)
+	s := newStream(streamSeed)
+	if err := pingNew(ctx, addr); err != nil {
+		t.Fatalf("ping: %v", err)
+	}
+	for _, n := range []int64{1, 3*mib + 5} {
+		if _, err := download(ctx, addr, n, s.sum(n)); err != nil {
+			t.Errorf("download %d: %v", n, err)
+		}
+		if _, err := upload(ctx, s, addr, n, s.sum(n)); err != nil {
+			t.Errorf("upload %d: %v", n, err)
+		}
+	}
+	if _, err := keepAliveRate(ctx, addr, 20*time.Millisecond); err != nil {
+		t.Errorf("kept-alive ping: %v", err)
+	}
+	if failed, err := burst(ctx, addr, 50); err != nil || failed != 0 {
+		t.Errorf("burst of 50: %d failed, %v", failed, err)
+	}
+
+	conns, err := holdIdle(ctx, addr, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := waitActive(wctx, addr, 10); err != nil {
+		t.Errorf("waitActive with 10 idle connections: %v", err)
+	}
+	closeAll(conns)
+
+	resp, err := unixClient(addr).Get("http://up/download?bytes=-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("bytes=-1: got %s, want 400", resp.Status)
+	}
+}
+
+func unixClient(addr string) *http.Client {
+	return &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return dial(ctx, addr)
+	}}}
+}
+
+// A changed byte is an error, never a figure.
+func TestChecksumMismatchIsAnError(t *testing.T) {
+	ctx := t.Context()
+	s := newStream(streamSeed)
+	const n = 2*blockSize + 3
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /download", func(w http.ResponseWriter, _ *http.Request) {
+		var buf bytes.Buffer
+		s.writeTo(&buf, n)
+		buf.Bytes()[blockSize+7] ^= 1
+		w.Header().Set("Content-Length", fmt.Sprint(n))
+		w.Write(buf.Bytes())
+	})
+	mux.HandleFunc("POST /upload", func(w http.ResponseWriter, r *http.Request) {
+		got, _ := io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "%x %d\n", sha256.Sum256(nil), got)
+	})
+	addr := filepath.Join(tempDir(t), "bad.sock")
+	ln, err := net.Listen("unix", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(ln)
+	defer srv.Close()
+
+	if _, err := download(ctx, addr, n, s.sum(n)); !errors.Is(err, errChecksum) {
+		t.Errorf("download of a changed stream: got %v, want %v", err, errChecksum)
+	}
+	if _, err := upload(ctx, s, addr, n, s.sum(n)); !errors.Is(err, errChecksum) {
+		t.Errorf("upload answered with a wrong sum: got %v, want %v", err, errChecksum)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want int64
+	}{
+		{"256MiB", 256 << 20}, {"1GiB", 1 << 30}, {"64M", 64 << 20}, {"4K", 4096},
+		{"1048576", 1 << 20}, {"10B", 10}, {" 2 MiB ", 2 << 20},
+	} {
+		if got, err := ParseSize(c.in); err != nil || got != c.want {
+			t.Errorf("ParseSize(%q): got %d, %v, want %d", c.in, got, err, c.want)
+		}
+	}
+	for _, in := range []string{"", "0", "-1MiB", "1.5GiB", "MiB", "2TiB", "2048GiB"} {
+		if got, err := ParseSize(in); err == nil {
+			t.Errorf("ParseSize(%q): got %d, want an error", in, got)
+		}
+	}
+}
+
+func TestMedian(t *testing.T) {
+	for _, c := range []struct {
+		in   []float64
+		want float64
+	}{{nil, 0}, {[]float64{3}, 3}, {[]float64{5, 1, 3}, 3}, {[]float64{4, 1, 3, 2}, 2.5}} {
+		if got := median(c.in); got != c.want {
+			t.Errorf("median(%v): got %v, want %v", c.in, got, c.want)
+		}
+	}
+}
+
+func TestReport(t *testing.T) {
+	cfg := QuickConfig()
+	cfg.Rounds = 3
+	rs := newResults(rowDefs(cfg))
+	for _, v := range []struct {
+		key, peer string
+		vals      []float64
+	}{
+		{keyPingNew(1), Direct, []float64{1000, 900, 1100}},
+		{keyPingNew(1), Sockrelay, []float64{600, 500, 700}},
+		{keyPingNew(1), Socat, []float64{200, 250, 150}},
+		{keyBurst, Direct, []float64{0, 0, 0}},
+		{keyBurst, Sockrelay, []float64{0, 0, 0}},
+		{keyBurst, Socat, []float64{100, 120, 90}},
+		{keyIdleMem, Sockrelay, []float64{30, 31, 29}},
+		{keyIdleMem, Socat, []float64{60, 61, 59}},
+		{keyPluginCycles(10), pluginPeer, []float64{50, 40, 60}},
+	} {
+		for _, x := range v.vals {
+			rs.add(v.key, v.peer, x)
+		}
+	}
+	rs.addFailed(keyPingNew(1), Socat, 7, 100)
+	rs.note("a note")
+	rep := rs.report(cfg, time.Now(), []string{Direct, Sockrelay, Socat}, cfg.Rounds)
+
+	ping := rep.Row(keyPingNew(1))
+	if ping == nil {
+		t.Fatal("no ping row")
+	}
+	if got := ping.Ratio[Sockrelay]; got != 0.6 {
+		t.Errorf("sockrelay ratio: got %v, want 0.6", got)
+	}
+	if ping.Met == nil || !*ping.Met || ping.AheadOfSocat == nil || !*ping.AheadOfSocat {
+		t.Errorf("ping: got met %v, ahead %v; want met (0.60 ≥ 0.55), ahead", ping.Met, ping.AheadOfSocat)
+	}
+	if b := rep.Row(keyBurst); b.Met == nil || !*b.Met || !*b.AheadOfSocat || b.Ratio != nil {
+		t.Errorf("burst: got met %v, ahead %v, ratio %v; want met, ahead, no ratio", b.Met, b.AheadOfSocat, b.Ratio)
+	}
+	if m := rep.Row(keyIdleMem); m.Met == nil || *m.Met || !*m.AheadOfSocat {
+		t.Errorf("memory: got met %v, ahead %v; want not met (30 KiB > 20), ahead", m.Met, m.AheadOfSocat)
+	}
+	if rep.Row(keyDownload) != nil {
+		t.Error("a row with no samples is reported")
+	}
+
+	var out bytes.Buffer
+	if err := rep.WriteTable(&out); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"new-conn ping, 1 client", "600 (0.60)", "ratio ≥ 0.55", "NOT MET", "ahead",
+		"plugin Create+Mount+Unmount+Remove, 10 volumes", "50.0 cycles/s", "socat: 7 of 100 connections failed", "a note",
+		"goals of issue 3 met: 2 of 3; sockrelay ahead of socat: 3 of 3 figures"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, out.String())
+		}
+	}
+	out.Reset()
+	if err := rep.WriteJSON(&out); err != nil {
+		t.Fatal(err)
+	}
+	var back Report
+	if err := json.Unmarshal(out.Bytes(), &back); err != nil {
+		t.Fatal(err)
+	}
+	if len(back.Rows) != len(rep.Rows) || back.Row(keyPingNew(1)).Median[Socat] != 200 {
+		t.Errorf("JSON round trip: got %+v", back.Rows)
+	}
+}
+
+func TestRatioGoal(t *testing.T) {
+	g := ratioAtLeast(0.55)
+	for _, c := range []struct {
+		ratio float64
+		want  bool
+	}{{0.6, true}, {0.55, true}, {0.5, false}} {
+		met, known := g.met(&Row{Ratio: map[string]float64{Sockrelay: c.ratio}})
+		if !known || met != c.want {
+			t.Errorf("ratio %v: got met %v (known %v), want %v", c.ratio, met, known, c.want)
+		}
+	}
+	if _, known := g.met(&Row{}); known {
+		t.Error("a row without sockrelay has a known goal")
+	}
+}
+
+func TestProcesses(t *testing.T) {
+	if _, err := exec.LookPath("sleep"); err != nil {
+		t.Skip("no sleep(1)")
+	}
+	dir := tempDir(t)
+	ps := &procSet{dir: dir}
+	// A shell that forks a child, as socat does per connection.
+	p, err := ps.start("sh", []string{"/bin/sh", "-c", "sleep 60 & sleep 60; wait"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kids []int
+	for range 200 {
+		if kids, err = childPIDs(p.pid()); err == nil && len(kids) == 2 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if len(kids) != 2 {
+		t.Fatalf("childPIDs: got %v, %v, want 2 children", kids, err)
+	}
+	if cpu, err := treeCPU(p.pid()); err != nil || cpu < 0 {
+		t.Errorf("treeCPU: got %v, %v", cpu, err)
+	}
+	if kib, n, err := treeMemKiB(p.pid()); err != nil || kib <= 0 || n != 2 {
+		t.Errorf("treeMemKiB: got %d KiB, %d children, %v; want > 0, 2", kib, n, err)
+	}
+	if err := p.exited(); err != nil {
+		t.Errorf("exited while running: %v", err)
+	}
+	ps.stopAll()
+	if p.exited() == nil {
+		t.Error("still running after stopAll")
+	}
+	for _, k := range kids {
+		if !gone(k) {
+			t.Errorf("child %d outlived its group", k)
+		}
+	}
+}
+
+// gone waits a little for pid to be dead: gone, or a zombie not yet reaped
+// by init.
+func gone(pid int) bool {
+	for range 200 {
+		f, err := statFields(pid)
+		if err != nil || f[0] == "Z" {
+			return true
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return false
+}
+
+func TestConfigCheck(t *testing.T) {
+	for name, mod := range map[string]func(*Config){
+		"rounds":   func(c *Config) { c.Rounds = 0 },
+		"bytes":    func(c *Config) { c.Bytes = 0 },
+		"clients":  func(c *Config) { c.Clients = []int{1, 0} },
+		"volumes":  func(c *Config) { c.Volumes = []int{-1} },
+		"duration": func(c *Config) { c.PingDuration = 0 },
+	} {
+		c := QuickConfig()
+		mod(&c)
+		if _, err := Run(t.Context(), c); err == nil {
+			t.Errorf("%s: Run accepted a bad config", name)
+		}
+	}
+}
+
+// TestRunQuick runs the whole harness briefly against direct, sockrelay
+// (bin/sockrelay, from make build) and socat when installed. It checks
+// the report, not the figures: no timing is asserted.
+func TestRunQuick(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the whole harness for about 15 s")
+	}
+	bin, err := filepath.Abs("../../bin/sockrelay")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(bin); err != nil {
+		t.Skipf("no %s: run make build first", bin)
+	}
+	cfg := QuickConfig()
+	cfg.Sockrelay = bin
+	cfg.DockerSocket = "" // leave the daemon alone
+	cfg.PingDuration = 150 * time.Millisecond
+	peers := []string{Direct, Sockrelay}
+	if socat, err := exec.LookPath("socat"); err == nil {
+		cfg.Socat = socat
+		peers = append(peers, Socat)
+	} else {
+		t.Log("socat not installed: measuring direct and sockrelay only")
+	}
+	var progress bytes.Buffer
+	cfg.Progress = &progress
+	rep, err := Run(t.Context(), cfg)
+	if err != nil {
+		t.Fatalf("Run: %v\n%s", err, progress.String())
+	}
+	if !slices.Equal(rep.Peers, peers) {
+		t.Errorf("peers: got %v, want %v", rep.Peers, peers)
+	}
+
+	relays := peers[1:]
+	want := map[string][]string{
+		keyPingKeepAlive: peers, keyDownload: peers, keyUpload: peers, keyBurst: peers,
+		keyIdleMem: relays, keyCPU: relays,
+	}
+	for _, c := range cfg.Clients {
+		want[keyPingNew(c)] = peers
+	}
+	if os.Geteuid() == 0 {
+		for _, v := range cfg.Volumes {
+			want[keyPluginCycles(v)] = []string{pluginPeer}
+		}
+	} else if !slices.ContainsFunc(rep.Notes, func(n string) bool { return strings.Contains(n, "needs root") }) {
+		t.Errorf("not root, and no note says the plugin figure was skipped: %q", rep.Notes)
+	}
+	if len(rep.Rows) != len(want) {
+		t.Errorf("got %d rows, want %d", len(rep.Rows), len(want))
+	}
+	for key, ps := range want {
+		row := rep.Row(key)
+		if row == nil {
+			t.Errorf("no row %s", key)
+			continue
+		}
+		for _, p := range ps {
+			if n := len(row.Samples[p]); n != cfg.Rounds {
+				t.Errorf("%s %s: got %d samples, want %d", key, p, n, cfg.Rounds)
+			}
+			v, ok := row.Median[p]
+			switch {
+			case !ok:
+				t.Errorf("%s: no median for %s", key, p)
+			case key == keyBurst && (v < 0 || v > float64(cfg.Burst)):
+				t.Errorf("%s %s: got %v failures of %d", key, p, v, cfg.Burst)
+			case key == keyIdleMem && (v <= 0 || v > 10<<10):
+				t.Errorf("%s %s: got %v KiB per connection, want between 0 and 10 MiB", key, p, v)
+			case key == keyCPU && v < 0:
+				t.Errorf("%s %s: got %v s/GiB", key, p, v)
+			case key != keyBurst && key != keyIdleMem && key != keyCPU && v <= 0:
+				t.Errorf("%s %s: got %v, want > 0", key, p, v)
+			}
+		}
+		if r, ok := row.Ratio[Direct]; ok && r != 1 {
+			t.Errorf("%s: direct's ratio is %v", key, r)
+		}
+	}
+	if f := rep.Row(keyBurst).Median[Direct]; f != 0 {
+		t.Errorf("direct lost %v connections of a burst of %d on a listener with a backlog of somaxconn", f, cfg.Burst)
+	}
+	var table bytes.Buffer
+	if err := rep.WriteTable(&table); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("\n%s", table.String())
+}

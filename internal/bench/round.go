@@ -1,0 +1,258 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// rotate starts the order of the peers at a different one each round,
+// so that none is always measured first, or right after socat.
+func rotate(peers []*peer, r int) []*peer {
+	if len(peers) == 0 {
+		return nil
+	}
+	k := r % len(peers)
+	return append(append([]*peer{}, peers[k:]...), peers[:k]...)
+}
+
+// settle waits until socat's per-connection children are gone, so that
+// the next measurement does not share the CPU with them.
+func (h *harness) settle(ctx context.Context, p *peer) error {
+	if p.proc == nil {
+		return nil
+	}
+	err := waitNoChildren(ctx, p.proc.pid(), 15*time.Second)
+	if err != nil && ctx.Err() == nil {
+		h.res.note("%s: %v", p.name, err)
+		return nil
+	}
+	return err
+}
+
+// step is one figure of a round: measure runs on each peer in turn.
+type step struct {
+	peers   []*peer
+	keys    []string // the rows it fills
+	measure func(ctx context.Context, p *peer) error
+}
+
+// round measures every figure once, each on every peer before the next
+// figure, starting with a different peer each round.
+func (h *harness) round(ctx context.Context, r int) error {
+	order := rotate(h.peers, r)
+	var relays []*peer
+	for _, p := range order {
+		if p.proc != nil {
+			relays = append(relays, p)
+		}
+	}
+	var steps []step
+	for _, c := range h.cfg.Clients {
+		steps = append(steps, step{order, []string{keyPingNew(c)}, h.pingStep(keyPingNew(c), c)})
+	}
+	steps = append(steps,
+		step{order, []string{keyPingKeepAlive}, func(ctx context.Context, p *peer) error {
+			v, err := keepAliveRate(ctx, p.addr, h.cfg.PingDuration)
+			if err != nil {
+				return err
+			}
+			h.res.add(keyPingKeepAlive, p.name, v)
+			return nil
+		}},
+		step{order, []string{keyDownload, keyUpload, keyCPU}, h.bulk},
+		step{order, []string{keyBurst}, func(ctx context.Context, p *peer) error {
+			failed, err := burst(ctx, p.addr, h.cfg.Burst)
+			if err != nil {
+				return err
+			}
+			h.res.add(keyBurst, p.name, float64(failed))
+			h.res.addFailed(keyBurst, p.name, failed, h.cfg.Burst)
+			return nil
+		}},
+		step{relays, []string{keyIdleMem}, func(ctx context.Context, p *peer) error {
+			return h.idleMemory(ctx, h.kinds[p.name], r)
+		}},
+	)
+	if len(h.docker) > 0 {
+		for _, c := range h.cfg.DockerClients {
+			steps = append(steps, step{rotate(h.docker, r), []string{keyDockerPing(c)}, h.pingStep(keyDockerPing(c), c)})
+		}
+	}
+	for i, pr := range h.plugins {
+		key := keyPluginCycles(h.cfg.Volumes[i])
+		steps = append(steps, step{[]*peer{{name: pluginPeer}}, []string{key}, func(ctx context.Context, _ *peer) error {
+			v, err := pr.cycles(ctx, h.cfg.CycleDuration)
+			if err != nil {
+				return err
+			}
+			h.res.add(key, pluginPeer, v)
+			return nil
+		}})
+	}
+
+	for _, s := range steps {
+		for _, p := range s.peers {
+			if err := s.measure(ctx, p); err != nil {
+				return fmt.Errorf("%s: %w", p.name, err)
+			}
+			if err := h.settle(ctx, p); err != nil {
+				return err
+			}
+		}
+		if err := h.done(r, s.keys...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pingStep measures the new-connection ping rate with clients clients.
+func (h *harness) pingStep(key string, clients int) func(context.Context, *peer) error {
+	return func(ctx context.Context, p *peer) error {
+		res, err := pingRate(ctx, p.addr, clients, h.cfg.PingDuration)
+		if err != nil {
+			return err
+		}
+		h.res.add(key, p.name, res.rate)
+		h.res.addFailed(key, p.name, res.failed, res.ok+res.failed)
+		return nil
+	}
+}
+
+// done prints the round's samples of keys and checks the relays live.
+func (h *harness) done(r int, keys ...string) error {
+	for _, key := range keys {
+		s := h.res.samples[key]
+		if len(s) == 0 {
+			continue
+		}
+		var b strings.Builder
+		fmt.Fprintf(&b, "round %d/%d  %-28s", r+1, h.cfg.Rounds, key)
+		for _, p := range append(h.peerNames(), pluginPeer) {
+			if vs := s[p]; len(vs) > 0 {
+				fmt.Fprintf(&b, "  %s %.4g", p, vs[len(vs)-1])
+			}
+		}
+		h.logf("%s", b.String())
+	}
+	return h.checkAlive()
+}
+
+// bulk measures a download and an upload through p, and the CPU time the
+// relay spent on them.
+func (h *harness) bulk(ctx context.Context, p *peer) error {
+	var before float64
+	if p.proc != nil {
+		if err := h.settle(ctx, p); err != nil {
+			return err
+		}
+		var err error
+		if before, err = treeCPU(p.proc.pid()); err != nil {
+			return err
+		}
+	}
+	dl, err := download(ctx, p.addr, h.cfg.Bytes, h.sum)
+	if err != nil {
+		return err
+	}
+	ul, err := upload(ctx, h.stream, p.addr, h.cfg.Bytes, h.sum)
+	if err != nil {
+		return err
+	}
+	h.res.add(keyDownload, p.name, dl)
+	h.res.add(keyUpload, p.name, ul)
+	if p.proc == nil {
+		return nil
+	}
+	if err := h.settle(ctx, p); err != nil {
+		return err
+	}
+	after, err := treeCPU(p.proc.pid())
+	if err != nil {
+		return err
+	}
+	gib := float64(2*h.cfg.Bytes) / (1 << 30)
+	h.res.add(keyCPU, p.name, (after-before)/gib)
+	return nil
+}
+
+// idleMemory starts a fresh relay of kind k, holds cfg.Idle idle
+// connections through it, and records how much its memory grew per
+// connection. A fresh process keeps earlier rounds' heap out of the figure.
+func (h *harness) idleMemory(ctx context.Context, k relayKind, r int) error {
+	listen := filepath.Join(h.dir, fmt.Sprintf("idle-%s-%d.sock", k.name, r))
+	p, err := h.procs.relay(ctx, k, listen, h.up.addr)
+	if err != nil {
+		return err
+	}
+	defer p.proc.stop()
+	pid := p.proc.pid()
+	// One request first, so the figure leaves out what the first
+	// connection sets up once.
+	if err := pingNew(ctx, listen); err != nil {
+		return fmt.Errorf("first ping: %w", err)
+	}
+	if err := h.settle(ctx, p); err != nil {
+		return err
+	}
+	base, err := h.quietUpstream(ctx)
+	if err != nil {
+		return err
+	}
+	before, _, err := treeMemKiB(pid)
+	if err != nil {
+		return err
+	}
+	conns, err := holdIdle(ctx, listen, h.cfg.Idle)
+	if err != nil {
+		return err
+	}
+	defer closeAll(conns)
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	err = waitActive(wctx, h.up.addr, base+int64(h.cfg.Idle))
+	cancel()
+	if err != nil {
+		return err
+	}
+	if err := sleep(ctx, 200*time.Millisecond); err != nil {
+		return err
+	}
+	after, children, err := treeMemKiB(pid)
+	closeAll(conns)
+	if err != nil {
+		return err
+	}
+	h.res.add(keyIdleMem, k.name, float64(after-before)/float64(h.cfg.Idle))
+	if !h.idleNote {
+		h.idleNote = true
+		h.res.note("memory per idle conn: growth of the relay's Pss (smaps_rollup; VmRSS where missing) with the connections held, over their count; user-space pages only, not socket buffers")
+	}
+	if k.name == Socat && r == 0 {
+		h.res.note("socat forks a process per connection: its memory is the Pss of the listener plus all its children (%d of them with %d connections held); their page tables and kernel stacks are not counted", children, h.cfg.Idle)
+	}
+	// Let socat reap its own children before it is stopped; orphans
+	// would wait for init to reap them.
+	return h.settle(ctx, p)
+}
+
+// quietUpstream waits until the upstream's connection count has not
+// changed for a moment (connections of the previous figure closing), and
+// returns it.
+func (h *harness) quietUpstream(ctx context.Context) (int64, error) {
+	last, err := upstreamActive(ctx, h.up.addr)
+	for same, deadline := 0, time.Now().Add(5*time.Second); err == nil && same < 5 && time.Now().Before(deadline); {
+		if err := sleep(ctx, pollInterval); err != nil {
+			return 0, err
+		}
+		var n int64
+		if n, err = upstreamActive(ctx, h.up.addr); n == last {
+			same++
+		} else {
+			last, same = n, 0
+		}
+	}
+	return last, err
+}
