@@ -61,17 +61,20 @@ func Listen(dir *os.File, name string, o Owner) (*Listener, error) {
 		d.Close()
 		return nil, fmt.Errorf("socket: %w", err)
 	}
-	ok := false
+	ok, bound := false, false
 	defer func() {
 		if !ok {
 			unix.Close(fd)
-			unix.Unlinkat(dirfd, name, 0)
+			if bound { // never remove a name this call did not create
+				unix.Unlinkat(dirfd, name, 0)
+			}
 			d.Close()
 		}
 	}()
 	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: addr}); err != nil {
 		return nil, fmt.Errorf("bind %s: %w", name, err)
 	}
+	bound = true
 	// Between bind and listen the file exists but connect(2) is refused:
 	// set owner and mode now. AT_SYMLINK_NOFOLLOW: never follow a link.
 	if err := unix.Fchownat(dirfd, name, o.UID, o.GID, unix.AT_SYMLINK_NOFOLLOW); err != nil {

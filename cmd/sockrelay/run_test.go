@@ -1,0 +1,226 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func envOf(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestRunCommands(t *testing.T) {
+	tests := []struct {
+		name       string
+		args       []string
+		wantErr    string // "" means success
+		wantStdout string
+		wantStderr string
+	}{
+		{"no args", nil, "no command given", "", "usage: sockrelay"},
+		{"empty args", []string{}, "no command given", "", "usage: sockrelay"},
+		{"unknown command", []string{"frobnicate"}, `unknown command "frobnicate"`, "", "usage: sockrelay"},
+		{"flag as command", []string{"--plugin"}, `unknown command "--plugin"`, "", "usage: sockrelay"},
+		{"version", []string{"version"}, "", "sockrelay " + version + " ", ""},
+		{"--version", []string{"--version"}, "", "sockrelay " + version + " ", ""},
+		{"-v", []string{"-v"}, "", "sockrelay " + version + " ", ""},
+		{"help", []string{"help"}, "", "usage: sockrelay", ""},
+		{"-h", []string{"-h"}, "", "usage: sockrelay", ""},
+		{"--help", []string{"--help"}, "", "usage: sockrelay", ""},
+		{"serve help", []string{"serve", "-h"}, "", "usage: sockrelay serve", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			err := run(t.Context(), tt.args, envOf(nil), &stdout, &stderr)
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("run(%q): got %v, want nil", tt.args, err)
+				}
+			} else if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("run(%q): got %v, want an error containing %q", tt.args, err, tt.wantErr)
+			}
+			if !strings.Contains(stdout.String(), tt.wantStdout) || (tt.wantStdout == "" && stdout.Len() != 0) {
+				t.Errorf("stdout: got %q, want %q", stdout.String(), tt.wantStdout)
+			}
+			if !strings.Contains(stderr.String(), tt.wantStderr) || (tt.wantStderr == "" && stderr.Len() != 0) {
+				t.Errorf("stderr: got %q, want %q", stderr.String(), tt.wantStderr)
+			}
+		})
+	}
+}
+
+func TestRunVersionNamesACommit(t *testing.T) {
+	var stdout bytes.Buffer
+	if err := run(t.Context(), []string{"version"}, envOf(nil), &stdout, io.Discard); err != nil {
+		t.Fatalf("run version: got %v, want nil", err)
+	}
+	fields := strings.Fields(stdout.String())
+	if len(fields) != 3 || fields[0] != "sockrelay" || fields[2] == "" {
+		t.Errorf("version line: got %q, want %q", stdout.String(), "sockrelay <version> <commit>")
+	}
+}
+
+// Bad settings stop "plugin" before it touches anything. Every path points
+// into a temporary directory, which must stay empty.
+func TestRunPluginBadSettings(t *testing.T) {
+	tests := []struct {
+		name    string
+		env     map[string]string
+		extra   []string
+		wantErr string
+	}{
+		{"LOG_LEVEL", map[string]string{"LOG_LEVEL": "loud"}, nil, "LOG_LEVEL"},
+		{"LOG_FORMAT", map[string]string{"LOG_FORMAT": "xml"}, nil, "LOG_FORMAT"},
+		{"SOCKET_DIR", map[string]string{"SOCKET_DIR": "relative"}, nil, "SOCKET_DIR"},
+		{"REMAP_UID alone", map[string]string{"REMAP_UID": "100000"}, nil, "set together"},
+		{"REMAP_GID bad", map[string]string{"REMAP_UID": "1", "REMAP_GID": "x"}, nil, "REMAP_GID"},
+		{"unknown flag", nil, []string{"-nope"}, "nope"},
+		{"extra argument", nil, []string{"extra"}, `unexpected argument "extra"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			args := []string{"plugin",
+				"-plugin-socket", filepath.Join(dir, "plugins", "p.sock"),
+				"-state-dir", filepath.Join(dir, "state"),
+				"-volume-root", filepath.Join(dir, "volumes"),
+				"-socket-dir-mount", filepath.Join(dir, "hostrun"),
+				"-subuid", filepath.Join(dir, "subuid"),
+				"-subgid", filepath.Join(dir, "subgid"),
+			}
+			args = append(args, tt.extra...)
+			// A cancelled context: should the plugin start after all, it
+			// stops at once rather than hang the test.
+			ctx, cancel := context.WithCancel(t.Context())
+			cancel()
+			var stdout, stderr bytes.Buffer
+			done := make(chan error, 1)
+			go func() { done <- run(ctx, args, envOf(tt.env), &stdout, &stderr) }()
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("run plugin with bad settings did not return within 10s")
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("run plugin: got %v, want an error containing %q", err, tt.wantErr)
+			}
+			if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+				t.Errorf("temporary directory: got %v, want nothing created", ents)
+			}
+			if stdout.Len() != 0 {
+				t.Errorf("stdout: got %q, want nothing logged", stdout.String())
+			}
+		})
+	}
+}
+
+func TestRunServeBadFlags(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		wantErr string
+	}{
+		{"no listen", []string{"serve"}, nil, "--listen"},
+		{"relative listen", []string{"serve", "--listen", "x.sock"}, nil, "--listen"},
+		{"same socket", []string{"serve", "--listen", "/var/run/docker.sock"}, nil, "same socket"},
+		{"bad perm", []string{"serve", "--listen", "/tmp/x.sock", "--perm", "0400"}, nil, "--perm"},
+		{"bad LOG_LEVEL", []string{"serve", "--listen", "/tmp/x.sock"}, map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := run(t.Context(), tt.args, envOf(tt.env), io.Discard, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("run(%q): got %v, want an error containing %q", tt.args, err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// "serve" relays a socket until its context ends, then removes it.
+func TestRunServeRelays(t *testing.T) {
+	dir, err := os.MkdirTemp("", "sr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	up := filepath.Join(dir, "up.sock")
+	ln, err := net.Listen("unix", up)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				io.Copy(c, c)
+			}()
+		}
+	}()
+
+	listen := filepath.Join(dir, "relay.sock")
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan error, 1)
+	args := []string{"serve", "--listen", listen, "--target", up,
+		"--uid", strconv.Itoa(os.Getuid()), "--gid", strconv.Itoa(os.Getgid()), "--perm", "0600"}
+	go func() { done <- run(ctx, args, envOf(nil), io.Discard, io.Discard) }()
+
+	var c net.Conn
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err = net.Dial("unix", listen)
+		if err == nil {
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("serve returned early: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dial %s: got %v, want a connection within 10s", listen, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.Write([]byte("ping"))
+	c.(*net.UnixConn).CloseWrite()
+	b, err := io.ReadAll(c)
+	c.Close()
+	if err != nil || string(b) != "ping" {
+		t.Errorf("echo through serve: got %q, %v, want %q, nil", b, err, "ping")
+	}
+	fi, err := os.Lstat(listen)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("socket: got %v, %v, want mode 0600", fi, err)
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("serve: got %v, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve did not return within 10s of cancel")
+	}
+	if _, err := os.Lstat(listen); !os.IsNotExist(err) {
+		t.Errorf("socket after serve ended: got %v, want it removed", err)
+	}
+}
