@@ -13,6 +13,10 @@ import (
 	"time"
 )
 
+// sockBuf sizes both relay sockets' buffers (capped by the kernel's
+// net.core.wmem_max and rmem_max).
+const sockBuf = 4 << 20
+
 // DialTimeout bounds how long a client waits for the upstream to answer.
 const DialTimeout = 5 * time.Second
 
@@ -83,6 +87,12 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 		s.warnUpstream(err)
 		return
 	}
+	if uc, ok := c.(*net.UnixConn); ok {
+		setBuffers(uc, sockBuf)
+	}
+	if uc, ok := up.(*net.UnixConn); ok {
+		setBuffers(uc, sockBuf)
+	}
 	stop := context.AfterFunc(ctx, func() {
 		c.Close()
 		up.Close()
@@ -137,9 +147,22 @@ func Pipe(a, b net.Conn) int64 {
 // copyConn copies src to dst until EOF (nil) or an error: by splice(2)
 // between Unix sockets, with a pooled buffer otherwise.
 func copyConn(dst, src net.Conn) (int64, error) {
+	return copyLimit(dst, src, -1)
+}
+
+// CopyN copies exactly n bytes from src to dst, by splice(2) between Unix
+// sockets; fewer bytes before EOF is io.ErrUnexpectedEOF.
+func CopyN(dst, src net.Conn, n int64) (int64, error) {
+	if n <= 0 {
+		return 0, nil
+	}
+	return copyLimit(dst, src, n)
+}
+
+func copyLimit(dst, src net.Conn, limit int64) (int64, error) {
 	if d, ok := dst.(*net.UnixConn); ok {
 		if s, ok := src.(*net.UnixConn); ok {
-			n, err := spliceCopy(d, s)
+			n, err := spliceCopy(d, s, limit)
 			if err != errNoSplice {
 				return n, err
 			}
@@ -147,7 +170,14 @@ func copyConn(dst, src net.Conn) (int64, error) {
 	}
 	buf := bufPool.Get().(*[]byte)
 	defer bufPool.Put(buf)
-	return io.CopyBuffer(onlyWriter{dst}, onlyReader{src}, *buf)
+	if limit < 0 {
+		return io.CopyBuffer(onlyWriter{dst}, onlyReader{src}, *buf)
+	}
+	n, err := io.CopyBuffer(onlyWriter{dst}, io.LimitReader(onlyReader{src}, limit), *buf)
+	if err == nil && n < limit {
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
 }
 
 // onlyReader and onlyWriter hide ReadFrom/WriteTo so CopyBuffer uses the

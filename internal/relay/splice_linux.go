@@ -77,9 +77,10 @@ func (p *pipe) close() {
 var errNoSplice = errors.New("splice not supported")
 
 // spliceCopy copies src to dst through a pipe until src reaches EOF
-// (returning nil) or an error. A pipe that still holds data after an
-// error is closed, never pooled.
-func spliceCopy(dst, src *net.UnixConn) (written int64, err error) {
+// (returning nil) or an error; with limit >= 0 it copies exactly limit
+// bytes, and an earlier EOF is io.ErrUnexpectedEOF. A pipe that still
+// holds data after an error is closed, never pooled.
+func spliceCopy(dst, src *net.UnixConn, limit int64) (written int64, err error) {
 	srcRC, err := src.SyscallConn()
 	if err != nil {
 		return 0, errNoSplice
@@ -94,7 +95,7 @@ func spliceCopy(dst, src *net.UnixConn) (written int64, err error) {
 			p.close() // it may hold bytes that were not delivered
 		}
 	}()
-	for {
+	for limit < 0 || written < limit {
 		// Fill the pipe from src. The pipe is taken when the callback runs
 		// and given back when src has nothing to read, before waiting.
 		var n int64
@@ -105,9 +106,15 @@ func spliceCopy(dst, src *net.UnixConn) (written int64, err error) {
 					return true
 				}
 			}
-			n, serr = unix.Splice(int(fd), nil, p.w, nil, p.size, spliceFlags)
-			if serr == unix.EINTR {
-				return false
+			max := p.size
+			if limit >= 0 {
+				max = int(min(int64(max), limit-written))
+			}
+			for {
+				n, serr = unix.Splice(int(fd), nil, p.w, nil, max, spliceFlags)
+				if serr != unix.EINTR {
+					break
+				}
 			}
 			if serr == unix.EAGAIN {
 				putPipe(p) // empty: everything read so far was drained
@@ -130,6 +137,9 @@ func spliceCopy(dst, src *net.UnixConn) (written int64, err error) {
 				putPipe(p)
 				p = nil
 			}
+			if limit >= 0 {
+				return written, io.ErrUnexpectedEOF
+			}
 			return written, nil // EOF
 		}
 		// Drain the pipe into dst.
@@ -137,8 +147,13 @@ func spliceCopy(dst, src *net.UnixConn) (written int64, err error) {
 			var m int64
 			var werr error
 			err := dstRC.Write(func(fd uintptr) bool {
-				m, werr = unix.Splice(p.r, nil, int(fd), nil, int(n), spliceFlags)
-				return werr != unix.EAGAIN && werr != unix.EINTR
+				for {
+					m, werr = unix.Splice(p.r, nil, int(fd), nil, int(n), spliceFlags)
+					if werr != unix.EINTR {
+						break
+					}
+				}
+				return werr != unix.EAGAIN
 			})
 			if err != nil {
 				return written, err
@@ -153,6 +168,11 @@ func spliceCopy(dst, src *net.UnixConn) (written int64, err error) {
 			written += m
 		}
 	}
+	if p != nil {
+		putPipe(p) // drained
+		p = nil
+	}
+	return written, nil
 }
 
 // hungUp reports whether c's peer has closed the connection entirely, not
