@@ -1,0 +1,703 @@
+package policy
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net/url"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/moby/moby/api/types/checkpoint"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/mount"
+	"github.com/moby/moby/api/types/network"
+	"github.com/moby/moby/api/types/swarm"
+	"github.com/moby/moby/api/types/volume"
+)
+
+// constraints are the create constraints: what a create-like request may
+// ask for. The zero value allows nothing.
+type constraints struct {
+	privileged  bool // privileged containers and execs, plugin services, sockrelay volumes
+	devices     bool // Devices, DeviceCgroupRules
+	hostNS      bool // host network, pid, ipc, uts, cgroupns, userns
+	unconfined  bool // security options beyond the defaults, MaskedPaths/ReadonlyPaths
+	sysctls     bool
+	volumesFrom bool
+	annotations bool
+	capAdd      []string // normalised ("CAP_SYS_PTRACE"); "ALL" allows any
+	binds       []string // cleaned absolute host paths; a bind source must lie at or below one
+	volumeTypes []string // local-driver mount types allowed besides bind ("tmpfs", "nfs")
+}
+
+// violation is why an inspected request is refused.
+type violation struct {
+	status int
+	rule   string
+	reason string
+}
+
+// inspection is an endpoint whose body or query the policy checks.
+type inspection struct {
+	endpoint
+	body  bool // BodyNeeded
+	check func(c *checker, r Request, query string) *violation
+}
+
+// inspections follow dockerd's handlers: which body type each decodes and
+// which query parameters it reads.
+var inspections = []inspection{
+	{epContainerCreate, true, (*checker).containerCreate},
+	{epContainerUpdate, true, (*checker).containerUpdate},
+	{epExecCreate, true, (*checker).execCreate},
+	{epServiceCreate, true, (*checker).service},
+	{epServiceUpdate, true, (*checker).service},
+	{epVolumeCreate, true, (*checker).volumeCreate},
+	{epContainerStart, true, (*checker).containerStart},
+	{epCheckpointCreate, true, (*checker).checkpointCreate},
+	{epCheckpointList, false, (*checker).checkpointDir},
+	{epCheckpointDelete, false, (*checker).checkpointDir},
+	{epBuild, false, (*checker).build},
+}
+
+func inspectionFor(m methodSet, path string) *inspection {
+	for i := range inspections {
+		if inspections[i].match(m, path) {
+			return &inspections[i]
+		}
+	}
+	return nil
+}
+
+func (ins *inspection) run(p *Policy, r Request, query string) *violation {
+	c := checker{constraints: p.cons, policy: p.name}
+	return ins.check(&c, r, query)
+}
+
+// checker applies one policy's constraints and names it in reasons.
+type checker struct {
+	*constraints
+	policy string
+}
+
+func (c *checker) deny(rule, field, flag, what string) *violation {
+	var b strings.Builder
+	b.WriteString(field)
+	if flag != "" {
+		b.WriteString(" (" + flag + ")")
+	}
+	if what != "" {
+		b.WriteString(": " + what)
+	}
+	b.WriteString(" is not allowed by policy " + c.policy)
+	return &violation{status: StatusForbidden, rule: rule, reason: b.String()}
+}
+
+func badBody(what string, err error) *violation {
+	reason := "the " + what + " body is not valid JSON"
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		reason += " (syntax error at byte " + strconv.FormatInt(se.Offset, 10) + ")"
+	case errors.As(err, &te) && fieldPath(te.Field):
+		// The field name is the body's structure, not its content.
+		reason += " (" + te.Field + " has the wrong type)"
+	case errors.Is(err, errTrailing):
+		reason += " (content after the JSON value)"
+	}
+	return &violation{status: StatusBadRequest, rule: RuleBadBody, reason: reason}
+}
+
+var errTrailing = errors.New("unexpected content after JSON")
+
+// fieldPath reports whether s looks like a path of Go struct fields
+// ("HostConfig.Privileged"), not a map key from the body.
+func fieldPath(s string) bool {
+	if s == "" || len(s) > 100 {
+		return false
+	}
+	for part := range strings.SplitSeq(s, ".") {
+		if part == "" || part[0] < 'A' || part[0] > 'Z' {
+			return false
+		}
+		for i := 0; i < len(part); i++ {
+			if c := part[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// decodeJSON decodes body as dockerd does (encoding/json: keys match
+// without regard to case, the last duplicate wins), and, stricter than
+// dockerd, refuses anything but white space after the value. An empty body
+// leaves out as it is: dockerd does the same, or refuses it.
+func decodeJSON(body []byte, out any) error {
+	if len(body) == 0 {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(out); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errTrailing
+	}
+	return nil
+}
+
+// legacyCreateRequest is the create body as Docker 26 and older decode it
+// (runconfig.ContainerConfigWrapper before moby 2954b05b): HostConfig fields
+// at the top level were honoured when the "HostConfig" key was absent, and
+// partly merged when present.
+type legacyCreateRequest struct {
+	*container.Config
+	InnerHostConfig  *container.HostConfig     `json:"HostConfig,omitempty"`
+	Cpuset           string                    `json:",omitempty"`
+	NetworkingConfig *network.NetworkingConfig `json:"NetworkingConfig,omitempty"`
+	*container.HostConfig
+}
+
+// removedHostFields are host settings that older daemons honoured and
+// today's types no longer carry. HostConfig.Capabilities (API 1.40) set the
+// whole capability set.
+type removedHostFields struct {
+	Capabilities []string
+}
+
+type removedCreateFields struct {
+	removedHostFields
+	HostConfig *removedHostFields
+}
+
+func (c *checker) containerCreate(r Request, _ string) *violation {
+	var req container.CreateRequest
+	if err := decodeJSON(r.Body, &req); err != nil {
+		return badBody("container create", err)
+	}
+	var legacy legacyCreateRequest
+	if err := decodeJSON(r.Body, &legacy); err != nil {
+		return badBody("container create", err)
+	}
+	var removed removedCreateFields
+	if err := decodeJSON(r.Body, &removed); err != nil {
+		return badBody("container create", err)
+	}
+	if req.HostConfig != nil {
+		if v := c.hostConfig("HostConfig.", req.HostConfig); v != nil {
+			return v
+		}
+	}
+	if legacy.HostConfig != nil {
+		if v := c.hostConfig("", legacy.HostConfig); v != nil {
+			return v
+		}
+	}
+	if v := c.capList("Capabilities", "", removed.Capabilities); v != nil {
+		return v
+	}
+	if removed.HostConfig != nil {
+		if v := c.capList("HostConfig.Capabilities", "", removed.HostConfig.Capabilities); v != nil {
+			return v
+		}
+	}
+	if req.NetworkingConfig != nil {
+		return c.endpoints("NetworkingConfig.EndpointsConfig", req.NetworkingConfig.EndpointsConfig)
+	}
+	return nil
+}
+
+// endpointSysctls is the endpoint driver option that sets per-interface
+// sysctls (docker run --network name=x,driver-opt=...).
+const endpointSysctls = "com.docker.network.endpoint.sysctls"
+
+func (c *checker) endpoints(field string, eps map[string]*network.EndpointSettings) *violation {
+	for _, name := range slices.Sorted(maps.Keys(eps)) {
+		if !c.hostNS && strings.EqualFold(name, "host") {
+			return c.deny(RuleHostNamespace, field, "--network host", "the host network")
+		}
+		if es := eps[name]; es != nil && !c.sysctls {
+			if _, ok := es.DriverOpts[endpointSysctls]; ok {
+				return c.deny(RuleSysctls, field+".DriverOpts", "--network driver-opt", "endpoint sysctls")
+			}
+		}
+	}
+	return nil
+}
+
+// hostConfig checks a HostConfig; pre prefixes field names.
+func (c *checker) hostConfig(pre string, hc *container.HostConfig) *violation {
+	if hc.Privileged && !c.privileged {
+		return c.deny(RulePrivileged, pre+"Privileged", "--privileged", "")
+	}
+	if v := c.capList(pre+"CapAdd", "--cap-add", hc.CapAdd); v != nil {
+		return v
+	}
+	if !c.devices {
+		if len(hc.Devices) > 0 {
+			return c.deny(RuleDevices, pre+"Devices", "--device", "")
+		}
+		if len(hc.DeviceCgroupRules) > 0 {
+			return c.deny(RuleDevices, pre+"DeviceCgroupRules", "--device-cgroup-rule", "")
+		}
+	}
+	if !c.hostNS {
+		for _, ns := range []struct{ field, flag, mode string }{
+			{"NetworkMode", "--network host", string(hc.NetworkMode)},
+			{"PidMode", "--pid host", string(hc.PidMode)},
+			{"IpcMode", "--ipc host", string(hc.IpcMode)},
+			{"UTSMode", "--uts host", string(hc.UTSMode)},
+			{"CgroupnsMode", "--cgroupns host", string(hc.CgroupnsMode)},
+			{"UsernsMode", "--userns host", string(hc.UsernsMode)},
+		} {
+			if strings.EqualFold(ns.mode, "host") {
+				return c.deny(RuleHostNamespace, pre+ns.field, ns.flag, "")
+			}
+		}
+	}
+	if !c.unconfined {
+		for i, opt := range hc.SecurityOpt {
+			if what := securityOptProblem(opt); what != "" {
+				return c.deny(RuleUnconfined, fmt.Sprintf("%sSecurityOpt[%d]", pre, i), "--security-opt", what)
+			}
+		}
+		if hc.MaskedPaths != nil {
+			return c.deny(RuleUnconfined, pre+"MaskedPaths", "--security-opt systempaths=unconfined", "")
+		}
+		if hc.ReadonlyPaths != nil {
+			return c.deny(RuleUnconfined, pre+"ReadonlyPaths", "--security-opt systempaths=unconfined", "")
+		}
+	}
+	if len(hc.Sysctls) > 0 && !c.sysctls {
+		return c.deny(RuleSysctls, pre+"Sysctls", "--sysctl", "")
+	}
+	if len(hc.Annotations) > 0 && !c.annotations {
+		return c.deny(RuleAnnotations, pre+"Annotations", "--annotation", "")
+	}
+	if v := c.driver(pre+"VolumeDriver", "--volume-driver", hc.VolumeDriver); v != nil {
+		return v
+	}
+	for i, b := range hc.Binds {
+		// As dockerd's Linux mount parser: "dst" alone is an anonymous
+		// volume; in "src:dst[:mode]" an absolute source is a bind, anything
+		// else a volume name.
+		src, _, found := strings.Cut(b, ":")
+		if found && path.IsAbs(src) && !c.bindAllowed(src) {
+			return c.deny(RuleBind, fmt.Sprintf("%sBinds[%d]", pre, i), "-v /host/path:/path", c.bindWhat())
+		}
+	}
+	for i, m := range hc.Mounts {
+		if v := c.mount(fmt.Sprintf("%sMounts[%d]", pre, i), m); v != nil {
+			return v
+		}
+	}
+	if len(hc.VolumesFrom) > 0 && !c.volumesFrom {
+		return c.deny(RuleVolumesFrom, pre+"VolumesFrom", "--volumes-from", "it copies another container's mounts, binds included")
+	}
+	return nil
+}
+
+func (c *checker) bindWhat() string {
+	if len(c.binds) == 0 {
+		return "a bind mount of a host path"
+	}
+	return "a bind mount of a host path outside the policy's bind allowlist"
+}
+
+// capList checks capabilities to add against the allowlist, normalised as
+// dockerd does (upper case, "CAP_" prefix optional).
+func (c *checker) capList(field, flag string, caps []string) *violation {
+	for i, cp := range caps {
+		n := normCap(cp)
+		if slices.Contains(c.capAdd, "ALL") || slices.Contains(c.capAdd, n) {
+			continue
+		}
+		what := "capability not in the policy's allowlist"
+		if plainToken(n) {
+			what = n
+		}
+		return c.deny(RuleCapAdd, fmt.Sprintf("%s[%d]", field, i), flag, what)
+	}
+	return nil
+}
+
+func normCap(s string) string {
+	s = strings.ToUpper(s)
+	if s != "ALL" && !strings.HasPrefix(s, "CAP_") {
+		s = "CAP_" + s
+	}
+	return s
+}
+
+// plainToken reports whether s is short and made of A-Z, 0-9 and _, so safe
+// to repeat to the user.
+func plainToken(s string) bool {
+	if s == "" || len(s) > 40 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// securityOptProblem parses one security option as dockerd does
+// (daemon_unix.go parseSecurityOpt) and says what is wrong with it, or ""
+// for the options that do not loosen confinement.
+func securityOptProblem(opt string) string {
+	switch opt {
+	case "no-new-privileges":
+		return ""
+	case "writable-cgroups":
+		return "writable-cgroups"
+	case "disable":
+		return "label=disable"
+	}
+	var k, v string
+	switch {
+	case strings.Contains(opt, "="):
+		k, v, _ = strings.Cut(opt, "=")
+	case strings.Contains(opt, ":"):
+		k, v, _ = strings.Cut(opt, ":")
+	default:
+		return "an unknown security option"
+	}
+	switch k {
+	case "no-new-privileges":
+		return ""
+	case "writable-cgroups":
+		if b, err := strconv.ParseBool(v); err == nil && !b {
+			return ""
+		}
+		return "writable-cgroups"
+	case "seccomp":
+		switch v {
+		case "", "builtin":
+			return ""
+		case "unconfined":
+			return "seccomp=unconfined"
+		}
+		return "a custom seccomp profile"
+	case "apparmor":
+		switch v {
+		case "", "docker-default":
+			return ""
+		case "unconfined":
+			return "apparmor=unconfined"
+		}
+		return "an AppArmor profile other than docker-default"
+	case "label":
+		if v == "disable" {
+			return "label=disable"
+		}
+		return "an SELinux label option"
+	case "systempaths":
+		return "systempaths=unconfined"
+	}
+	return "an unknown security option"
+}
+
+// mount checks one HostConfig.Mounts or ContainerSpec.Mounts entry.
+func (c *checker) mount(field string, m mount.Mount) *violation {
+	switch strings.ToLower(string(m.Type)) {
+	case string(mount.TypeBind), string(mount.TypeNamedPipe):
+		if !c.bindAllowed(m.Source) {
+			return c.deny(RuleBind, field, "--mount type=bind", c.bindWhat())
+		}
+	case string(mount.TypeVolume):
+		if vo := m.VolumeOptions; vo != nil && vo.DriverConfig != nil {
+			dc := vo.DriverConfig
+			if v := c.driver(field+".VolumeOptions.DriverConfig.Name", "--mount volume-driver", dc.Name); v != nil {
+				return v
+			}
+			if isLocal(dc.Name) {
+				return c.localOpts(field+".VolumeOptions.DriverConfig.Options", "--mount volume-opt", dc.Options)
+			}
+		}
+	case string(mount.TypeTmpfs), string(mount.TypeImage), string(mount.TypeCluster):
+	default:
+		return c.deny(RuleMountType, field+".Type", "--mount type", "an unknown mount type")
+	}
+	return nil
+}
+
+func isLocal(driver string) bool { return driver == "" || driver == "local" }
+
+// isSockrelay reports whether a volume driver name names this plugin
+// ("sockrelay", "sockrelay:latest", "someone/sockrelay:1.0"): a volume of
+// it is a Docker socket, possibly without any policy.
+func isSockrelay(driver string) bool {
+	name, _, _ := strings.Cut(driver, "@")
+	if i := strings.LastIndexByte(name, '/'); i >= 0 {
+		name = name[i+1:]
+	}
+	name, _, _ = strings.Cut(name, ":")
+	return strings.EqualFold(name, "sockrelay")
+}
+
+func (c *checker) driver(field, flag, driver string) *violation {
+	if isSockrelay(driver) && !c.privileged {
+		return c.deny(RuleVolumeDriver, field, flag, "a sockrelay volume is a Docker socket")
+	}
+	return nil
+}
+
+// localOpts checks the options of a volume of the local driver, which
+// mounts with mount(2): o=bind or type=none binds the device, a host path;
+// other types mount a device, host disk or network share.
+func (c *checker) localOpts(field, flag string, opts map[string]string) *violation {
+	if len(opts) == 0 {
+		return nil
+	}
+	typ, o, dev := opts["type"], opts["o"], opts["device"]
+	if strings.EqualFold(typ, "none") || hasBindOption(o) {
+		if !c.bindAllowed(dev) {
+			return c.deny(RuleBind, field, flag, "a local volume with o=bind or type=none is a bind mount of a host path")
+		}
+		return nil
+	}
+	if typ == "" && dev == "" && o == "" {
+		return nil // size only
+	}
+	if !slices.Contains(c.volumeTypes, strings.ToLower(typ)) {
+		what := "a local volume mount type not in the policy's allowlist"
+		if len(c.volumeTypes) > 0 {
+			what += " (" + strings.Join(c.volumeTypes, ", ") + ")"
+		}
+		return c.deny(RuleVolumeType, field, flag, what)
+	}
+	return nil
+}
+
+func hasBindOption(o string) bool {
+	for f := range strings.SplitSeq(o, ",") {
+		switch strings.ToLower(strings.TrimSpace(f)) {
+		case "bind", "rbind":
+			return true
+		}
+	}
+	return false
+}
+
+// bindAllowed reports whether the host path src lies at or below an
+// allowlisted path. dockerd cleans the source the same way.
+func (c *checker) bindAllowed(src string) bool {
+	if !path.IsAbs(src) {
+		return false
+	}
+	src = path.Clean(src)
+	for _, a := range c.binds {
+		if a == "/" || src == a || strings.HasPrefix(src, a+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *checker) containerUpdate(r Request, _ string) *violation {
+	var uc container.UpdateConfig
+	if err := decodeJSON(r.Body, &uc); err != nil {
+		return badBody("container update", err)
+	}
+	if !c.devices {
+		if len(uc.Devices) > 0 {
+			return c.deny(RuleDevices, "Devices", "--device", "")
+		}
+		if len(uc.DeviceCgroupRules) > 0 {
+			return c.deny(RuleDevices, "DeviceCgroupRules", "--device-cgroup-rule", "")
+		}
+	}
+	return nil
+}
+
+func (c *checker) execCreate(r Request, _ string) *violation {
+	var ec container.ExecCreateRequest
+	if err := decodeJSON(r.Body, &ec); err != nil {
+		return badBody("exec create", err)
+	}
+	if ec.Privileged && !c.privileged {
+		return c.deny(RulePrivileged, "Privileged", "docker exec --privileged", "")
+	}
+	return nil
+}
+
+// legacyServiceSpec holds ServiceSpec.Networks, which older daemons honour
+// and today's types no longer carry.
+type legacyServiceSpec struct {
+	Networks []swarm.NetworkAttachmentConfig
+}
+
+func (c *checker) service(r Request, _ string) *violation {
+	var spec swarm.ServiceSpec
+	if err := decodeJSON(r.Body, &spec); err != nil {
+		return badBody("service", err)
+	}
+	var legacy legacyServiceSpec
+	if err := decodeJSON(r.Body, &legacy); err != nil {
+		return badBody("service", err)
+	}
+	ts := spec.TaskTemplate
+	if (ts.PluginSpec != nil || strings.EqualFold(string(ts.Runtime), string(swarm.RuntimePlugin))) && !c.privileged {
+		return c.deny(RulePlugin, "TaskTemplate.PluginSpec", "", "a plugin service installs a plugin, with its privileges, on every node")
+	}
+	if !c.hostNS {
+		for i, n := range ts.Networks {
+			if strings.EqualFold(n.Target, "host") {
+				return c.deny(RuleHostNamespace, fmt.Sprintf("TaskTemplate.Networks[%d]", i), "--network host", "")
+			}
+		}
+		for i, n := range legacy.Networks {
+			if strings.EqualFold(n.Target, "host") {
+				return c.deny(RuleHostNamespace, fmt.Sprintf("Networks[%d]", i), "--network host", "")
+			}
+		}
+	}
+	cs := ts.ContainerSpec
+	if cs == nil {
+		return nil
+	}
+	const pre = "TaskTemplate.ContainerSpec."
+	if pv := cs.Privileges; pv != nil && !c.unconfined {
+		if s := pv.Seccomp; s != nil && (s.Mode != "" && s.Mode != swarm.SeccompModeDefault || len(s.Profile) > 0) {
+			return c.deny(RuleUnconfined, pre+"Privileges.Seccomp", "--security-opt", "seccomp unconfined or a custom profile")
+		}
+		if a := pv.AppArmor; a != nil && a.Mode != "" && a.Mode != swarm.AppArmorModeDefault {
+			return c.deny(RuleUnconfined, pre+"Privileges.AppArmor", "--security-opt", "AppArmor disabled")
+		}
+		if se := pv.SELinuxContext; se != nil && (se.Disable || se.Type != "" || se.User != "" || se.Role != "" || se.Level != "") {
+			return c.deny(RuleUnconfined, pre+"Privileges.SELinuxContext", "--security-opt", "an SELinux label option")
+		}
+	}
+	if v := c.capList(pre+"CapabilityAdd", "--cap-add", cs.CapabilityAdd); v != nil {
+		return v
+	}
+	if len(cs.Sysctls) > 0 && !c.sysctls {
+		return c.deny(RuleSysctls, pre+"Sysctls", "--sysctl", "")
+	}
+	for i, m := range cs.Mounts {
+		if v := c.mount(fmt.Sprintf("%sMounts[%d]", pre, i), m); v != nil {
+			return v
+		}
+	}
+	return nil
+}
+
+func (c *checker) volumeCreate(r Request, _ string) *violation {
+	var req volume.CreateRequest
+	if err := decodeJSON(r.Body, &req); err != nil {
+		return badBody("volume create", err)
+	}
+	if v := c.driver("Driver", "docker volume create --driver", req.Driver); v != nil {
+		return v
+	}
+	if isLocal(req.Driver) {
+		return c.localOpts("DriverOpts", "docker volume create --opt", req.DriverOpts)
+	}
+	return nil
+}
+
+// containerStart checks what a start may carry. Daemons before API 1.24
+// applied a HostConfig body; checkpoint-dir names a host directory.
+func (c *checker) containerStart(r Request, query string) *violation {
+	if v := formBody(r); v != nil {
+		return v
+	}
+	var hc container.HostConfig
+	if err := decodeJSON(r.Body, &hc); err != nil {
+		return badBody("container start", err)
+	}
+	if v := c.hostConfig("HostConfig.", &hc); v != nil {
+		return v
+	}
+	return c.queryDir(query, "checkpoint-dir", "docker start --checkpoint-dir")
+}
+
+func (c *checker) checkpointCreate(r Request, query string) *violation {
+	if v := formBody(r); v != nil {
+		return v
+	}
+	var req checkpoint.CreateRequest
+	if err := decodeJSON(r.Body, &req); err != nil {
+		return badBody("checkpoint create", err)
+	}
+	if req.CheckpointDir != "" && !c.bindAllowed(req.CheckpointDir) {
+		return c.deny(RuleBind, "CheckpointDir", "--checkpoint-dir", "a host directory outside the policy's bind allowlist")
+	}
+	return nil
+}
+
+func (c *checker) checkpointDir(_ Request, query string) *violation {
+	return c.queryDir(query, "dir", "--checkpoint-dir")
+}
+
+func (c *checker) queryDir(query, key, flag string) *violation {
+	q, err := url.ParseQuery(query)
+	if err != nil {
+		return badQuery()
+	}
+	for _, d := range q[key] {
+		if d != "" && !c.bindAllowed(d) {
+			return c.deny(RuleBind, "query parameter "+key, flag, "a host directory outside the policy's bind allowlist")
+		}
+	}
+	return nil
+}
+
+// build checks the classic builder's query parameters that reach the build
+// containers' HostConfig. The build context is streamed, never buffered.
+func (c *checker) build(r Request, query string) *violation {
+	if v := formBody(r); v != nil {
+		return v
+	}
+	q, err := url.ParseQuery(query)
+	if err != nil {
+		return badQuery()
+	}
+	if !c.hostNS {
+		for _, nm := range q["networkmode"] {
+			if strings.EqualFold(nm, "host") {
+				return c.deny(RuleHostNamespace, "query parameter networkmode", "docker build --network host", "")
+			}
+		}
+	}
+	if !c.unconfined {
+		for _, opt := range q["securityopt"] {
+			if what := securityOptProblem(opt); what != "" {
+				return c.deny(RuleUnconfined, "query parameter securityopt", "docker build --security-opt", what)
+			}
+		}
+	}
+	return nil
+}
+
+func badQuery() *violation {
+	return &violation{status: StatusBadRequest, rule: RuleBadQuery, reason: "the query string is malformed"}
+}
+
+// formBody refuses a form-encoded body where the policy reads the query:
+// Go's ParseForm, which dockerd uses, would take parameters from it too.
+// The Docker API never sends form bodies.
+func formBody(r Request) *violation {
+	for k, vs := range r.Header {
+		if !strings.EqualFold(k, "Content-Type") {
+			continue
+		}
+		for _, v := range vs {
+			if strings.HasPrefix(strings.ToLower(strings.TrimSpace(v)), "application/x-www-form-urlencoded") {
+				return &violation{status: StatusBadRequest, rule: RuleFormBody,
+					reason: "a form-encoded body (Content-Type application/x-www-form-urlencoded) is not allowed here"}
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,239 @@
+// Package policy decides, request by request, what a client of a policy
+// volume may ask of dockerd. It is a pure function of the policy and the
+// request: no I/O after loading, no clock, nothing of the rest of sockrelay.
+//
+// The proxy normalises nothing itself. It calls BodyNeeded with the raw
+// method and request-target, buffers the body (at most MaxBody bytes) only
+// when told to, then calls Decide, and answers a refusal with
+// Decision.Status and {"message":"sockrelay: <Rule>: <Reason>"}.
+package policy
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"strings"
+)
+
+// MaxBody is the limit on bodies the policy inspects; the proxy answers a
+// larger one with 413.
+const MaxBody = 1 << 20
+
+// Decision statuses.
+const (
+	StatusBadRequest = http.StatusBadRequest            // malformed or ambiguous request
+	StatusForbidden  = http.StatusForbidden             // denied by policy
+	StatusTooLarge   = http.StatusRequestEntityTooLarge // inspected body over MaxBody
+)
+
+// Rule ids, as Decision.Rule carries them. RULES.md lists which preset
+// uses which.
+const (
+	// 400: the request cannot be read one way only.
+	RuleNotCanonical = "path-not-canonical"
+	RuleBadMethod    = "bad-method"
+	RuleBadBody      = "bad-body"
+	RuleBadQuery     = "bad-query"
+	RuleFormBody     = "form-body-not-allowed"
+	// 413.
+	RuleBodyTooLarge = "body-too-large"
+	// 403: endpoints.
+	RuleReadOnly   = "read-only"
+	RuleNotAllowed = "endpoint-not-allowed"
+	RuleDenied     = "endpoint-denied"
+	RuleUpgrade    = "upgrade-not-allowed"
+	RulePlugin     = "plugin-not-allowed"
+	RuleSwarm      = "swarm-not-allowed"
+	// 403: create constraints.
+	RulePrivileged    = "no-privileged"
+	RuleCapAdd        = "cap-add-not-allowed"
+	RuleDevices       = "devices-not-allowed"
+	RuleHostNamespace = "host-namespace-not-allowed"
+	RuleUnconfined    = "unconfined-not-allowed"
+	RuleSysctls       = "sysctls-not-allowed"
+	RuleAnnotations   = "annotations-not-allowed"
+	RuleBind          = "bind-not-allowed"
+	RuleVolumesFrom   = "volumes-from-not-allowed"
+	RuleMountType     = "mount-type-not-allowed"
+	RuleVolumeType    = "volume-type-not-allowed"
+	RuleVolumeDriver  = "volume-driver-not-allowed"
+)
+
+const (
+	presetReadOnly      = "read-only"
+	presetNoEscalation  = "no-escalation"
+	presetFull          = "full"
+	filePrefix          = "file:"
+	readOnlyExplanation = "only GET and HEAD requests that read state are"
+)
+
+// PresetNames lists the presets.
+func PresetNames() []string {
+	return []string{presetReadOnly, presetNoEscalation, presetFull}
+}
+
+// Policy is a compiled policy. It is immutable and safe for concurrent use.
+type Policy struct {
+	name   string
+	digest string
+
+	deny         []rule // checked first
+	allow        []rule // consulted when !defaultAllow
+	defaultAllow bool
+	defaultRule  string
+	defaultWhy   string // follows the request's description in a reason
+
+	// cons holds the create constraints; nil means bodies and queries are
+	// not inspected (full).
+	cons *constraints
+	// upgrade lists the hijack endpoints that may switch protocols; an
+	// allowed hijack endpoint not in it is denied.
+	upgrade []pattern
+}
+
+// rule is one method set and path pattern, with what to say when it denies.
+type rule struct {
+	endpoint
+	id  string
+	why string // follows the request's description in a reason
+}
+
+// Request is one HTTP request as the proxy read it off the wire.
+type Request struct {
+	Method string
+	Target string      // the raw request-target as sent, e.g. "/v1.41/containers/create?name=x"
+	Header http.Header // as received
+	Body   []byte      // the whole body when BodyNeeded said so, else nil
+}
+
+// Decision is the policy's answer for one request.
+type Decision struct {
+	Allow   bool
+	Status  int    // when !Allow: 400, 403 or 413
+	Rule    string // short rule id, e.g. "no-privileged"
+	Reason  string // why, for the user: "sockrelay: <Rule>: <Reason>"
+	Path    string // normalised path (version prefix stripped); "" if the path was refused
+	Upgrade bool   // this endpoint may switch protocols (101) or hijack the connection
+}
+
+// Name is the policy's name: a preset's name or "file:NAME".
+func (p *Policy) Name() string { return p.name }
+
+// Digest is the SHA-256 (hex) of a custom policy's file as loaded, so that
+// a caller can tell whether the file changed; "" for presets.
+func (p *Policy) Digest() string { return p.digest }
+
+// Preset returns a built-in policy: "read-only", "no-escalation" or "full".
+func Preset(name string) (*Policy, error) {
+	switch name {
+	case presetReadOnly:
+		return readOnly, nil
+	case presetNoEscalation:
+		return noEscalation, nil
+	case presetFull:
+		return full, nil
+	}
+	return nil, fmt.Errorf("%w: unknown preset %s; presets are %s, or file:NAME for a policy file",
+		ErrInvalid, quoteShort(name), strings.Join(PresetNames(), ", "))
+}
+
+// FromSpec resolves a volume's policy option: a preset's name, or
+// "file:NAME" for dir/NAME.yaml (.yml, .json).
+func FromSpec(spec, dir string) (*Policy, error) {
+	if name, ok := strings.CutPrefix(spec, filePrefix); ok {
+		return Load(dir, name)
+	}
+	return Preset(spec)
+}
+
+// BodyNeeded reports whether Decide needs the body of this request: a
+// create-like request that the policy allows and inspects. It never asks
+// for streamed bodies (/build, image load, archive uploads).
+func (p *Policy) BodyNeeded(method, target string) bool {
+	if p.cons == nil || !validMethod(method) {
+		return false
+	}
+	path, _, err := NormalizePath(target)
+	if err != nil {
+		return false
+	}
+	m := methodBit(method)
+	if ins := inspectionFor(m, path); ins == nil || !ins.body {
+		return false
+	}
+	allowed, _, _ := p.byRules(method, m, path)
+	return allowed
+}
+
+// Decide decides one request.
+func (p *Policy) Decide(r Request) Decision {
+	if !validMethod(r.Method) {
+		return refuse(StatusBadRequest, RuleBadMethod, "", "the request method is not a valid HTTP token")
+	}
+	path, query, err := NormalizePath(r.Target)
+	if err != nil {
+		reason := err.Error()
+		if pe, ok := err.(*PathError); ok {
+			reason = pe.Reason
+		}
+		return refuse(StatusBadRequest, RuleNotCanonical, "", reason)
+	}
+	m := methodBit(r.Method)
+	allowed, id, why := p.byRules(r.Method, m, path)
+	if !allowed {
+		return refuse(StatusForbidden, id, path, why)
+	}
+	if len(r.Body) > MaxBody {
+		return refuse(StatusTooLarge, RuleBodyTooLarge, path, fmt.Sprintf("the request body is larger than %d bytes", MaxBody))
+	}
+	d := Decision{Allow: true, Path: path}
+	if p.cons != nil {
+		if ins := inspectionFor(m, path); ins != nil {
+			if v := ins.run(p, r, query); v != nil {
+				return refuse(v.status, v.rule, path, v.reason)
+			}
+		}
+	}
+	for _, h := range hijackEndpoints {
+		if !h.match(m, path) {
+			continue
+		}
+		for _, u := range p.upgrade {
+			if u.match(path) {
+				d.Upgrade = true
+				return d
+			}
+		}
+		return refuse(StatusForbidden, RuleUpgrade, path,
+			fmt.Sprintf("%s switches the connection to a raw stream, which policy %s does not allow", describe(r.Method, m, path), p.name))
+	}
+	return d
+}
+
+// byRules applies the deny rules, then the allow rules or the default.
+func (p *Policy) byRules(method string, m methodSet, path string) (bool, string, string) {
+	for _, r := range p.deny {
+		if r.match(m, path) {
+			return false, r.id, describe(method, m, path) + " " + r.why
+		}
+	}
+	if p.defaultAllow {
+		return true, "", ""
+	}
+	for _, r := range p.allow {
+		if r.match(m, path) {
+			return true, "", ""
+		}
+	}
+	return false, p.defaultRule, describe(method, m, path) + " " + p.defaultWhy
+}
+
+func refuse(status int, rule, path, reason string) Decision {
+	return Decision{Status: status, Rule: rule, Reason: reason, Path: path}
+}
+
+func digest(data []byte) string {
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
+}
