@@ -1,0 +1,592 @@
+// Package apiproxy serves the Docker API through a policy. Each request on
+// a client connection, kept-alive and pipelined ones included, is read and
+// decided before a byte of it reaches the daemon. Bodies the policy
+// inspects are read whole (bounded) and forwarded as read; other bodies
+// are passed through as they come, by splice(2), never buffered. After a
+// protocol switch (101) the connection is a raw stream with half-close
+// passed on both ways. Every request is written to an audit log.
+package apiproxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sockrelay/sockrelay/internal/policy"
+	"github.com/sockrelay/sockrelay/internal/relay"
+)
+
+// MaxHeader bounds a request's or response's header block.
+const MaxHeader = 64 << 10
+
+// Stats are a proxy's live counters.
+type Stats struct {
+	Active   atomic.Int64  // client connections open now
+	Requests atomic.Uint64 // requests decided
+	Denied   atomic.Uint64 // requests refused
+	Bytes    atomic.Uint64 // body bytes both ways
+}
+
+// Proxy is one volume's policy proxy.
+type Proxy struct {
+	Volume   string
+	Upstream string // the daemon's socket
+	// Policy returns the policy in force; it may change between requests
+	// (a policy file that changed on disk), never during one.
+	Policy func() *policy.Policy
+	Log    *slog.Logger // operational events
+	Audit  *slog.Logger // one line per request
+	Stats  *Stats
+}
+
+// Serve accepts on ln until ctx ends or ln is closed; it returns when
+// every connection it started is closed. When ctx ends, open connections,
+// streams included, are cut.
+func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			p.Log.Warn("accept failed", "volume", p.Volume, "err", err)
+			select {
+			case <-time.After(50 * time.Millisecond):
+				continue
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		uc, ok := c.(*net.UnixConn)
+		if !ok {
+			c.Close()
+			continue
+		}
+		p.Stats.Active.Add(1)
+		wg.Go(func() {
+			defer p.Stats.Active.Add(-1)
+			cc := &clientConn{p: p, c: uc, peer: peerOf(uc)}
+			stop := context.AfterFunc(ctx, cc.close)
+			defer stop()
+			cc.serve()
+			cc.close()
+		})
+	}
+}
+
+// clientConn is one client connection and the upstream connection that
+// mirrors it (dialled at its first allowed request).
+type clientConn struct {
+	p    *Proxy
+	c    *net.UnixConn
+	br   *bufio.Reader
+	peer peer
+
+	mu     sync.Mutex
+	closed bool
+	up     *net.UnixConn
+	ubr    *bufio.Reader
+}
+
+func (cc *clientConn) close() {
+	cc.mu.Lock()
+	cc.closed = true
+	up := cc.up
+	cc.mu.Unlock()
+	cc.c.Close()
+	if up != nil {
+		up.Close()
+	}
+}
+
+// exchange is what the audit line says of one request.
+type exchange struct {
+	policy             string
+	method, path, rule string
+	allow              bool
+	status             int
+	in, out            int64
+	start              time.Time
+}
+
+func (cc *clientConn) serve() {
+	cc.br = bufio.NewReaderSize(cc.c, 16<<10)
+	for {
+		// Wait for the next request without holding anything else.
+		if _, err := cc.br.Peek(1); err != nil {
+			return
+		}
+		x := &exchange{start: time.Now()}
+		keep := cc.one(x)
+		cc.audit(x)
+		if !keep {
+			return
+		}
+	}
+}
+
+// one serves one request; it reports whether the connection goes on.
+func (cc *clientConn) one(x *exchange) bool {
+	p := cc.p
+	pol := p.Policy()
+	x.policy = pol.Name()
+	head, err := peekHead(cc.br)
+	if err != nil {
+		x.rule = "bad-request"
+		cc.refuse(x, http.StatusBadRequest, "bad-request", err.Error())
+		return false
+	}
+	if bad := framingConflict(head); bad != "" {
+		x.rule = "bad-request"
+		cc.refuse(x, http.StatusBadRequest, "bad-request", bad)
+		return false
+	}
+	req, err := http.ReadRequest(cc.br)
+	if err != nil {
+		cc.refuse(x, http.StatusBadRequest, "bad-request", "the request could not be parsed")
+		return false
+	}
+	x.method = req.Method
+	p.Stats.Requests.Add(1)
+
+	var body []byte
+	if pol.BodyNeeded(req.Method, req.RequestURI) && hasBody(req) {
+		if req.ContentLength > policy.MaxBody {
+			cc.refuse(x, http.StatusRequestEntityTooLarge, "body-too-large", tooLarge)
+			cc.linger(req)
+			return false
+		}
+		body, err = io.ReadAll(io.LimitReader(req.Body, policy.MaxBody+1))
+		if err != nil {
+			cc.refuse(x, http.StatusBadRequest, "bad-body", "the request body could not be read")
+			return false
+		}
+		if len(body) > policy.MaxBody {
+			cc.refuse(x, http.StatusRequestEntityTooLarge, "body-too-large", tooLarge)
+			cc.linger(req)
+			return false
+		}
+	}
+	dec := pol.Decide(policy.Request{Method: req.Method, Target: req.RequestURI, Header: req.Header, Body: body})
+	x.path, x.rule = dec.Path, dec.Rule
+	if dec.Allow && isUpgrade(req.Header) && !dec.Upgrade {
+		dec = policy.Decision{Status: http.StatusForbidden, Rule: "upgrade-not-allowed", Path: dec.Path,
+			Reason: fmt.Sprintf("switching protocols on %s is not allowed by policy %s", dec.Path, pol.Name())}
+		x.rule = dec.Rule
+	}
+	if !dec.Allow {
+		cc.refuse(x, dec.Status, dec.Rule, dec.Reason)
+		if body == nil {
+			cc.linger(req)
+		}
+		return false
+	}
+	x.allow = true
+
+	up, ubr, err := cc.upstream()
+	if err != nil {
+		p.Log.Warn("upstream unreachable", "volume", p.Volume, "err", err)
+		cc.refuse(x, http.StatusBadGateway, "upstream", "the Docker daemon did not answer; try again")
+		return false
+	}
+	if err := cc.forwardRequest(x, req, body, up); err != nil {
+		p.Log.Debug("forward request", "volume", p.Volume, "err", err)
+		return false
+	}
+	return cc.forwardResponse(x, req, up, ubr)
+}
+
+const tooLarge = "request bodies the policy inspects are limited to 1 MiB"
+
+func hasBody(req *http.Request) bool {
+	return req.ContentLength > 0 || len(req.TransferEncoding) > 0
+}
+
+func (cc *clientConn) upstream() (*net.UnixConn, *bufio.Reader, error) {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	if cc.up != nil {
+		return cc.up, cc.ubr, nil
+	}
+	if cc.closed {
+		return nil, nil, net.ErrClosed
+	}
+	c, err := net.DialTimeout("unix", cc.p.Upstream, relay.DialTimeout)
+	if err != nil {
+		return nil, nil, err
+	}
+	cc.up = c.(*net.UnixConn)
+	cc.ubr = bufio.NewReaderSize(cc.up, 16<<10)
+	return cc.up, cc.ubr, nil
+}
+
+// forwardRequest writes the request head, re-encoded from what was
+// parsed, and its body: the inspected bytes, or the client's bytes as
+// they come.
+func (cc *clientConn) forwardRequest(x *exchange, req *http.Request, body []byte, up *net.UnixConn) error {
+	h := req.Header
+	h.Del("Content-Length")
+	h.Del("Transfer-Encoding")
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "%s %s %s\r\nHost: %s\r\n", req.Method, req.RequestURI, req.Proto, hostOr(req.Host))
+	chunked := false
+	switch {
+	case body != nil:
+		fmt.Fprintf(&b, "Content-Length: %d\r\n", len(body))
+	case len(req.TransferEncoding) > 0:
+		b.WriteString("Transfer-Encoding: chunked\r\n")
+		chunked = true
+	case req.ContentLength > 0:
+		fmt.Fprintf(&b, "Content-Length: %d\r\n", req.ContentLength)
+	}
+	h.Write(&b)
+	b.WriteString("\r\n")
+	switch {
+	case body != nil:
+		b.Write(body)
+		x.in = int64(len(body))
+		_, err := up.Write(b.Bytes())
+		return err
+	case chunked:
+		if _, err := up.Write(b.Bytes()); err != nil {
+			return err
+		}
+		n, err := copyChunked(up, cc.br, cc.c)
+		x.in = n
+		return err
+	default:
+		n := max(req.ContentLength, 0)
+		if n > 0 && int64(cc.br.Buffered()) >= n {
+			// Small body already here: one write.
+			p, _ := cc.br.Peek(int(n))
+			b.Write(p)
+			cc.br.Discard(int(n))
+			n = 0
+			x.in = int64(len(p))
+		}
+		if _, err := up.Write(b.Bytes()); err != nil {
+			return err
+		}
+		k, err := copyN(up, cc.br, cc.c, n)
+		x.in += k
+		return err
+	}
+}
+
+// forwardResponse passes the daemon's response on. It reports whether
+// the connection may serve another request.
+func (cc *clientConn) forwardResponse(x *exchange, req *http.Request, up *net.UnixConn, ubr *bufio.Reader) bool {
+	for {
+		if _, err := peekHead(ubr); err != nil {
+			cc.p.Log.Debug("read response", "volume", cc.p.Volume, "err", err)
+			return false
+		}
+		resp, err := http.ReadResponse(ubr, req)
+		if err != nil {
+			cc.p.Log.Debug("read response", "volume", cc.p.Volume, "err", err)
+			return false
+		}
+		x.status = resp.StatusCode
+		noBody := req.Method == http.MethodHead || resp.StatusCode/100 == 1 || resp.StatusCode == 204 || resp.StatusCode == 304
+		chunked := !noBody && len(resp.TransferEncoding) > 0
+		untilClose := !noBody && !chunked && resp.ContentLength < 0
+		resp.Header.Del("Transfer-Encoding")
+		if !noBody {
+			resp.Header.Del("Content-Length") // written below from what was parsed
+		}
+		var b bytes.Buffer
+		fmt.Fprintf(&b, "%s %s\r\n", resp.Proto, resp.Status)
+		if chunked {
+			b.WriteString("Transfer-Encoding: chunked\r\n")
+		} else if !noBody && resp.ContentLength >= 0 {
+			fmt.Fprintf(&b, "Content-Length: %d\r\n", resp.ContentLength)
+		}
+		resp.Header.Write(&b)
+		b.WriteString("\r\n")
+
+		switch {
+		case resp.StatusCode == http.StatusSwitchingProtocols:
+			// A raw stream from here on, both ways.
+			cc.c.Write(b.Bytes())
+			cc.rawStream(x, up, ubr)
+			return false
+		case resp.StatusCode/100 == 1:
+			if _, err := cc.c.Write(b.Bytes()); err != nil {
+				return false
+			}
+			continue // 100 Continue and friends: the final response follows
+		case noBody:
+			_, err := cc.c.Write(b.Bytes())
+			return err == nil && !req.Close && !resp.Close
+		case chunked:
+			if _, err := cc.c.Write(b.Bytes()); err != nil {
+				return false
+			}
+			n, err := copyChunked(cc.c, ubr, up)
+			x.out = n
+			return err == nil && !req.Close && !resp.Close
+		case untilClose:
+			// The daemon's old-style hijack (attach without Upgrade): a
+			// raw stream, delimited by close.
+			cc.c.Write(b.Bytes())
+			cc.rawStream(x, up, ubr)
+			return false
+		default:
+			n := resp.ContentLength
+			if n > 0 && int64(ubr.Buffered()) >= n {
+				p, _ := ubr.Peek(int(n))
+				b.Write(p)
+				ubr.Discard(int(n))
+				x.out = n
+				n = 0
+			}
+			if _, err := cc.c.Write(b.Bytes()); err != nil {
+				return false
+			}
+			k, err := copyN(cc.c, ubr, up, n)
+			x.out += k
+			return err == nil && !req.Close && !resp.Close
+		}
+	}
+}
+
+// rawStream relays both ways until both sides are done, passing
+// half-closes on; what the readers already buffered goes first.
+func (cc *clientConn) rawStream(x *exchange, up *net.UnixConn, ubr *bufio.Reader) {
+	if n := cc.br.Buffered(); n > 0 {
+		p, _ := cc.br.Peek(n)
+		up.Write(p)
+		cc.br.Discard(n)
+	}
+	if n := ubr.Buffered(); n > 0 {
+		p, _ := ubr.Peek(n)
+		cc.c.Write(p)
+		ubr.Discard(n)
+	}
+	n := relay.Pipe(cc.c, up)
+	x.out += n
+}
+
+// refuse answers in Docker's error shape, so the docker CLI prints
+// "Error response from daemon: sockrelay: <rule>: <reason>", and closes
+// the connection: an unread body must never be taken for a request.
+func (cc *clientConn) refuse(x *exchange, status int, rule, reason string) {
+	if status == 0 {
+		status = http.StatusForbidden
+	}
+	x.status, x.rule = status, rule
+	cc.p.Stats.Denied.Add(1)
+	msg, _ := json.Marshal(map[string]string{"message": "sockrelay: " + rule + ": " + reason})
+	msg = append(msg, '\n')
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n",
+		status, http.StatusText(status), len(msg))
+	b.Write(msg)
+	cc.c.Write(b.Bytes())
+	x.out = int64(len(msg))
+}
+
+// linger reads and drops what is left of a refused request's body, for a
+// bounded time and size, so that a client still writing it reads the
+// refusal rather than a broken pipe.
+func (cc *clientConn) linger(req *http.Request) {
+	if !hasBody(req) {
+		return
+	}
+	cc.c.SetReadDeadline(time.Now().Add(lingerTime))
+	io.Copy(io.Discard, io.LimitReader(req.Body, lingerBytes))
+}
+
+const (
+	lingerTime  = 5 * time.Second
+	lingerBytes = 64 << 20
+)
+
+func (cc *clientConn) audit(x *exchange) {
+	p := cc.p
+	p.Stats.Bytes.Add(uint64(x.in + x.out))
+	decision := "deny"
+	if x.allow {
+		decision = "allow"
+	}
+	attrs := []any{
+		"volume", p.Volume, "policy", x.policy, "method", x.method, "path", x.path,
+		"decision", decision, "rule", x.rule, "status", x.status,
+		"bytes_in", x.in, "bytes_out", x.out, "duration_ms", time.Since(x.start).Milliseconds(),
+	}
+	if cc.peer.ok {
+		attrs = append(attrs, "peer_pid", cc.peer.pid, "peer_uid", cc.peer.uid)
+	}
+	p.Audit.Info("request", attrs...)
+}
+
+func hostOr(h string) string {
+	if h == "" {
+		return "docker"
+	}
+	return h
+}
+
+func isUpgrade(h http.Header) bool {
+	if h.Get("Upgrade") != "" {
+		return true
+	}
+	for _, v := range h.Values("Connection") {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), "upgrade") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// peekHead returns the raw header block at the head of br (through the
+// blank line) without consuming it.
+func peekHead(br *bufio.Reader) ([]byte, error) {
+	for {
+		n := br.Buffered()
+		if n > 0 {
+			b, _ := br.Peek(n)
+			if i := bytes.Index(b, []byte("\r\n\r\n")); i >= 0 {
+				return b[:i+4], nil
+			}
+			if n >= br.Size() {
+				return nil, errors.New("the header is larger than the limit")
+			}
+		}
+		// Wait for at least one more byte.
+		if _, err := br.Peek(n + 1); err != nil {
+			if n > 0 && errors.Is(err, io.EOF) {
+				return nil, errors.New("the connection closed inside a header")
+			}
+			return nil, err
+		}
+	}
+}
+
+// framingConflict refuses the ambiguous framings that smuggling relies
+// on; Go's parser would quietly pick one, so they are caught raw.
+func framingConflict(head []byte) string {
+	var te, cl int
+	for _, line := range bytes.Split(head, []byte("\r\n"))[1:] {
+		k, _, ok := bytes.Cut(line, []byte(":"))
+		if !ok {
+			continue
+		}
+		switch strings.ToLower(string(bytes.TrimSpace(k))) {
+		case "transfer-encoding":
+			te++
+		case "content-length":
+			cl++
+		}
+		if bytes.ContainsAny(k, " \t") {
+			return "a header name with white space"
+		}
+	}
+	switch {
+	case te > 0 && cl > 0:
+		return "both Transfer-Encoding and Content-Length"
+	case te > 1:
+		return "more than one Transfer-Encoding"
+	}
+	return ""
+}
+
+// copyN copies n bytes: those br already holds, then the rest from src
+// directly (by splice between Unix sockets).
+func copyN(dst net.Conn, br *bufio.Reader, src net.Conn, n int64) (int64, error) {
+	var done int64
+	if k := min(int64(br.Buffered()), n); k > 0 {
+		p, _ := br.Peek(int(k))
+		if _, err := dst.Write(p); err != nil {
+			return 0, err
+		}
+		br.Discard(int(k))
+		done = k
+	}
+	if done == n {
+		return done, nil
+	}
+	k, err := relay.CopyN(dst, src, n-done)
+	return done + k, err
+}
+
+// copyChunked passes a chunked body through as it is, chunk by chunk, so
+// streams (events, logs -f) flow at once; it returns the data bytes.
+func copyChunked(dst net.Conn, br *bufio.Reader, src net.Conn) (int64, error) {
+	var total int64
+	for {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			return total, err
+		}
+		sizeText, _, _ := strings.Cut(strings.TrimRight(string(line), "\r\n"), ";")
+		size, err := strconv.ParseInt(strings.TrimSpace(sizeText), 16, 64)
+		if err != nil || size < 0 {
+			return total, errors.New("bad chunk size")
+		}
+		if _, err := dst.Write(line); err != nil {
+			return total, err
+		}
+		if size == 0 {
+			for { // trailers, up to the blank line
+				line, err := br.ReadSlice('\n')
+				if err != nil {
+					return total, err
+				}
+				if _, err := dst.Write(line); err != nil {
+					return total, err
+				}
+				if len(bytes.TrimRight(line, "\r\n")) == 0 {
+					return total, nil
+				}
+			}
+		}
+		n, err := copyN(dst, br, src, size+2) // data and its CRLF
+		total += max(n-2, 0)
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// peer is the client process, from SO_PEERCRED.
+type peer struct {
+	pid, uid int32
+	ok       bool
+}
+
+func peerOf(c *net.UnixConn) peer {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return peer{}
+	}
+	var cred *unix.Ucred
+	var cerr error
+	rc.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	})
+	if cerr != nil || cred == nil {
+		return peer{}
+	}
+	return peer{pid: cred.Pid, uid: int32(cred.Uid), ok: true}
+}
