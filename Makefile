@@ -28,10 +28,9 @@ test:
 
 plugin: build
 	rm -rf plugin
-	mkdir -p plugin/rootfs/mnt/volumes plugin/rootfs/host/run \
+	mkdir -p plugin/rootfs/mnt/volumes plugin/rootfs/host/run plugin/rootfs/host/etc \
 	         plugin/rootfs/run/docker/plugins plugin/rootfs/etc plugin/rootfs/proc plugin/rootfs/dev \
 	         plugin/rootfs/sys plugin/rootfs/tmp
-	touch plugin/rootfs/etc/subuid plugin/rootfs/etc/subgid
 	cp bin/sockrelay plugin/rootfs/sockrelay
 	cp config.json plugin/config.json
 	scripts/plugin.sh create $(PLUGIN) plugin
@@ -56,6 +55,21 @@ fuzz:
 	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	  done; \
 	done
+
+# Relay figures beside a direct connection and socat, medians of several
+# rounds (issue 3). Needs socat; as root it is installed when missing, and
+# the plugin's VolumeDriver figure is measured too. BENCHFLAGS passes flags
+# to cmd/srbench, e.g. BENCHFLAGS='-quick' or '-rounds 9 -bytes 1GiB -json bench.json'.
+BENCHFLAGS ?=
+bench: build
+	@command -v socat >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" -eq 0 ]; then \
+	    echo "bench: installing socat"; \
+	    apt-get install -y socat || { apt-get update && apt-get install -y socat; } || exit 1; \
+	  else \
+	    echo "bench: socat is not installed; run as root, or apt-get install socat first" >&2; exit 1; \
+	  fi; }
+	$(GO) run ./cmd/srbench $(BENCHFLAGS)
 
 demo:
 	scripts/demo.sh

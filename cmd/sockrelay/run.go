@@ -50,7 +50,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if err != nil {
 			return err
 		}
-		return runPlugin(ctx, cfg, cfg.Logger(stdout))
+		return runPlugin(ctx, cfg, cfg.Logger(stdout), stdout)
 	case "serve":
 		if len(args) > 1 && (args[1] == "-h" || args[1] == "--help") {
 			fmt.Fprintln(stdout, config.ServeUsage)
@@ -86,7 +86,7 @@ func buildCommit() string {
 	return "unknown"
 }
 
-func runPlugin(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+func runPlugin(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.Writer) error {
 	log.Info("sockrelay starting", "version", version, "commit", buildCommit(), "pid", os.Getpid())
 	store, err := state.New(cfg.StateDir)
 	if err != nil {
@@ -110,6 +110,9 @@ func runPlugin(ctx context.Context, cfg *config.Config, log *slog.Logger) error 
 	defer cancelRelays()
 	userns := &idmap.Namespaces{}
 	defer userns.Close()
+	policies := driver.Policies{Dir: cfg.PolicyDir, Shown: cfg.PolicyDirHost}
+	// The audit log is JSON whatever LOG_FORMAT says: one line a request.
+	audit := slog.New(slog.NewJSONHandler(stdout, nil)).With("log", "audit")
 	d, err := driver.New(relayCtx, driver.Config{
 		Log:            log,
 		Store:          store,
@@ -118,10 +121,14 @@ func runPlugin(ctx context.Context, cfg *config.Config, log *slog.Logger) error 
 		HostSocketDir:  cfg.HostSocketDir,
 		SocketDirMount: cfg.SocketDirMount,
 		Modes: map[string]driver.StartFunc{
-			"relay": driver.RelayMode(log),
-			"idmap": driver.IdmapMode(log, userns),
+			"relay":  driver.RelayMode(log),
+			"idmap":  driver.IdmapMode(log, userns),
+			"policy": driver.PolicyMode(log, audit, policies),
 		},
-		Checks: map[string]driver.CheckFunc{"idmap": driver.IdmapCheck(userns)},
+		Checks: map[string]driver.CheckFunc{
+			"idmap":  driver.IdmapCheck(userns),
+			"policy": driver.PolicyCheck(policies),
+		},
 	})
 	if err != nil {
 		return err

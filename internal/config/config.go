@@ -45,10 +45,13 @@ type Config struct {
 	RemapGID   *uint32
 	SubUIDFile string
 	SubGIDFile string
+	// PolicyDir holds the policy files that volumes name as file:NAME;
+	// PolicyDirHost is the same directory as the host names it.
+	PolicyDir, PolicyDirHost string
 }
 
 // Keys lists the environment settings Load reads, for docs and errors.
-var Keys = []string{"LOG_LEVEL", "LOG_FORMAT", "SOCKET_DIR", "USERNS_REMAP", "REMAP_UID", "REMAP_GID"}
+var Keys = []string{"LOG_LEVEL", "LOG_FORMAT", "SOCKET_DIR", "USERNS_REMAP", "REMAP_UID", "REMAP_GID", "POLICY_DIR"}
 
 // Load parses args (without the program name and subcommand) and getenv
 // into a Config. Bad values are errors, never silent defaults.
@@ -58,8 +61,8 @@ func Load(args []string, getenv func(string) string) (*Config, error) {
 		StateDir:       "/mnt/volumes/.sockrelay",
 		VolumeRoot:     "/mnt/volumes",
 		SocketDirMount: "/host/run",
-		SubUIDFile:     "/etc/subuid",
-		SubGIDFile:     "/etc/subgid",
+		SubUIDFile:     "/host/etc/subuid",
+		SubGIDFile:     "/host/etc/subgid",
 	}
 	env := func(key, def string) string {
 		if v := strings.TrimSpace(getenv(key)); v != "" {
@@ -79,6 +82,13 @@ func Load(args []string, getenv func(string) string) (*Config, error) {
 	c.HostSocketDir = env("SOCKET_DIR", "/var/run")
 	if !filepath.IsAbs(c.HostSocketDir) || filepath.Clean(c.HostSocketDir) != c.HostSocketDir || c.HostSocketDir == "/" {
 		errs = append(errs, fmt.Errorf("SOCKET_DIR: want a clean absolute directory other than /"))
+	}
+	// POLICY_DIR is a host path below /etc, which the plugin sees,
+	// read-only, at /host/etc.
+	if pd := env("POLICY_DIR", "/etc/sockrelay/policies"); !strings.HasPrefix(pd, "/etc/") || filepath.Clean(pd) != pd {
+		errs = append(errs, fmt.Errorf("POLICY_DIR: want a clean directory below /etc"))
+	} else {
+		c.PolicyDir, c.PolicyDirHost = "/host"+pd, pd
 	}
 	c.RemapUser = env("USERNS_REMAP", "default")
 	for _, p := range []struct {
@@ -109,6 +119,7 @@ func Load(args []string, getenv func(string) string) (*Config, error) {
 	fs.StringVar(&c.SocketDirMount, "socket-dir-mount", c.SocketDirMount, "where the host's SOCKET_DIR is mounted")
 	fs.StringVar(&c.SubUIDFile, "subuid", c.SubUIDFile, "the host's /etc/subuid")
 	fs.StringVar(&c.SubGIDFile, "subgid", c.SubGIDFile, "the host's /etc/subgid")
+	fs.StringVar(&c.PolicyDir, "policy-dir", c.PolicyDir, "directory of policy files (file:NAME)")
 	if err := fs.Parse(args); err != nil {
 		errs = append(errs, err)
 	} else if fs.NArg() > 0 {

@@ -35,8 +35,10 @@ func TestLoadDefaults(t *testing.T) {
 		{"SocketDirMount", c.SocketDirMount, "/host/run"},
 		{"DefaultTarget", c.DefaultTarget, "/var/run/docker.sock"},
 		{"RemapUser", c.RemapUser, "default"},
-		{"SubUIDFile", c.SubUIDFile, "/etc/subuid"},
-		{"SubGIDFile", c.SubGIDFile, "/etc/subgid"},
+		// The host's /etc is mounted read-only at /host/etc.
+		{"SubUIDFile", c.SubUIDFile, "/host/etc/subuid"},
+		{"SubGIDFile", c.SubGIDFile, "/host/etc/subgid"},
+		{"PolicyDir", c.PolicyDir, "/host/etc/sockrelay/policies"},
 		{"RemapUID set", c.RemapUID != nil, false},
 		{"RemapGID set", c.RemapGID != nil, false},
 	}
@@ -99,6 +101,11 @@ func TestLoadEnvGood(t *testing.T) {
 				t.Errorf("remap: got %d:%d, want 100000:200000", *c.RemapUID, *c.RemapGID)
 			}
 		}},
+		{"POLICY_DIR below /etc", map[string]string{"POLICY_DIR": "/etc/sr/p"}, func(t *testing.T, c *config.Config) {
+			if c.PolicyDir != "/host/etc/sr/p" {
+				t.Errorf("PolicyDir: got %v, want %v", c.PolicyDir, "/host/etc/sr/p")
+			}
+		}},
 		{"REMAP ids zero", map[string]string{"REMAP_UID": "0", "REMAP_GID": "0"}, func(t *testing.T, c *config.Config) {
 			if c.RemapUID == nil || *c.RemapUID != 0 || c.RemapGID == nil || *c.RemapGID != 0 {
 				t.Errorf("remap: got %v:%v, want 0:0", c.RemapUID, c.RemapGID)
@@ -135,6 +142,10 @@ func TestLoadEnvBad(t *testing.T) {
 		{"SOCKET_DIR dot dot", map[string]string{"SOCKET_DIR": "/var/../run"}, "SOCKET_DIR"},
 		{"SOCKET_DIR double slash", map[string]string{"SOCKET_DIR": "/var//run"}, "SOCKET_DIR"},
 		{"SOCKET_DIR root", map[string]string{"SOCKET_DIR": "/"}, "SOCKET_DIR"},
+		{"POLICY_DIR outside /etc", map[string]string{"POLICY_DIR": "/var/lib/policies"}, "POLICY_DIR"},
+		{"POLICY_DIR escapes /etc", map[string]string{"POLICY_DIR": "/etc/../root"}, "POLICY_DIR"},
+		{"POLICY_DIR relative", map[string]string{"POLICY_DIR": "etc/policies"}, "POLICY_DIR"},
+		{"POLICY_DIR /etc itself", map[string]string{"POLICY_DIR": "/etc"}, "POLICY_DIR"},
 		{"REMAP_UID alone", map[string]string{"REMAP_UID": "100000"}, "set together"},
 		{"REMAP_GID alone", map[string]string{"REMAP_GID": "100000"}, "set together"},
 		{"REMAP_UID not a number", map[string]string{"REMAP_UID": "abc", "REMAP_GID": "1"}, "REMAP_UID"},
@@ -167,7 +178,7 @@ func TestLoadEnvBad(t *testing.T) {
 // Bad values must not be echoed: settings are shown in logs and to users.
 func TestLoadEnvBadValueNotEchoed(t *testing.T) {
 	const secret = "s3cr3t-value"
-	for _, key := range []string{"LOG_LEVEL", "LOG_FORMAT", "SOCKET_DIR", "REMAP_UID", "REMAP_GID"} {
+	for _, key := range []string{"LOG_LEVEL", "LOG_FORMAT", "SOCKET_DIR", "REMAP_UID", "REMAP_GID", "POLICY_DIR"} {
 		t.Run(key, func(t *testing.T) {
 			env := map[string]string{"REMAP_UID": "1", "REMAP_GID": "1", key: secret}
 			_, err := config.Load(nil, envOf(env))
@@ -203,6 +214,7 @@ func TestLoadFlags(t *testing.T) {
 		"-socket-dir-mount", "/tmp/hostrun",
 		"-subuid", "/tmp/subuid",
 		"-subgid", "/tmp/subgid",
+		"-policy-dir", "/tmp/policies",
 	}
 	c, err := config.Load(args, envOf(nil))
 	if err != nil {
@@ -215,6 +227,7 @@ func TestLoadFlags(t *testing.T) {
 		{"SocketDirMount", c.SocketDirMount, "/tmp/hostrun"},
 		{"SubUIDFile", c.SubUIDFile, "/tmp/subuid"},
 		{"SubGIDFile", c.SubGIDFile, "/tmp/subgid"},
+		{"PolicyDir", c.PolicyDir, "/tmp/policies"},
 	}
 	for _, ch := range checks {
 		if ch.got != ch.want {
@@ -286,7 +299,7 @@ func TestLoggerFormatAndLevel(t *testing.T) {
 }
 
 func TestKeysListsEnvSettings(t *testing.T) {
-	for _, k := range []string{"LOG_LEVEL", "LOG_FORMAT", "SOCKET_DIR", "USERNS_REMAP", "REMAP_UID", "REMAP_GID"} {
+	for _, k := range []string{"LOG_LEVEL", "LOG_FORMAT", "SOCKET_DIR", "USERNS_REMAP", "REMAP_UID", "REMAP_GID", "POLICY_DIR"} {
 		found := false
 		for _, have := range config.Keys {
 			found = found || have == k

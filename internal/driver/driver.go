@@ -219,7 +219,7 @@ func (d *Driver) Create(r *volume.CreateRequest) error {
 	}
 	v := &state.Volume{
 		Name: r.Name, CreatedAt: time.Now().UTC().Truncate(time.Second), Mode: spec.Mode,
-		UID: uid, GID: gid, Perm: uint32(spec.Perm), Socket: spec.Socket, Target: spec.Target,
+		UID: uid, GID: gid, Perm: uint32(spec.Perm), Socket: spec.Socket, Target: spec.Target, Policy: spec.Policy,
 	}
 	if rg.Remapped {
 		v.Remap = &state.Remap{UID: rg.UID, GID: rg.GID, Size: rg.Size}
@@ -250,7 +250,7 @@ func (d *Driver) Create(r *volume.CreateRequest) error {
 }
 
 func sameSpec(a, b *state.Volume) bool {
-	return a.Mode == b.Mode && a.UID == b.UID && a.GID == b.GID && a.Perm == b.Perm && a.Socket == b.Socket && a.Target == b.Target &&
+	return a.Mode == b.Mode && a.UID == b.UID && a.GID == b.GID && a.Perm == b.Perm && a.Socket == b.Socket && a.Target == b.Target && a.Policy == b.Policy &&
 		(a.Remap == nil) == (b.Remap == nil) && (a.Remap == nil || *a.Remap == *b.Remap)
 }
 
@@ -416,6 +416,9 @@ func (d *Driver) describe(v *state.Volume, status bool) *volume.Volume {
 	if v.Mode != "idmap" { // idmap shows the daemon's own owner and mode
 		st["owner"] = ownerString(v)
 		st["perm"] = fmt.Sprintf("%04o", v.Perm)
+	}
+	if v.Policy != "" {
+		st["policy"] = v.Policy
 	}
 	if v.Remap != nil {
 		st["remap"] = fmt.Sprintf("%d:%d/%d", v.Remap.UID, v.Remap.GID, v.Remap.Size)

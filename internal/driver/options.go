@@ -14,7 +14,7 @@ import (
 var OptionKeys = []string{"uid", "gid", "perm", "socket", "target", "mode", "policy"}
 
 // Modes lists the serving modes a volume may name.
-var Modes = []string{"relay", "idmap"}
+var Modes = []string{"relay", "idmap", "policy"}
 
 const (
 	maxNameLen   = 100
@@ -46,6 +46,8 @@ type Spec struct {
 	Socket   string
 	// Target is the upstream socket as a host path.
 	Target string
+	// Policy is the policy of mode=policy: a preset or file:NAME.
+	Policy string
 }
 
 // ParseOptions checks the options of a Create. Errors name the option and
@@ -87,11 +89,20 @@ func ParseOptions(opts map[string]string, hostSockDir string) (Spec, error) {
 			}
 			s.Mode = v
 		case "policy":
-			err = fmt.Errorf("policy mode is not available in this version of sockrelay")
+			s.Policy, err = parsePolicyRef(v)
 		}
 		if err != nil {
 			return s, fmt.Errorf("%w: option %s: %v", ErrInvalid, k, err)
 		}
+	}
+	if s.Policy != "" {
+		if m, ok := opts["mode"]; ok && m != "policy" {
+			return s, fmt.Errorf("%w: option policy needs mode=policy (or no mode option)", ErrInvalid)
+		}
+		s.Mode = "policy"
+	}
+	if s.Mode == "policy" && s.Policy == "" {
+		return s, fmt.Errorf("%w: mode=policy needs option policy: %s", ErrInvalid, policyHelp)
 	}
 	if s.Mode == "idmap" {
 		for _, k := range []string{"uid", "gid", "perm"} {
@@ -101,6 +112,24 @@ func ParseOptions(opts map[string]string, hostSockDir string) (Spec, error) {
 		}
 	}
 	return s, nil
+}
+
+const policyHelp = "read-only, no-escalation, full, or file:NAME for a file in the plugin's policy directory"
+
+// parsePolicyRef checks the form of a policy reference; whether the
+// preset or file exists is checked at Create by the policy mode.
+func parsePolicyRef(v string) (string, error) {
+	if name, ok := strings.CutPrefix(v, "file:"); ok {
+		if len(name) > 64 || !nameRE.MatchString(name) {
+			return "", fmt.Errorf("file:NAME wants a NAME of letters, digits, '_', '.' and '-', starting with a letter or digit")
+		}
+		return v, nil
+	}
+	switch v {
+	case "read-only", "no-escalation", "full":
+		return v, nil
+	}
+	return "", fmt.Errorf("want %s", policyHelp)
 }
 
 func parseID(v string) (uint32, error) {

@@ -265,20 +265,20 @@ func TestLoadTraversal(t *testing.T) {
 	}
 }
 
-// TestRulesExample keeps the example in RULES.md valid.
+// TestRulesExample keeps the policy file example of the README valid.
 func TestRulesExample(t *testing.T) {
-	doc, err := os.ReadFile("RULES.md")
+	doc, err := os.ReadFile("../../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, rest, ok := strings.Cut(string(doc), "```yaml\n")
+	_, rest, ok := strings.Cut(string(doc), "```yaml\n# /etc/sockrelay/policies/ci.yaml")
 	example, _, ok2 := strings.Cut(rest, "```")
 	if !ok || !ok2 {
-		t.Fatal("RULES.md has no yaml example")
+		t.Fatal("README.md has no policy file example")
 	}
-	p, err := Parse("ci", []byte(example))
+	p, err := Parse("ci", []byte("#"+example))
 	if err != nil {
-		t.Fatalf("the RULES.md example: %v", err)
+		t.Fatalf("the README's example: %v", err)
 	}
 	runCases(t, p, []reqCase{
 		allowed("GET", "/v1.47/images/library/alpine/json"),

@@ -27,7 +27,7 @@ const (
 	StatusTooLarge   = http.StatusRequestEntityTooLarge // inspected body over MaxBody
 )
 
-// Rule ids, as Decision.Rule carries them. RULES.md lists which preset
+// Rule ids, as Decision.Rule carries them. the README (Policy mode) lists which preset
 // uses which.
 const (
 	// 400: the request cannot be read one way only.

@@ -1,6 +1,6 @@
 package policy
 
-// The presets, built once. RULES.md documents them; keep the two in step.
+// The presets, built once. the README (Policy mode) documents them; keep the two in step.
 
 func denyRule(m methodSet, pat, id, why string) rule {
 	return rule{endpoint: ep(m, pat), id: id, why: why}

@@ -41,6 +41,9 @@ type Volume struct {
 	Socket string `json:"socket"`
 	// Target is the upstream socket as a host path.
 	Target string `json:"target"`
+	// Policy names the policy of a policy-mode volume: a preset or
+	// file:NAME.
+	Policy string `json:"policy,omitempty"`
 	// Remap is the daemon's remap range when the volume was created; nil
 	// for a daemon without userns-remap.
 	Remap *Remap `json:"remap,omitempty"`

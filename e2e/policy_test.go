@@ -1,0 +1,197 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// read-only: listing works, creating is refused with the sockrelay
+// message.
+func TestPolicyReadOnly(t *testing.T) {
+	vol := newVolume(t, "policy=read-only")
+	r := runClient(t, vol, "docker", "ps")
+	if r.err != nil || !strings.HasPrefix(r.stdout, "CONTAINER ID") {
+		t.Fatalf("docker ps under read-only: got\n%s", r)
+	}
+	r = runClient(t, vol, "docker", "run", "--rm", image, "srclient", "echo", "no")
+	if r.err == nil || !strings.Contains(r.stderr, "sockrelay: read-only: POST /containers/create is not allowed by policy read-only") {
+		t.Fatalf("docker run under read-only: got\n%s\nwant the sockrelay refusal", r)
+	}
+	// The counters of a served volume.
+	a := startUser(t, vol)
+	dockerIn(nil, "exec", a, "docker", "ps")
+	dockerIn(nil, "exec", a, "docker", "rm", "-f", "nothing")
+	if st := status(t, vol); st["mode"] != "policy" || st["policy"] != "read-only" || st["denied"] != 1.0 || st["requests"].(float64) < 3 {
+		t.Fatalf("status: got %v, want policy read-only with 1 denial of at least 3 requests", st)
+	}
+	wantAudit(t, vol, `"decision":"deny"`, `"rule":"read-only"`, `"path":"/containers/create"`)
+}
+
+// no-escalation: a plain run and exec -it work; every escalation is
+// refused, each with a message that names it.
+func TestPolicyNoEscalation(t *testing.T) {
+	vol := newVolume(t, "policy=no-escalation")
+	r := runClient(t, vol, "docker", "run", "--rm", "--label", label, image, "srclient", "echo", "plain-ok")
+	if r.err != nil || strings.TrimSpace(r.stdout) != "plain-ok" {
+		t.Fatalf("plain docker run under no-escalation: got\n%s", r)
+	}
+	sib := uniqueName(t)
+	must(t, "run", "-d", "--name", sib, "--label", label, image, "srclient", "sleep", "3600")
+	t.Cleanup(func() { dockerOut("rm", "-f", sib) })
+
+	// exec -it needs a terminal all the way: script(1) gives the outer
+	// CLI one, -t gives the inner.
+	inner := fmt.Sprintf("docker run --rm -it --label %s -v %s:/var/run %s docker exec -it %s srclient echo exec-it-ok", label, vol, image, sib)
+	out, err := exec.Command("script", "-qec", inner, "/dev/null").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "exec-it-ok") {
+		t.Fatalf("exec -it under no-escalation: %v\n%s", err, out)
+	}
+	r = runClient(t, vol, "docker", "exec", sib, "srclient", "echo", "exec-ok")
+	if r.err != nil || strings.TrimSpace(r.stdout) != "exec-ok" {
+		t.Fatalf("exec without -i under no-escalation: got\n%s", r)
+	}
+
+	denied := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"run", "--rm", "--privileged", image, "srclient", "echo"}, "no-privileged: HostConfig.Privileged (--privileged)"},
+		{[]string{"run", "--rm", "-v", "/:/host", image, "srclient", "echo"}, "bind-not-allowed"},
+		{[]string{"run", "--rm", "--mount", "type=bind,src=/etc,dst=/x", image, "srclient", "echo"}, "bind-not-allowed"},
+		{[]string{"run", "--rm", "--userns=host", image, "srclient", "echo"}, "host-namespace-not-allowed"},
+		{[]string{"run", "--rm", "--pid=host", image, "srclient", "echo"}, "host-namespace-not-allowed"},
+		{[]string{"run", "--rm", "--network=host", image, "srclient", "echo"}, "host-namespace-not-allowed"},
+		{[]string{"run", "--rm", "--cap-add", "SYS_ADMIN", image, "srclient", "echo"}, "cap-add-not-allowed"},
+		{[]string{"run", "--rm", "--device", "/dev/null:/dev/x", image, "srclient", "echo"}, "devices-not-allowed"},
+		{[]string{"run", "--rm", "--security-opt", "seccomp=unconfined", image, "srclient", "echo"}, "unconfined-not-allowed"},
+		{[]string{"exec", "--privileged", sib, "srclient", "echo"}, "no-privileged"},
+	}
+	for _, d := range denied {
+		r := runClient(t, vol, append([]string{"docker"}, d.args...)...)
+		if r.err == nil || !strings.Contains(r.stderr, "Error response from daemon: sockrelay: "+d.want) {
+			t.Errorf("docker %s under no-escalation: got\n%s\nwant a refusal containing %q", strings.Join(d.args, " "), r, d.want)
+		}
+	}
+	// Nothing privileged got created along the way.
+	if out := must(t, "ps", "-aq", "--filter", "label="+label, "--filter", "status=created"); strings.TrimSpace(out) != "" {
+		t.Errorf("containers left in created state: %s", out)
+	}
+	wantAudit(t, vol, `"rule":"no-privileged"`, `"decision":"deny"`)
+}
+
+// A policy file: enforced, changes picked up whole, a broken change
+// refused loudly with the previous policy kept; a broken file fails Create
+// with its line.
+func TestPolicyFile(t *testing.T) {
+	dir := "/etc/sockrelay/policies"
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	name := strings.TrimSuffix(uniqueName(t), "-")
+	file := filepath.Join(dir, name+".yaml")
+	t.Cleanup(func() { os.Remove(file) })
+	write := func(body string) {
+		t.Helper()
+		if err := os.WriteFile(file+".tmp", []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(file+".tmp", file); err != nil {
+			t.Fatal(err)
+		}
+	}
+	base := `allow:
+  - {method: [GET, HEAD], path: "/_ping"}
+  - {method: GET, path: "/version"}
+  - {method: GET, path: "/containers/json"}
+`
+	write(base)
+	vol := newVolume(t, "policy=file:"+name)
+	a := startUser(t, vol)
+	if r := dockerIn(nil, "exec", a, "docker", "ps"); r.err != nil {
+		t.Fatalf("docker ps under the file policy: %s", r)
+	}
+	r := dockerIn(nil, "exec", a, "docker", "images")
+	if r.err == nil || !strings.Contains(r.stderr, "sockrelay: ") {
+		t.Fatalf("docker images before the change: got\n%s\nwant refused", r)
+	}
+
+	write(base + `  - {method: GET, path: "/images/json"}` + "\n")
+	eventually(t, 15*time.Second, func() error {
+		if r := dockerIn(nil, "exec", a, "docker", "images"); r.err != nil {
+			return fmt.Errorf("docker images after the change: %s", r)
+		}
+		return nil
+	})
+
+	write("allow:\n  - {method: GET, path: \"no-slash\"}\n")
+	eventually(t, 15*time.Second, func() error {
+		st := status(t, vol)
+		if msg, _ := st["policy_error"].(string); !strings.Contains(msg, "line 2") {
+			return fmt.Errorf("status after a broken change: %v", st)
+		}
+		return nil
+	})
+	if r := dockerIn(nil, "exec", a, "docker", "images"); r.err != nil {
+		t.Fatalf("docker images after a broken change: got\n%s\nwant the previous policy still in force", r)
+	}
+
+	bad := uniqueName(t)
+	r = dockerIn(nil, "volume", "create", "-d", plugin, "-o", "policy=file:"+name, bad)
+	if r.err == nil {
+		removeVolume(bad)
+		t.Fatal("create with a broken policy file: succeeded")
+	}
+	if !strings.Contains(r.stderr, file+": line 2") {
+		t.Fatalf("create with a broken policy file: got %q, want the file and line", r.stderr)
+	}
+}
+
+// wantAudit finds an audit line of the volume in the daemon's log that
+// contains every part.
+func wantAudit(t *testing.T, vol string, parts ...string) {
+	t.Helper()
+	eventually(t, 10*time.Second, func() error {
+		logs, err := daemonLog()
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(logs, "\n") {
+			if !strings.Contains(line, `log=audit`) && !strings.Contains(line, `\"log\":\"audit\"`) {
+				continue
+			}
+			if !strings.Contains(line, `\"volume\":\"`+vol+`\"`) {
+				continue
+			}
+			ok := true
+			for _, p := range parts {
+				if !strings.Contains(line, strings.ReplaceAll(p, `"`, `\"`)) {
+					ok = false
+				}
+			}
+			if ok {
+				return nil
+			}
+		}
+		return fmt.Errorf("no audit line for %s with %v in the daemon log", vol, parts)
+	})
+}
+
+// daemonLog reads the daemon's log: the file scripts/dockerd.sh writes,
+// or systemd's journal.
+func daemonLog() (string, error) {
+	if b, err := os.ReadFile("/var/log/sockrelay-dockerd.log"); err == nil {
+		return string(b), nil
+	}
+	out, err := exec.Command("journalctl", "-u", "docker", "--no-pager", "-n", "5000").Output()
+	if err != nil {
+		return "", fmt.Errorf("cannot read the daemon log: %v", err)
+	}
+	return string(out), nil
+}
