@@ -22,7 +22,7 @@ help:
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/sockrelay ./cmd/sockrelay
 
-test:
+test: build
 	$(GO) vet ./...
 	CGO_ENABLED=1 $(GO) test -race -count=1 ./...
 
