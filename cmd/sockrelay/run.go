@@ -60,7 +60,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if err != nil {
 			return err
 		}
-		return runServe(ctx, cfg, cfg.Logger(stdout))
+		return runServe(ctx, cfg, cfg.Logger(stdout), stdout)
 	case "version", "--version", "-v":
 		fmt.Fprintf(stdout, "sockrelay %s %s\n", version, buildCommit())
 		return nil

@@ -3,18 +3,21 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 
+	"github.com/sockrelay/sockrelay/internal/apiproxy"
 	"github.com/sockrelay/sockrelay/internal/config"
+	"github.com/sockrelay/sockrelay/internal/policy"
 	"github.com/sockrelay/sockrelay/internal/relay"
 	"github.com/sockrelay/sockrelay/internal/unixsock"
 )
 
-// runServe is `sockrelay serve`: the plugin's relay, run by hand or by
-// systemd, as a drop-in for the socat recipe.
-func runServe(ctx context.Context, cfg *config.Serve, log *slog.Logger) error {
+// runServe is `sockrelay serve`: the plugin's relay (or policy proxy),
+// run by hand or by systemd, as a drop-in for the socat recipe.
+func runServe(ctx context.Context, cfg *config.Serve, log *slog.Logger, stdout io.Writer) error {
 	dir, err := os.Open(filepath.Dir(cfg.Listen))
 	if err != nil {
 		return fmt.Errorf("--listen: %w", err)
@@ -27,6 +30,22 @@ func runServe(ctx context.Context, cfg *config.Serve, log *slog.Logger) error {
 	defer ln.Close()
 	log.Info("sockrelay serving", "version", version, "listen", cfg.Listen, "target", cfg.Target,
 		"owner", fmt.Sprintf("%d:%d", cfg.UID, cfg.GID), "perm", fmt.Sprintf("%04o", cfg.Perm), "backlog", unixsock.Backlog())
+	if cfg.Policy != "" {
+		pol, err := policy.FromSpec(cfg.Policy, cfg.PolicyDir)
+		if err != nil {
+			return fmt.Errorf("--policy: %w", err)
+		}
+		log.Info("serving through a policy", "policy", pol.Name())
+		px := &apiproxy.Proxy{
+			Volume: filepath.Base(cfg.Listen), Upstream: cfg.Target,
+			Policy: func() *policy.Policy { return pol },
+			Log:    log, Audit: slog.New(slog.NewJSONHandler(stdout, nil)).With("log", "audit"),
+			Stats: &apiproxy.Stats{},
+		}
+		err = px.Serve(ctx, ln)
+		log.Info("stopped", "requests", px.Stats.Requests.Load(), "denied", px.Stats.Denied.Load())
+		return err
+	}
 	srv := &relay.Server{Upstream: cfg.Target, Log: log, Stats: &relay.Stats{}}
 	err = srv.Serve(ctx, ln)
 	log.Info("stopped", "connections", srv.Stats.Total.Load(), "bytes", srv.Stats.Bytes.Load())

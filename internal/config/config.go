@@ -150,6 +150,9 @@ type Serve struct {
 	// UID and GID own the socket (host ids); Perm is its mode.
 	UID, GID uint32
 	Perm     uint32
+	// Policy, when set, serves the socket through that policy: a preset
+	// or file:NAME in PolicyDir.
+	Policy, PolicyDir string
 }
 
 // LoadServe parses the flags of `sockrelay serve` and the LOG_* settings.
@@ -166,6 +169,8 @@ func LoadServe(args []string, getenv func(string) string) (*Serve, error) {
 	uid := fs.Uint64("uid", 0, "host uid that owns the socket")
 	gid := fs.Uint64("gid", 0, "host gid that owns the socket")
 	perm := fs.String("perm", "0660", "socket permission bits, octal")
+	fs.StringVar(&s.Policy, "policy", "", "serve through this policy: read-only, no-escalation, full or file:NAME")
+	fs.StringVar(&s.PolicyDir, "policy-dir", "/etc/sockrelay/policies", "directory of policy files")
 	if err := fs.Parse(args); err != nil {
 		return nil, fmt.Errorf("%w\n%s", err, ServeUsage)
 	}
@@ -202,7 +207,11 @@ const ServeUsage = `usage: sockrelay serve --listen PATH [--target PATH] [--uid 
   --target PATH   upstream socket (default /var/run/docker.sock)
   --uid, --gid N  host ids that own the socket (default 0); for a remapped
                   container's root, the first /etc/subuid line (e.g. 100000)
-  --perm MODE     socket permission bits, octal (default 0660)`
+  --perm MODE     socket permission bits, octal (default 0660)
+  --policy SPEC   serve through a policy: read-only, no-escalation, full, or
+                  file:NAME for NAME.yaml in --policy-dir (default
+                  /etc/sockrelay/policies); one JSON audit line per request
+                  on stdout. The file is read once, at start.`
 
 // Logger builds the logger of `sockrelay serve`.
 func (s *Serve) Logger(w io.Writer) *slog.Logger {
