@@ -8,7 +8,7 @@ GO          ?= go
 LDFLAGS     := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 export CGO_ENABLED = 0
 
-.PHONY: help build test e2e check fuzz bench plugin install uninstall demo dockerd clean
+.PHONY: help build test e2e check fuzz bench plugin install push uninstall demo dockerd clean
 
 help:
 	@echo "build    bin/sockrelay, a static binary"
@@ -17,6 +17,8 @@ help:
 	@echo "e2e      end-to-end suite against a userns-remapped dockerd (root); installs the plugin"
 	@echo "plugin   assemble plugin/ offline and docker plugin create $(PLUGIN)"
 	@echo "install  plugin, then enable it, replacing an older install"
+	@echo "push     REGISTRY=host:port: plugin named REGISTRY/$(PLUGIN_NAME), then docker plugin push"
+	@echo "bench    the relay, idmap and policy modes beside direct and socat"
 	@echo "demo     on a fresh Debian host as root: install Docker, start a remapped dockerd, install, demo"
 
 build:
@@ -37,6 +39,14 @@ plugin: build
 
 install: plugin
 	scripts/plugin.sh enable $(PLUGIN)
+
+# Push the plugin to a registry, to be installed elsewhere with
+#   docker plugin install --alias sockrelay REGISTRY/sockrelay:latest
+REGISTRY ?=
+push:
+	@test -n "$(REGISTRY)" || { echo "usage: make push REGISTRY=host:port" >&2; exit 1; }
+	$(MAKE) --no-print-directory plugin PLUGIN_NAME=$(REGISTRY)/$(PLUGIN_NAME)
+	docker plugin push $(REGISTRY)/$(PLUGIN_NAME):$(PLUGIN_TAG)
 
 uninstall:
 	scripts/plugin.sh remove $(PLUGIN)

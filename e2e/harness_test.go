@@ -66,6 +66,9 @@ func setup() error {
 // cleanup removes what this suite creates: labelled containers and
 // volumes whose names start with the prefix.
 func cleanup() {
+	if ids, _ := dockerOut("service", "ls", "-q", "--filter", "label="+label); strings.TrimSpace(ids) != "" {
+		dockerOut(append([]string{"service", "rm"}, strings.Fields(ids)...)...)
+	}
 	if ids, _ := dockerOut("ps", "-aq", "--filter", "label="+label); strings.TrimSpace(ids) != "" {
 		dockerOut(append([]string{"rm", "-f"}, strings.Fields(ids)...)...)
 	}

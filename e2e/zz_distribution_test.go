@@ -1,0 +1,106 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The registry the suite pushes to: distribution's own, built from its Go
+// module (no registry image can be pulled here), cached between runs.
+const registryModule = "github.com/distribution/distribution/v3/cmd/registry@v3.1.2"
+
+func registryBinary(t *testing.T) string {
+	t.Helper()
+	dir := "/var/cache/sockrelay-e2e/registry-v3.1.2"
+	bin := filepath.Join(dir, "registry")
+	if _, err := os.Stat(bin); err == nil {
+		return bin
+	}
+	t.Logf("building %s (once per machine)", registryModule)
+	cmd := exec.Command("go", "install", registryModule)
+	cmd.Env = append(os.Environ(), "GOBIN="+dir, "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build the registry: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// startRegistry serves a registry on a free loopback port, which dockerd
+// trusts without TLS (127.0.0.0/8 is an insecure registry by default).
+func startRegistry(t *testing.T) string {
+	t.Helper()
+	bin := registryBinary(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.yml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n", filepath.Join(dir, "data"), addr)), 0o644)
+	cmd := exec.Command(bin, "serve", cfg)
+	logf, _ := os.Create(filepath.Join(dir, "registry.log"))
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		logf.Close()
+	})
+	eventually(t, 30*time.Second, func() error {
+		resp, err := http.Get("http://" + addr + "/v2/")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		return nil
+	})
+	return addr
+}
+
+// make push to a real registry, then docker plugin install from it, as a
+// user on another host would; the installed plugin serves a volume.
+func TestPushAndInstallFromRegistry(t *testing.T) {
+	addr := startRegistry(t)
+	ref := addr + "/sockrelay:latest"
+	// Whatever happens, put this tree's plugin back for the other tests.
+	t.Cleanup(func() {
+		dockerOut("plugin", "rm", "-f", ref)
+		if out, err := exec.Command("make", "--no-print-directory", "-C", repoRoot(), "install").CombinedOutput(); err != nil {
+			t.Errorf("make install after the registry test: %v\n%s", err, out)
+		}
+	})
+	// docker plugin create refuses a rootfs that an installed plugin
+	// already has, so the local install goes first.
+	dockerOut("plugin", "disable", "-f", plugin)
+	must(t, "plugin", "rm", "-f", plugin)
+
+	push := exec.Command("make", "--no-print-directory", "-C", repoRoot(), "push", "REGISTRY="+addr)
+	if out, err := push.CombinedOutput(); err != nil {
+		t.Fatalf("make push REGISTRY=%s: %v\n%s", addr, err, out)
+	}
+	must(t, "plugin", "rm", "-f", ref)
+
+	out := must(t, "plugin", "install", "--alias", plugin, "--grant-all-permissions", ref)
+	if !strings.Contains(out, "Installed plugin") {
+		t.Fatalf("docker plugin install: %s", out)
+	}
+	if got := strings.TrimSpace(must(t, "plugin", "inspect", "-f", "{{.Enabled}} {{.PluginReference}}", plugin)); got != "true "+ref {
+		t.Fatalf("installed plugin: got %q, want enabled from %s", got, ref)
+	}
+	vol := newVolume(t)
+	wantPing(t, runClient(t, vol, "srclient", "ping", "/var/run/docker.sock"))
+	removeVolume(vol)
+}
