@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/sockrelay/sockrelay/internal/relay"
 	"github.com/sockrelay/sockrelay/internal/state"
@@ -54,4 +55,8 @@ func (r *relayServer) Status(st map[string]any) {
 	st["connections_total"] = r.srv.Stats.Total.Load()
 	st["upstream_failures"] = r.srv.Stats.Failed.Load()
 	st["bytes_relayed"] = r.srv.Stats.Bytes.Load()
+	if e := r.srv.Stats.LastError.Load(); e != nil {
+		st["last_error"] = e.Err
+		st["last_error_at"] = e.At.Format(time.RFC3339)
+	}
 }

@@ -26,6 +26,14 @@ type Stats struct {
 	Total  atomic.Uint64 // connections accepted
 	Failed atomic.Uint64 // connections closed because the upstream was down
 	Bytes  atomic.Uint64 // bytes copied, both directions
+	// LastError is the last upstream failure, with its time.
+	LastError atomic.Pointer[TimedError]
+}
+
+// TimedError is an error and when it happened.
+type TimedError struct {
+	Err string
+	At  time.Time
 }
 
 // Server relays every connection accepted on a listener to Upstream.
@@ -83,6 +91,7 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 	cancel()
 	if err != nil {
 		s.Stats.Failed.Add(1)
+		s.Stats.LastError.Store(&TimedError{Err: "upstream unreachable: " + err.Error(), At: time.Now().UTC()})
 		c.Close()
 		s.warnUpstream(err)
 		return

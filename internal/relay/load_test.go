@@ -1,0 +1,131 @@
+package relay_test
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// After 10,000 connections, 64 at a time, each with a request and a reply
+// checked byte for byte, goroutines and descriptors are back to baseline
+// while the relay is still serving.
+func TestRelayTenThousandConnectionsNoLeaks(t *testing.T) {
+	if testing.Short() {
+		t.Skip("10,000 connections")
+	}
+	u := startUpstream(t, echo)
+	r := startRelay(t, u.path)
+	// Warm the pools and the poller.
+	c := dial(t, r.path)
+	c.Write([]byte("x"))
+	io.ReadFull(c, make([]byte, 1))
+	c.Close()
+	waitFor(5*time.Second, func() bool { return r.stats.Active.Load() == 0 })
+	runtime.GC()
+	baseG := runtime.NumGoroutine()
+	basePipes, baseFDs := fdCounts(t)
+
+	const total, parallel = 10000, 64
+	var next, failed atomic.Int64
+	var wg sync.WaitGroup
+	for range parallel {
+		wg.Go(func() {
+			msg := make([]byte, 300)
+			got := make([]byte, 300)
+			for {
+				i := next.Add(1)
+				if i > total {
+					return
+				}
+				for j := range msg {
+					msg[j] = byte(i) + byte(j)
+				}
+				c, err := net.DialTimeout("unix", r.path, 5*time.Second)
+				if err != nil {
+					failed.Add(1)
+					continue
+				}
+				c.SetDeadline(time.Now().Add(30 * time.Second))
+				_, werr := c.Write(msg)
+				c.(*net.UnixConn).CloseWrite()
+				_, rerr := io.ReadFull(c, got)
+				c.Close()
+				if werr != nil || rerr != nil || !bytes.Equal(got, msg) {
+					failed.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if n := failed.Load(); n != 0 {
+		t.Fatalf("failed connections: got %d of %d, want 0", n, total)
+	}
+	if got := r.stats.Total.Load(); got < total {
+		t.Fatalf("connections accepted: got %d, want at least %d", got, total)
+	}
+	if !waitFor(10*time.Second, func() bool { return r.stats.Active.Load() == 0 && runtime.NumGoroutine() <= baseG }) {
+		buf := make([]byte, 1<<20)
+		t.Fatalf("after %d connections: %d active, %d goroutines, want 0 and at most %d\n%s",
+			total, r.stats.Active.Load(), runtime.NumGoroutine(), baseG, buf[:runtime.Stack(buf, true)])
+	}
+	if !waitFor(10*time.Second, func() bool { _, n := fdCounts(t); return n <= baseFDs }) {
+		_, n := fdCounts(t)
+		t.Fatalf("descriptors other than pipes after %d connections: got %d, want at most %d", total, n, baseFDs)
+	}
+	if p, _ := fdCounts(t); p > basePipes+maxPooledPipeFDs {
+		t.Fatalf("pipe descriptors: got %d, want at most %d (the pool's bound)", p, basePipes+maxPooledPipeFDs)
+	}
+}
+
+const streamHead = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+// A client that goes away in the middle of a stream the upstream keeps
+// quiet (docker events with nothing happening) does not leave the
+// upstream connection open: the relay sees the hang-up, not a half-close.
+func TestRelayClientGoneMidStreamClosesUpstream(t *testing.T) {
+	closed := make(chan struct{})
+	u := startUpstream(t, func(c *net.UnixConn) {
+		c.Write([]byte(streamHead))
+		// A quiet stream: it never writes again. Reading ends at the
+		// relay's half-close or close; only a full close gives POLLHUP.
+		io.Copy(io.Discard, c)
+		rc, _ := c.SyscallConn()
+		for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			hup := false
+			rc.Control(func(fd uintptr) {
+				fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+				unix.Poll(fds, 0)
+				hup = fds[0].Revents&unix.POLLHUP != 0
+			})
+			if hup {
+				close(closed)
+				return
+			}
+		}
+	})
+	r := startRelay(t, u.path)
+	c := dial(t, r.path)
+	c.Write([]byte("GET /events HTTP/1.1\r\nHost: d\r\n\r\n"))
+	// Read all there is, so the close below is a plain hang-up (unread
+	// data would make it a reset, which the relay sees as an error).
+	head := make([]byte, len(streamHead))
+	if _, err := io.ReadFull(c, head); err != nil {
+		t.Fatal(err)
+	}
+	c.Close() // gone, mid-stream
+	select {
+	case <-closed:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the upstream connection stayed open after the client went away")
+	}
+	if !waitFor(10*time.Second, func() bool { return r.stats.Active.Load() == 0 }) {
+		t.Fatalf("relayed connections still active: %d", r.stats.Active.Load())
+	}
+}
