@@ -257,30 +257,22 @@ func TestContainerCannotTamper(t *testing.T) {
 	}
 }
 
-// Compose 1.29 with driver sockrelay:latest, twice (the second up is where
-// a bare driver name fails).
+// Compose 1.29 runs the example of examples/compose (driver
+// sockrelay:latest), twice: the second run is where a bare driver name
+// fails.
 func TestCompose(t *testing.T) {
 	compose, err := exec.LookPath("docker-compose")
 	if err != nil {
 		t.Fatalf("docker-compose is not installed: %v", err)
 	}
-	dir := t.TempDir()
-	project := strings.TrimSuffix(uniqueName(t), "-")
-	yml := fmt.Sprintf(`version: "3.7"
-services:
-  client:
-    image: %s
-    labels: ["sockrelay-e2e=1"]
-    command: ["docker", "ps", "--format", "{{.Names}}"]
-    volumes: ["dsock:/var/run"]
-volumes:
-  dsock:
-    driver: %s
-`, image, plugin)
-	os.WriteFile(filepath.Join(dir, "docker-compose.yml"), []byte(yml), 0o644)
+	if plugin != "sockrelay:latest" {
+		t.Fatalf("the Compose example names driver sockrelay:latest; this run's plugin is %s", plugin)
+	}
+	file := filepath.Join(repoRoot(), "examples", "compose", "docker-compose.yml")
+	project := strings.ReplaceAll(strings.TrimSuffix(uniqueName(t), "-"), "-", "")
 	run := func(args ...string) (string, error) {
-		cmd := exec.Command(compose, append([]string{"-p", project}, args...)...)
-		cmd.Dir = dir
+		cmd := exec.Command(compose, append([]string{"-f", file, "-p", project}, args...)...)
+		cmd.Env = append(os.Environ(), "SOCKRELAY_IMAGE="+image)
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		err := cmd.Run()
@@ -291,16 +283,22 @@ volumes:
 		removeVolume(project + "_dsock")
 	})
 	for i := 0; i < 2; i++ {
-		out, err := run("run", "--rm", "client")
+		out, err := run("run", "--rm", "ci")
 		if err != nil {
 			t.Fatalf("compose run, round %d: %v\n%s", i, err, out)
 		}
-		if !strings.Contains(out, project+"_client_run") {
+		if !strings.Contains(out, project+"_ci_run") {
 			t.Fatalf("compose run, round %d: docker ps inside did not list itself:\n%s", i, out)
 		}
 	}
 	if got := strings.TrimSpace(must(t, "volume", "inspect", "-f", "{{.Driver}}", project+"_dsock")); got != plugin {
 		t.Fatalf("compose volume driver: got %q, want %q", got, plugin)
+	}
+	if out, err := run("down", "-v"); err != nil {
+		t.Fatalf("compose down -v: %v\n%s", err, out)
+	}
+	if r := dockerIn(nil, "volume", "inspect", project+"_dsock"); r.err == nil {
+		t.Fatalf("compose down -v left the volume")
 	}
 }
 
