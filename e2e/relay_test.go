@@ -367,3 +367,34 @@ func TestReinstallKeepsVolumes(t *testing.T) {
 	}
 	wantPing(t, runClient(t, vol, "srclient", "ping", "/var/run/docker.sock"))
 }
+
+// The plugin's settings: LOG_FORMAT=json and LOG_LEVEL=debug take effect
+// (docker plugin set, while disabled), and sockrelay logs its version.
+func TestPluginLogSettings(t *testing.T) {
+	setAndEnable := func(kv ...string) {
+		t.Helper()
+		must(t, "plugin", "disable", "-f", plugin)
+		must(t, append([]string{"plugin", "set", plugin}, kv...)...)
+		must(t, "plugin", "enable", plugin)
+	}
+	setAndEnable("LOG_FORMAT=json", "LOG_LEVEL=debug")
+	t.Cleanup(func() { setAndEnable("LOG_FORMAT=text", "LOG_LEVEL=info") })
+	vol := newVolume(t)
+	wantPing(t, runClient(t, vol, "srclient", "ping", "/var/run/docker.sock"))
+	eventually(t, 10*time.Second, func() error {
+		logs, err := daemonLog()
+		if err != nil {
+			return err
+		}
+		var created, debug, version bool
+		for _, l := range strings.Split(logs, "\n") {
+			created = created || strings.Contains(l, `\"msg\":\"volume created\"`) && strings.Contains(l, `\"volume\":\"`+vol+`\"`)
+			debug = debug || strings.Contains(l, `\"level\":\"DEBUG\"`) && strings.Contains(l, `\"msg\":\"connection closed\"`)
+			version = version || strings.Contains(l, `\"msg\":\"sockrelay starting\"`) && strings.Contains(l, `\"version\":`)
+		}
+		if !created || !debug || !version {
+			return fmt.Errorf("JSON log lines in the daemon log: volume created %v, debug %v, version %v", created, debug, version)
+		}
+		return nil
+	})
+}
