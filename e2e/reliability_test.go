@@ -1,0 +1,112 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// kill -9 the plugin again and again while volumes are created, mounted
+// and removed. dockerd restarts it each time. Afterwards the state file
+// reads, the daemon and the plugin agree on every volume, and a container
+// that was running all along has its socket back.
+func TestKillNineLoop(t *testing.T) {
+	keep := newVolume(t)
+	a := startUser(t, keep)
+	wantPing(t, pingIn(t, a))
+
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	var churned []string
+	wg.Go(func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			v := uniqueName(t)
+			churned = append(churned, v)
+			// Any step may fail while the plugin is down; that is the
+			// point. What must hold is checked afterwards.
+			dockerIn(nil, "volume", "create", "-d", plugin, v)
+			dockerIn(nil, "run", "--rm", "--label", label, "-v", v+":/var/run", image, "srclient", "ping", "/var/run/docker.sock")
+			dockerIn(nil, "volume", "rm", v)
+		}
+	})
+	t.Cleanup(func() {
+		for _, v := range churned {
+			removeVolume(v)
+		}
+	})
+	for i := 0; i < 6; i++ {
+		time.Sleep(1500 * time.Millisecond)
+		if out, err := exec.Command("pkill", "-9", "-f", "^/sockrelay plugin").CombinedOutput(); err != nil {
+			t.Logf("kill %d: %v %s", i, err, out)
+		}
+	}
+	close(stop)
+	wg.Wait()
+
+	// dockerd restarts the plugin; it answers again.
+	eventually(t, 60*time.Second, func() error {
+		_, err := dockerOut("volume", "inspect", keep)
+		return err
+	})
+	eventually(t, 30*time.Second, func() error {
+		if r := pingIn(t, a); r.err != nil || !strings.HasPrefix(r.stdout, "200 OK") {
+			return fmt.Errorf("ping in the container that ran all along: %s", r)
+		}
+		return nil
+	})
+
+	// The state file reads, and the plugin and the daemon agree.
+	st := readState(t)
+	listed := strings.Fields(must(t, "volume", "ls", "-q", "--filter", "driver="+plugin))
+	inDaemon := map[string]bool{}
+	for _, v := range listed {
+		inDaemon[v] = true
+		if _, ok := st[v]; !ok {
+			t.Errorf("volume %s is listed by the daemon but lost from the plugin's state", v)
+		}
+		if r := dockerIn(nil, "volume", "inspect", v); r.err != nil {
+			t.Errorf("volume %s listed but its Get fails: %s", v, r)
+		}
+	}
+	for v := range st {
+		if strings.HasPrefix(v, prefix) && !inDaemon[v] {
+			t.Logf("volume %s is in the plugin's state but not in the daemon's list (a Create that the daemon gave up on)", v)
+		}
+	}
+	if _, ok := st[keep]; !ok || !inDaemon[keep] {
+		t.Fatalf("the volume in use all along was lost: state %v, daemon %v", ok, inDaemon[keep])
+	}
+	t.Logf("%d volumes churned through 6 kills", len(churned))
+}
+
+// readState parses the plugin's state file from the host side.
+func readState(t *testing.T) map[string]json.RawMessage {
+	t.Helper()
+	id := strings.TrimSpace(must(t, "plugin", "inspect", "-f", "{{.Id}}", plugin))
+	root := strings.TrimSpace(must(t, "info", "-f", "{{.DockerRootDir}}"))
+	b, err := os.ReadFile(filepath.Join(root, "plugins", id, "propagated-mount", ".sockrelay", "state.json"))
+	if err != nil {
+		t.Fatalf("state file: %v", err)
+	}
+	var f struct {
+		Version int                        `json:"version"`
+		Volumes map[string]json.RawMessage `json:"volumes"`
+	}
+	if err := json.Unmarshal(b, &f); err != nil || f.Version != 1 {
+		t.Fatalf("state file does not parse: %v (version %d)", err, f.Version)
+	}
+	return f.Volumes
+}
