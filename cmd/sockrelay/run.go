@@ -87,7 +87,7 @@ func buildCommit() string {
 }
 
 func runPlugin(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.Writer) error {
-	log.Info("sockrelay starting", "version", version, "commit", buildCommit(), "pid", os.Getpid())
+	log.Info("sockrelay starting", "version", version, "commit", buildCommit(), "pid", os.Getpid(), "fd_limit", fdLimit())
 	store, err := state.New(cfg.StateDir)
 	if err != nil {
 		return err
@@ -184,4 +184,15 @@ func listenPlugin(path string) (net.Listener, error) {
 		return nil, fmt.Errorf("plugin socket: %w", err)
 	}
 	return ln, nil
+}
+
+// fdLimit is the open-file limit in force. The Go runtime raises the soft
+// limit to the hard one at start; each relayed connection takes two
+// descriptors.
+func fdLimit() uint64 {
+	var r syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r); err != nil {
+		return 0
+	}
+	return r.Cur
 }

@@ -29,7 +29,7 @@ func runServe(ctx context.Context, cfg *config.Serve, log *slog.Logger, stdout i
 	}
 	defer ln.Close()
 	log.Info("sockrelay serving", "version", version, "listen", cfg.Listen, "target", cfg.Target,
-		"owner", fmt.Sprintf("%d:%d", cfg.UID, cfg.GID), "perm", fmt.Sprintf("%04o", cfg.Perm), "backlog", unixsock.Backlog())
+		"owner", fmt.Sprintf("%d:%d", cfg.UID, cfg.GID), "perm", fmt.Sprintf("%04o", cfg.Perm), "backlog", unixsock.Backlog(), "fd_limit", fdLimit())
 	if cfg.Policy != "" {
 		pol, err := policy.FromSpec(cfg.Policy, cfg.PolicyDir)
 		if err != nil {
