@@ -57,39 +57,20 @@ type Proxy struct {
 // every connection it started is closed. When ctx ends, open connections,
 // streams included, are cut.
 func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	stop := context.AfterFunc(ctx, func() { ln.Close() })
-	defer stop()
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			p.Log.Warn("accept failed", "volume", p.Volume, "err", err)
-			select {
-			case <-time.After(50 * time.Millisecond):
-				continue
-			case <-ctx.Done():
-				return nil
-			}
-		}
+	return relay.Accept(ctx, ln, p.Log.With("volume", p.Volume), func(c net.Conn) {
 		uc, ok := c.(*net.UnixConn)
 		if !ok {
 			c.Close()
-			continue
+			return
 		}
 		p.Stats.Active.Add(1)
-		wg.Go(func() {
-			defer p.Stats.Active.Add(-1)
-			cc := &clientConn{p: p, c: uc, peer: peerOf(uc)}
-			stop := context.AfterFunc(ctx, cc.close)
-			defer stop()
-			cc.serve()
-			cc.close()
-		})
-	}
+		defer p.Stats.Active.Add(-1)
+		cc := &clientConn{p: p, c: uc, peer: peerOf(uc)}
+		stop := context.AfterFunc(ctx, cc.close)
+		defer stop()
+		cc.serve()
+		cc.close()
+	})
 }
 
 // clientConn is one client connection and the upstream connection that

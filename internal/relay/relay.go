@@ -53,6 +53,19 @@ type Server struct {
 // when every connection it started has been closed. When ctx ends, open
 // connections are cut.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	return Accept(ctx, ln, s.Log, func(c net.Conn) {
+		s.Stats.Total.Add(1)
+		s.Stats.Active.Add(1)
+		defer s.Stats.Active.Add(-1)
+		s.handle(ctx, c)
+	})
+}
+
+// Accept runs handle, each in a goroutine of its own, for the connections
+// accepted on ln until ctx ends or ln is closed; it returns when every
+// handle has returned. Accept errors (EMFILE and the like) back off rather
+// than spin.
+func Accept(ctx context.Context, ln net.Listener, log *slog.Logger, handle func(net.Conn)) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
@@ -64,9 +77,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			// EMFILE and the like: wait a little rather than spin.
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			s.Log.Warn("accept failed", "err", err, "retry_in", backoff)
+			log.Warn("accept failed", "err", err, "retry_in", backoff)
 			select {
 			case <-time.After(backoff):
 				continue
@@ -75,12 +87,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			}
 		}
 		backoff = 0
-		s.Stats.Total.Add(1)
-		s.Stats.Active.Add(1)
-		wg.Go(func() {
-			defer s.Stats.Active.Add(-1)
-			s.handle(ctx, c)
-		})
+		wg.Go(func() { handle(c) })
 	}
 }
 
