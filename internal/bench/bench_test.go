@@ -19,10 +19,17 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sockrelay/sockrelay/internal/idmap"
 )
 
-// TestMain lets Run start this test binary as its upstream.
+// TestMain lets Run start this test binary as its upstream, and as the
+// user namespace holder of the idmap column.
 func TestMain(m *testing.M) {
+	if len(os.Args) == 2 && os.Args[1] == idmap.HelperArg {
+		idmap.RunHelper()
+		os.Exit(0)
+	}
 	if path := os.Getenv(UpstreamEnv); path != "" {
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 		err := ServeUpstream(ctx, path)
@@ -115,7 +122,7 @@ func TestUpstream(t *testing.T) {
 		t.Errorf("burst of 50: %d failed, %v", failed, err)
 	}
 
-	conns, err := holdIdle(ctx, addr, 10)
+	conns, err := holdIdle(ctx, addr, 10, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,6 +130,20 @@ func TestUpstream(t *testing.T) {
 	defer cancel()
 	if err := waitActive(wctx, addr, 10); err != nil {
 		t.Errorf("waitActive with 10 idle connections: %v", err)
+	}
+	closeAll(conns)
+	// Primed: each carries a kept-alive ping, then idles, still open.
+	conns, err = holdIdle(ctx, addr, 5, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := waitActive(wctx, addr, 5); err != nil {
+		t.Errorf("waitActive with 5 primed idle connections: %v", err)
+	}
+	for i, c := range conns {
+		if err := pingOn(c); err != nil {
+			t.Errorf("primed connection %d: a second ping: %v", i, err)
+		}
 	}
 	closeAll(conns)
 
@@ -217,9 +238,14 @@ func TestReport(t *testing.T) {
 		{keyPingNew(1), Direct, []float64{1000, 900, 1100}},
 		{keyPingNew(1), Sockrelay, []float64{600, 500, 700}},
 		{keyPingNew(1), Socat, []float64{200, 250, 150}},
+		{keyPingNew(1), Policy, []float64{520, 480, 510}},
+		{keyPingNew(1), Idmap, []float64{950, 960, 990}},
 		{keyBurst, Direct, []float64{0, 0, 0}},
 		{keyBurst, Sockrelay, []float64{0, 0, 0}},
 		{keyBurst, Socat, []float64{100, 120, 90}},
+		{keyBurst, Policy, []float64{0, 1, 0}},
+		{keyBurst, Idmap, []float64{0, 0, 0}},
+		{keyIdleMem, Policy, []float64{40, 41, 39}},
 		{keyIdleMem, Sockrelay, []float64{30, 31, 29}},
 		{keyIdleMem, Socat, []float64{60, 61, 59}},
 		{keyPluginCycles(10), pluginPeer, []float64{50, 40, 60}},
@@ -230,7 +256,8 @@ func TestReport(t *testing.T) {
 	}
 	rs.addFailed(keyPingNew(1), Socat, 7, 100)
 	rs.note("a note")
-	rep := rs.report(cfg, time.Now(), []string{Direct, Sockrelay, Socat}, cfg.Rounds)
+	peers := []string{Direct, Sockrelay, Socat, Policy, Idmap}
+	rep := rs.report(cfg, time.Now(), peers, cfg.Rounds)
 
 	ping := rep.Row(keyPingNew(1))
 	if ping == nil {
@@ -241,6 +268,18 @@ func TestReport(t *testing.T) {
 	}
 	if ping.Met == nil || !*ping.Met || ping.AheadOfSocat == nil || !*ping.AheadOfSocat {
 		t.Errorf("ping: got met %v, ahead %v; want met (0.60 ≥ 0.55), ahead", ping.Met, ping.AheadOfSocat)
+	}
+	if g := ping.Goals[Policy]; g.Issue != 5 || g.Goal != "ratio ≥ 0.50" || g.Met == nil || !*g.Met {
+		t.Errorf("ping, policy: got goal %+v, want issue 5's ratio ≥ 0.50, met (0.51)", g)
+	}
+	if g := ping.Goals[Idmap]; g.Issue != 4 || g.Goal != "ratio ≥ 0.97" || g.Met == nil || *g.Met {
+		t.Errorf("ping, idmap: got goal %+v, want issue 4's ratio ≥ 0.97, not met (0.96)", g)
+	}
+	if g := ping.Goals[Sockrelay]; g.Issue != 3 || g.Goal != ping.Goal || g.Met != ping.Met {
+		t.Errorf("ping, sockrelay: got goal %+v, want issue 3's, as Goal and Met", g)
+	}
+	if _, ok := rep.Row(keyBurst).Goals[Idmap]; ok {
+		t.Error("burst: idmap has a goal, but issue 4 sets ratios only")
 	}
 	if b := rep.Row(keyBurst); b.Met == nil || !*b.Met || !*b.AheadOfSocat || b.Ratio != nil {
 		t.Errorf("burst: got met %v, ahead %v, ratio %v; want met, ahead, no ratio", b.Met, b.AheadOfSocat, b.Ratio)
@@ -258,9 +297,21 @@ func TestReport(t *testing.T) {
 	}
 	for _, want := range []string{"new-conn ping, 1 client", "600 (0.60)", "ratio ≥ 0.55", "NOT MET", "ahead",
 		"plugin Create+Mount+Unmount+Remove, 10 volumes", "50.0 cycles/s", "socat: 7 of 100 connections failed", "a note",
-		"goals of issue 3 met: 2 of 3; sockrelay ahead of socat: 3 of 3 figures"} {
+		"goals of issue 3 met: 2 of 3; sockrelay ahead of socat: 3 of 3 figures",
+		"goal (issue 5)", "510 (0.51)", "goals of issue 5 met (policy): 1 of 1",
+		"goal (issue 4)", "960 (0.96)", "goals of issue 4 met (idmap): 0 of 1"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, out.String())
+		}
+	}
+	// The first table has direct, sockrelay and socat only.
+	lines := strings.Split(out.String(), "\n")
+	if i := slices.IndexFunc(lines, func(l string) bool { return strings.HasPrefix(l, "figure") }); i < 0 || strings.Contains(lines[i], Policy) || strings.Contains(lines[i], Idmap) {
+		t.Errorf("first table's head: got %q", lines[max(i, 0)])
+	}
+	for _, l := range lines {
+		if n := len([]rune(l)); n > 130 {
+			t.Errorf("line of %d columns: %q", n, l)
 		}
 	}
 	out.Reset()
@@ -271,8 +322,17 @@ func TestReport(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &back); err != nil {
 		t.Fatal(err)
 	}
-	if len(back.Rows) != len(rep.Rows) || back.Row(keyPingNew(1)).Median[Socat] != 200 {
-		t.Errorf("JSON round trip: got %+v", back.Rows)
+	if len(back.Rows) != len(rep.Rows) || back.Row(keyPingNew(1)).Median[Socat] != 200 || !slices.Equal(back.Peers, peers) {
+		t.Errorf("JSON round trip: got %v %+v", back.Peers, back.Rows)
+	}
+	if g := back.Row(keyPingNew(1)).Goals[Idmap]; g.Issue != 4 || g.Met == nil || *g.Met {
+		t.Errorf("JSON round trip: idmap's goal: got %+v", g)
+	}
+
+	// Without the idmap column there is no idmap goal nor table.
+	rep = rs.report(cfg, time.Now(), []string{Direct, Sockrelay, Socat}, cfg.Rounds)
+	if _, ok := rep.Row(keyPingNew(1)).Goals[Idmap]; ok {
+		t.Error("a goal for idmap, which is not a column")
 	}
 }
 
@@ -282,13 +342,13 @@ func TestRatioGoal(t *testing.T) {
 		ratio float64
 		want  bool
 	}{{0.6, true}, {0.55, true}, {0.5, false}} {
-		met, known := g.met(&Row{Ratio: map[string]float64{Sockrelay: c.ratio}})
+		met, known := g.met(&Row{Ratio: map[string]float64{Policy: c.ratio}}, Policy)
 		if !known || met != c.want {
 			t.Errorf("ratio %v: got met %v (known %v), want %v", c.ratio, met, known, c.want)
 		}
 	}
-	if _, known := g.met(&Row{}); known {
-		t.Error("a row without sockrelay has a known goal")
+	if _, known := g.met(&Row{Ratio: map[string]float64{Policy: 1}}, Sockrelay); known {
+		t.Error("a row without sockrelay has a known goal for sockrelay")
 	}
 }
 
@@ -363,8 +423,10 @@ func TestConfigCheck(t *testing.T) {
 }
 
 // TestRunQuick runs the whole harness briefly against direct, sockrelay
-// (bin/sockrelay, from make build) and socat when installed. It checks
-// the report, not the figures: no timing is asserted.
+// (bin/sockrelay, from make build), socat when installed, the policy
+// proxy (sockrelay serve --policy full) and, as root where the kernel can,
+// an idmapped mount. It checks the report, not the figures: no timing is
+// asserted.
 func TestRunQuick(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the whole harness for about 15 s")
@@ -387,6 +449,17 @@ func TestRunQuick(t *testing.T) {
 	} else {
 		t.Log("socat not installed: measuring direct and sockrelay only")
 	}
+	peers = append(peers, Policy)
+	relays := slices.Clone(peers[1:]) // processes: memory and CPU figures
+	withIdmap := false
+	if os.Geteuid() != 0 {
+		t.Log("not root: no idmap column")
+	} else if err := probeIdmap(); err != nil {
+		t.Logf("idmap cannot be measured here, its column is left out: %v", err)
+	} else {
+		withIdmap = true
+		peers = append(peers, Idmap)
+	}
 	var progress bytes.Buffer
 	cfg.Progress = &progress
 	rep, err := Run(t.Context(), cfg)
@@ -396,8 +469,18 @@ func TestRunQuick(t *testing.T) {
 	if !slices.Equal(rep.Peers, peers) {
 		t.Errorf("peers: got %v, want %v", rep.Peers, peers)
 	}
+	if !withIdmap && !slices.ContainsFunc(rep.Notes, func(n string) bool { return strings.HasPrefix(n, "idmap: left out of the bench: ") }) {
+		t.Errorf("no idmap column, and no note says why: %q", rep.Notes)
+	}
+	if !slices.ContainsFunc(rep.Notes, func(n string) bool {
+		return strings.Contains(n, "wollomatic/socket-proxy") && strings.Contains(n, "not measured here")
+	}) {
+		t.Errorf("no note quotes issue 5's reference figures: %q", rep.Notes)
+	}
+	if m := idmapMounts(t); len(m) > 0 {
+		t.Errorf("idmap mounts left after Run: %q", m)
+	}
 
-	relays := peers[1:]
 	want := map[string][]string{
 		keyPingKeepAlive: peers, keyDownload: peers, keyUpload: peers, keyBurst: peers,
 		keyIdleMem: relays, keyCPU: relays,
@@ -442,6 +525,25 @@ func TestRunQuick(t *testing.T) {
 		if r, ok := row.Ratio[Direct]; ok && r != 1 {
 			t.Errorf("%s: direct's ratio is %v", key, r)
 		}
+		for p := range row.Median {
+			if !slices.Contains(ps, p) {
+				t.Errorf("%s: a figure for %s, which should have none", key, p)
+			}
+		}
+		// The goals of the issues: 3 for sockrelay, 5 for policy, 4 for
+		// idmap (every ratio).
+		for p, issue := range map[string]int{Sockrelay: 3, Policy: 5, Idmap: 4} {
+			g, ok := row.Goals[p]
+			wantGoal := slices.Contains(peers, p) && (p == Sockrelay && row.Goal != "" ||
+				p == Policy && slices.Contains([]string{keyPingNew(1), keyPingNew(8), keyPingKeepAlive, keyDownload, keyUpload}, key) ||
+				p == Idmap && row.Ratio != nil)
+			switch {
+			case ok != wantGoal:
+				t.Errorf("%s: goal for %s: got %+v (present %v), want present %v", key, p, g, ok, wantGoal)
+			case ok && (g.Issue != issue || g.Met == nil):
+				t.Errorf("%s: goal for %s: got %+v, want issue %d's, met or not", key, p, g, issue)
+			}
+		}
 	}
 	if f := rep.Row(keyBurst).Median[Direct]; f != 0 {
 		t.Errorf("direct lost %v connections of a burst of %d on a listener with a backlog of somaxconn", f, cfg.Burst)
@@ -450,5 +552,48 @@ func TestRunQuick(t *testing.T) {
 	if err := rep.WriteTable(&table); err != nil {
 		t.Fatal(err)
 	}
+	wantTables := []string{"goals of issue 3 met", "goals of issue 5 met (policy)"}
+	if withIdmap {
+		wantTables = append(wantTables, "goals of issue 4 met (idmap)")
+	}
+	for _, s := range wantTables {
+		if !strings.Contains(table.String(), s) {
+			t.Errorf("table lacks %q", s)
+		}
+	}
 	t.Logf("\n%s", table.String())
+}
+
+// probeIdmap says whether an idmapped mount of a socket in the temp dir,
+// where Run makes its own, can be made here.
+func probeIdmap() error {
+	dir, err := os.MkdirTemp("", "srb")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	ln, err := net.Listen("unix", filepath.Join(dir, "probe.sock"))
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	ns := &idmap.Namespaces{Self: os.Args[0]}
+	defer ns.Close()
+	return ns.Probe(filepath.Join(dir, "probe.sock"), idmapMapping)
+}
+
+// idmapMounts lists the mounts of this process named like Run's idmap
+// mounts.
+func idmapMounts(t *testing.T) []string {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for line := range strings.Lines(string(b)) {
+		if f := strings.Fields(line); len(f) > 4 && strings.Contains(f[4], "/srb") && strings.HasSuffix(f[4], "idmap.sock") {
+			out = append(out, f[4])
+		}
+	}
+	return out
 }

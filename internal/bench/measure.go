@@ -86,12 +86,18 @@ func readPing(br *bufio.Reader) error {
 
 // pingNew sends one ping on a new connection.
 func pingNew(ctx context.Context, addr string) error {
+	return pingWithin(ctx, addr, ioTimeout)
+}
+
+// pingWithin sends one ping on a new connection and waits at most timeout
+// for the answer.
+func pingWithin(ctx context.Context, addr string, timeout time.Duration) error {
 	c, err := dial(ctx, addr)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(ioTimeout))
+	c.SetDeadline(time.Now().Add(timeout))
 	if _, err := c.Write(pingClose); err != nil {
 		return err
 	}
@@ -107,6 +113,12 @@ type pingResult struct {
 
 // pingRate runs clients loops of new-connection pings for d.
 func pingRate(ctx context.Context, addr string, clients int, d time.Duration) (pingResult, error) {
+	return pingRateWithin(ctx, addr, clients, d, ioTimeout)
+}
+
+// pingRateWithin is pingRate with each request bounded by timeout: a
+// daemon that stops answering holds the figure up no longer than that.
+func pingRateWithin(ctx context.Context, addr string, clients int, d, timeout time.Duration) (pingResult, error) {
 	var ok, failed atomic.Int64
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -114,7 +126,7 @@ func pingRate(ctx context.Context, addr string, clients int, d time.Duration) (p
 	for range clients {
 		wg.Go(func() {
 			for ctx.Err() == nil && time.Now().Before(stop) {
-				if err := pingNew(ctx, addr); err != nil {
+				if err := pingWithin(ctx, addr, timeout); err != nil {
 					failed.Add(1)
 					sleep(ctx, time.Millisecond) // do not spin on a full backlog
 					continue
@@ -259,9 +271,10 @@ func burst(ctx context.Context, addr string, n int) (int, error) {
 	return int(failed.Load()), ctx.Err()
 }
 
-// holdIdle opens n connections to addr and sends nothing on them. The
-// caller closes them.
-func holdIdle(ctx context.Context, addr string, n int) ([]net.Conn, error) {
+// holdIdle opens n connections to addr and, unless prime is set, sends
+// nothing on them. With prime each carries one kept-alive ping first, then
+// idles. The caller closes them.
+func holdIdle(ctx context.Context, addr string, n int, prime bool) ([]net.Conn, error) {
 	conns := make([]net.Conn, n)
 	var mu sync.Mutex
 	var first error
@@ -275,13 +288,18 @@ func holdIdle(ctx context.Context, addr string, n int) ([]net.Conn, error) {
 					return
 				}
 				c, err := dialPatient(ctx, addr)
+				if err == nil {
+					conns[i] = c
+					if prime {
+						err = pingOn(c)
+					}
+				}
 				if err != nil {
 					mu.Lock()
 					first = cmp.Or(first, err)
 					mu.Unlock()
 					return
 				}
-				conns[i] = c
 			}
 		})
 	}
@@ -291,6 +309,20 @@ func holdIdle(ctx context.Context, addr string, n int) ([]net.Conn, error) {
 		return nil, fmt.Errorf("hold %d idle connections: %w", n, first)
 	}
 	return conns, nil
+}
+
+// pingOn sends one kept-alive ping on c and reads its answer, leaving c
+// open, idle and without a deadline.
+func pingOn(c net.Conn) error {
+	c.SetDeadline(time.Now().Add(ioTimeout))
+	if _, err := c.Write(pingKeepAlive); err != nil {
+		return err
+	}
+	// The answer has a Content-Length: nothing of c is left buffered.
+	if err := readPing(bufio.NewReaderSize(c, 1024)); err != nil {
+		return err
+	}
+	return c.SetDeadline(time.Time{})
 }
 
 func closeAll(conns []net.Conn) {

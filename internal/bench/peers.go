@@ -19,7 +19,16 @@ const (
 	Direct    = "direct"
 	Sockrelay = "sockrelay"
 	Socat     = "socat"
+	// Policy is `sockrelay serve --policy full`: the HTTP-aware policy
+	// proxy of issue 5, set to allow everything, audit log included.
+	Policy = "policy"
+	// Idmap is an idmapped bind mount of the upstream socket (issue 4):
+	// no process in the data path.
+	Idmap = "idmap"
 )
+
+// peerOrder is the order of the columns (Report.Peers).
+var peerOrder = []string{Direct, Sockrelay, Socat, Policy, Idmap}
 
 // peer is one way of reaching an upstream socket: the socket itself, or a
 // relay process listening on addr.
@@ -41,6 +50,16 @@ func sockrelayKind(bin string) relayKind {
 	uid, gid := strconv.Itoa(os.Getuid()), strconv.Itoa(os.Getgid())
 	return relayKind{name: Sockrelay, argv: func(listen, target string) []string {
 		return []string{bin, "serve", "--listen", listen, "--target", target, "--uid", uid, "--gid", gid, "--perm", "0600"}
+	}}
+}
+
+// policyKind runs `sockrelay serve --policy full`: every request parsed,
+// decided and written to the audit log (its stdout, kept in its log file
+// like every process's output, because writing it is part of its cost).
+func policyKind(bin string) relayKind {
+	k := sockrelayKind(bin)
+	return relayKind{name: Policy, argv: func(listen, target string) []string {
+		return append(k.argv(listen, target), "--policy", "full")
 	}}
 }
 

@@ -11,7 +11,8 @@ import (
 )
 
 // Report is what a run measured: the median of every figure over the
-// rounds, per peer, with its ratio to direct and the goal of issue 3.
+// rounds, per peer, with its ratio to direct and the goals of issues 3
+// (sockrelay), 4 (idmap) and 5 (policy).
 type Report struct {
 	Start time.Time `json:"start"`
 	// Rounds is how many rounds the medians are of; the last may be
@@ -45,6 +46,9 @@ type Row struct {
 	// the median reached it.
 	Goal string `json:"goal,omitempty"`
 	Met  *bool  `json:"goal_met,omitempty"`
+	// Goals are the goals of every peer that has one on this figure
+	// (sockrelay's included), by peer.
+	Goals map[string]PeerGoal `json:"goals,omitempty"`
 	// AheadOfSocat says if sockrelay's median beats socat's.
 	AheadOfSocat *bool `json:"ahead_of_socat,omitempty"`
 
@@ -61,22 +65,34 @@ func (r *Report) Row(key string) *Row {
 	return nil
 }
 
-// goal is one of issue 3's goals for sockrelay.
+// PeerGoal is the goal of one peer on one figure, from the issue that
+// sets it, and whether the median reached it (absent when the peer has no
+// figure).
+type PeerGoal struct {
+	Issue int    `json:"issue"`
+	Goal  string `json:"goal"`
+	Met   *bool  `json:"met,omitempty"`
+}
+
+// goalIssues are the issues that set each peer's goals.
+var goalIssues = map[string]int{Sockrelay: 3, Idmap: 4, Policy: 5}
+
+// goal is a goal of a peer on a figure.
 type goal struct {
 	text string
-	met  func(r *Row) (met, known bool)
+	met  func(r *Row, peer string) (met, known bool)
 }
 
 func ratioAtLeast(x float64) *goal {
-	return &goal{text: fmt.Sprintf("ratio ≥ %.2f", x), met: func(r *Row) (bool, bool) {
-		v, ok := r.Ratio[Sockrelay]
+	return &goal{text: fmt.Sprintf("ratio ≥ %.2f", x), met: func(r *Row, peer string) (bool, bool) {
+		v, ok := r.Ratio[peer]
 		return v >= x, ok
 	}}
 }
 
 func atMost(x float64, unit string) *goal {
-	return &goal{text: fmt.Sprintf("≤ %g %s", x, unit), met: func(r *Row) (bool, bool) {
-		v, ok := r.Median[Sockrelay]
+	return &goal{text: fmt.Sprintf("≤ %g %s", x, unit), met: func(r *Row, peer string) (bool, bool) {
+		v, ok := r.Median[peer]
 		return v <= x, ok
 	}}
 }
@@ -85,9 +101,20 @@ func atMost(x float64, unit string) *goal {
 type rowDef struct {
 	key, title, unit string
 	lower            bool
-	format           string // of one value
-	goal             *goal
-	counted          bool // failures are counted
+	format           string           // of one value
+	goals            map[string]*goal // by peer
+	counted          bool             // failures are counted
+}
+
+// goal sets peer's goal on the figure; a nil g sets none.
+func (d *rowDef) goal(peer string, g *goal) {
+	if g == nil {
+		return
+	}
+	if d.goals == nil {
+		d.goals = map[string]*goal{}
+	}
+	d.goals[peer] = g
 }
 
 // Row keys.
@@ -104,32 +131,60 @@ func keyPingNew(clients int) string      { return fmt.Sprintf("ping_new_%d", cli
 func keyDockerPing(clients int) string   { return fmt.Sprintf("docker_ping_new_%d", clients) }
 func keyPluginCycles(volumes int) string { return fmt.Sprintf("plugin_cycles_%d", volumes) }
 
-// pingGoals are issue 3's goals for new-connection pings, by clients.
-var pingGoals = map[int]float64{1: 0.55, 8: 0.50}
+// pingGoals are the goals for new-connection pings, by peer and clients:
+// issue 3's for sockrelay, issue 5's for policy.
+var pingGoals = map[string]map[int]float64{
+	Sockrelay: {1: 0.55, 8: 0.50},
+	Policy:    {1: 0.50, 8: 0.45},
+}
+
+// idmapGoal is issue 4's goal for idmap on every figure with a ratio: it
+// is direct.
+const idmapGoal = 0.97
+
+// pingGoal is peer's goal for a new-connection ping with clients, or nil.
+func pingGoal(peer string, clients int) *goal {
+	if g, ok := pingGoals[peer][clients]; ok {
+		return ratioAtLeast(g)
+	}
+	return nil
+}
 
 func rowDefs(cfg Config) []rowDef {
 	var defs []rowDef
+	pingDef := func(key, title string, c int) rowDef {
+		d := rowDef{key: key, title: fmt.Sprintf(title, c, plural(c)), unit: "req/s", format: "%.0f", counted: true}
+		d.goal(Sockrelay, pingGoal(Sockrelay, c))
+		d.goal(Policy, pingGoal(Policy, c))
+		d.goal(Idmap, ratioAtLeast(idmapGoal))
+		return d
+	}
 	for _, c := range cfg.Clients {
-		d := rowDef{key: keyPingNew(c), title: fmt.Sprintf("new-conn ping, %d client%s", c, plural(c)), unit: "req/s", format: "%.0f", counted: true}
-		if g, ok := pingGoals[c]; ok {
-			d.goal = ratioAtLeast(g)
-		}
+		defs = append(defs, pingDef(keyPingNew(c), "new-conn ping, %d client%s", c))
+	}
+	keepAlive := rowDef{key: keyPingKeepAlive, title: "kept-alive ping, 1 client", unit: "req/s", format: "%.0f"}
+	keepAlive.goal(Sockrelay, ratioAtLeast(0.65))
+	keepAlive.goal(Policy, ratioAtLeast(0.45))
+	keepAlive.goal(Idmap, ratioAtLeast(idmapGoal))
+	defs = append(defs, keepAlive)
+	for _, d := range []rowDef{
+		{key: keyDownload, title: fmt.Sprintf("download %s, sha256 checked", sizeString(cfg.Bytes)), unit: "MiB/s", format: "%.0f"},
+		{key: keyUpload, title: fmt.Sprintf("upload %s, sha256 checked", sizeString(cfg.Bytes)), unit: "MiB/s", format: "%.0f"},
+	} {
+		d.goal(Sockrelay, ratioAtLeast(0.90))
+		d.goal(Policy, ratioAtLeast(0.80))
+		d.goal(Idmap, ratioAtLeast(idmapGoal))
 		defs = append(defs, d)
 	}
-	defs = append(defs,
-		rowDef{key: keyPingKeepAlive, title: "kept-alive ping, 1 client", unit: "req/s", format: "%.0f", goal: ratioAtLeast(0.65)},
-		rowDef{key: keyDownload, title: fmt.Sprintf("download %s, sha256 checked", sizeString(cfg.Bytes)), unit: "MiB/s", format: "%.0f", goal: ratioAtLeast(0.90)},
-		rowDef{key: keyUpload, title: fmt.Sprintf("upload %s, sha256 checked", sizeString(cfg.Bytes)), unit: "MiB/s", format: "%.0f", goal: ratioAtLeast(0.90)},
-		rowDef{key: keyBurst, title: fmt.Sprintf("failed connects, burst of %d", cfg.Burst), unit: "conns", lower: true, format: "%.0f", goal: atMost(0, "failed"), counted: true},
-		rowDef{key: keyIdleMem, title: fmt.Sprintf("memory per idle conn, %d held (Pss)", cfg.Idle), unit: "KiB", lower: true, format: "%.1f", goal: atMost(20, "KiB")},
+	burst := rowDef{key: keyBurst, title: fmt.Sprintf("failed connects, burst of %d", cfg.Burst), unit: "conns", lower: true, format: "%.0f", counted: true}
+	burst.goal(Sockrelay, atMost(0, "failed"))
+	mem := rowDef{key: keyIdleMem, title: fmt.Sprintf("memory per idle conn, %d held (Pss)", cfg.Idle), unit: "KiB", lower: true, format: "%.1f"}
+	mem.goal(Sockrelay, atMost(20, "KiB"))
+	defs = append(defs, burst, mem,
 		rowDef{key: keyCPU, title: "relay CPU during download+upload", unit: "s/GiB", lower: true, format: "%.2f"},
 	)
 	for _, c := range cfg.DockerClients {
-		d := rowDef{key: keyDockerPing(c), title: fmt.Sprintf("dockerd /_ping, new conn, %d client%s", c, plural(c)), unit: "req/s", format: "%.0f", counted: true}
-		if g, ok := pingGoals[c]; ok {
-			d.goal = ratioAtLeast(g)
-		}
-		defs = append(defs, d)
+		defs = append(defs, pingDef(keyDockerPing(c), "dockerd /_ping, new conn, %d client%s", c))
 	}
 	for _, v := range cfg.Volumes {
 		defs = append(defs, rowDef{key: keyPluginCycles(v), title: fmt.Sprintf("plugin Create+Mount+Unmount+Remove, %d volumes", v), unit: "cycles/s", format: "%.1f"})
@@ -199,11 +254,21 @@ func (rs *results) report(cfg Config, start time.Time, peers []string, rounds in
 		if d.counted {
 			row.Failed, row.Attempts = rs.failed[d.key], rs.attempts[d.key]
 		}
-		if d.goal != nil {
-			row.Goal = d.goal.text
-			if met, known := d.goal.met(&row); known {
-				row.Met = &met
+		for p, g := range d.goals {
+			pg := PeerGoal{Issue: goalIssues[p], Goal: g.text}
+			if met, known := g.met(&row, p); known {
+				pg.Met = &met
 			}
+			if p == Sockrelay {
+				row.Goal, row.Met = pg.Goal, pg.Met
+			}
+			if !slices.Contains(peers, p) {
+				continue
+			}
+			if row.Goals == nil {
+				row.Goals = map[string]PeerGoal{}
+			}
+			row.Goals[p] = pg
 		}
 		sr, okR := row.Median[Sockrelay]
 		so, okS := row.Median[Socat]
@@ -231,23 +296,45 @@ func median(vs []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
-// WriteTable prints the report as a table: one row per figure, one column
-// per peer with its ratio to direct, then the goal and whether it is met.
+// mainPeers are the columns of the first table; every other peer gets a
+// table of its own, beside direct, with its issue's goals.
+var mainPeers = []string{Direct, Sockrelay, Socat}
+
+// peerTitles head the tables of the other peers.
+var peerTitles = map[string]string{
+	Policy: "policy: sockrelay serve --policy full, HTTP parsed, one audit line per request",
+	Idmap:  "idmap: an idmapped bind mount of the socket, no process in the data path",
+}
+
+// WriteTable prints the report as tables: one row per figure; first
+// direct, sockrelay and socat with issue 3's goals for sockrelay, then a
+// table for each other peer (policy, idmap) beside direct with its own
+// issue's goals. Values of peers other than direct carry their ratio to
+// direct.
 func (r *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintf(w, "sockrelay bench: median of %d round%s; (x.xx) = ratio to direct, same run; %s per transfer\n\n", r.Rounds, plural(r.Rounds), sizeString(r.Bytes))
+	var peers, others []string
+	for _, p := range r.Peers {
+		if slices.Contains(mainPeers, p) {
+			peers = append(peers, p)
+		} else {
+			others = append(others, p)
+		}
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	head := []string{"figure", "unit"}
-	head = append(head, r.Peers...)
+	head = append(head, peers...)
 	head = append(head, "goal (sockrelay)", "met", "vs socat")
 	fmt.Fprintln(tw, strings.Join(head, "\t"))
-	var plugin []Row
+	var plugin, figures []Row
 	for _, row := range r.Rows {
 		if _, ok := row.Median[pluginPeer]; ok {
 			plugin = append(plugin, row)
 			continue
 		}
+		figures = append(figures, row)
 		cells := []string{row.Title, row.Unit}
-		for _, p := range r.Peers {
+		for _, p := range peers {
 			cells = append(cells, row.cell(p))
 		}
 		cells = append(cells, dash(row.Goal), yesNo(row.Met, "met", "NOT MET"), yesNo(row.AheadOfSocat, "ahead", "BEHIND"))
@@ -257,6 +344,11 @@ func (r *Report) WriteTable(w io.Writer) error {
 		return err
 	}
 	fmt.Fprintln(w, r.summary())
+	for _, p := range others {
+		if err := writePeerTable(w, p, figures); err != nil {
+			return err
+		}
+	}
 	if len(plugin) > 0 {
 		fmt.Fprintln(w, "\nplugin VolumeDriver cost (sockrelay plugin, real HTTP protocol, no direct or socat equivalent):")
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -283,7 +375,41 @@ func (r *Report) WriteTable(w io.Writer) error {
 	return nil
 }
 
-// summary counts the goals met and the figures ahead of socat.
+// writePeerTable prints the figures of peer beside direct's, with the
+// goals of its issue, and how many it met.
+func writePeerTable(w io.Writer, peer string, rows []Row) error {
+	issue := goalIssues[peer]
+	title := peerTitles[peer]
+	if title == "" {
+		title = peer
+	}
+	fmt.Fprintf(w, "\n%s (same rounds):\n", title)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "figure\tunit\t%s\t%s\tgoal (issue %d)\tmet\n", Direct, peer, issue)
+	var goals, met int
+	for _, row := range rows {
+		g, hasGoal := row.Goals[peer]
+		cells := []string{row.Title, row.Unit, row.cell(Direct), row.cell(peer), "—", "—"}
+		if hasGoal {
+			cells[4] = g.Goal
+			cells[5] = yesNo(g.Met, "met", "NOT MET")
+			if g.Met != nil {
+				goals++
+				if *g.Met {
+					met++
+				}
+			}
+		}
+		fmt.Fprintln(tw, strings.Join(cells, "\t"))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(w, "\ngoals of issue %d met (%s): %d of %d\n", issue, peer, met, goals)
+	return err
+}
+
+// summary counts issue 3's goals met and the figures ahead of socat.
 func (r *Report) summary() string {
 	var goals, met, versus, ahead int
 	for _, row := range r.Rows {

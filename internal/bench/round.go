@@ -32,11 +32,13 @@ func (h *harness) settle(ctx context.Context, p *peer) error {
 	return err
 }
 
-// step is one figure of a round: measure runs on each peer in turn.
+// step is one figure of a round: measure runs on each peer in turn, or,
+// when whole is set, whole measures them all itself.
 type step struct {
 	peers   []*peer
 	keys    []string // the rows it fills
 	measure func(ctx context.Context, p *peer) error
+	whole   func(ctx context.Context) error
 }
 
 // round measures every figure once, each on every peer before the next
@@ -51,10 +53,10 @@ func (h *harness) round(ctx context.Context, r int) error {
 	}
 	var steps []step
 	for _, c := range h.cfg.Clients {
-		steps = append(steps, step{order, []string{keyPingNew(c)}, h.pingStep(keyPingNew(c), c)})
+		steps = append(steps, step{peers: order, keys: []string{keyPingNew(c)}, measure: h.pingStep(keyPingNew(c), c)})
 	}
 	steps = append(steps,
-		step{order, []string{keyPingKeepAlive}, func(ctx context.Context, p *peer) error {
+		step{peers: order, keys: []string{keyPingKeepAlive}, measure: func(ctx context.Context, p *peer) error {
 			v, err := keepAliveRate(ctx, p.addr, h.cfg.PingDuration)
 			if err != nil {
 				return err
@@ -62,8 +64,8 @@ func (h *harness) round(ctx context.Context, r int) error {
 			h.res.add(keyPingKeepAlive, p.name, v)
 			return nil
 		}},
-		step{order, []string{keyDownload, keyUpload, keyCPU}, h.bulk},
-		step{order, []string{keyBurst}, func(ctx context.Context, p *peer) error {
+		step{peers: order, keys: []string{keyDownload, keyUpload, keyCPU}, measure: h.bulk},
+		step{peers: order, keys: []string{keyBurst}, measure: func(ctx context.Context, p *peer) error {
 			failed, err := burst(ctx, p.addr, h.cfg.Burst)
 			if err != nil {
 				return err
@@ -72,18 +74,20 @@ func (h *harness) round(ctx context.Context, r int) error {
 			h.res.addFailed(keyBurst, p.name, failed, h.cfg.Burst)
 			return nil
 		}},
-		step{relays, []string{keyIdleMem}, func(ctx context.Context, p *peer) error {
+		step{peers: relays, keys: []string{keyIdleMem}, measure: func(ctx context.Context, p *peer) error {
 			return h.idleMemory(ctx, h.kinds[p.name], r)
 		}},
 	)
 	if len(h.docker) > 0 {
 		for _, c := range h.cfg.DockerClients {
-			steps = append(steps, step{rotate(h.docker, r), []string{keyDockerPing(c)}, h.pingStep(keyDockerPing(c), c)})
+			steps = append(steps, step{keys: []string{keyDockerPing(c)}, whole: func(ctx context.Context) error {
+				return h.dockerStep(ctx, r, c)
+			}})
 		}
 	}
 	for i, pr := range h.plugins {
 		key := keyPluginCycles(h.cfg.Volumes[i])
-		steps = append(steps, step{[]*peer{{name: pluginPeer}}, []string{key}, func(ctx context.Context, _ *peer) error {
+		steps = append(steps, step{peers: []*peer{{name: pluginPeer}}, keys: []string{key}, measure: func(ctx context.Context, _ *peer) error {
 			v, err := pr.cycles(ctx, h.cfg.CycleDuration)
 			if err != nil {
 				return err
@@ -94,6 +98,11 @@ func (h *harness) round(ctx context.Context, r int) error {
 	}
 
 	for _, s := range steps {
+		if s.whole != nil {
+			if err := s.whole(ctx); err != nil {
+				return err
+			}
+		}
 		for _, p := range s.peers {
 			if err := s.measure(ctx, p); err != nil {
 				return fmt.Errorf("%s: %w", p.name, err)
@@ -126,13 +135,13 @@ func (h *harness) pingStep(key string, clients int) func(context.Context, *peer)
 func (h *harness) done(r int, keys ...string) error {
 	for _, key := range keys {
 		s := h.res.samples[key]
-		if len(s) == 0 {
-			continue
+		if len(s) == 0 || h.leftOut[key] == r+1 {
+			continue // its last samples are an earlier round's
 		}
 		var b strings.Builder
 		fmt.Fprintf(&b, "round %d/%d  %-28s", r+1, h.cfg.Rounds, key)
 		for _, p := range append(h.peerNames(), pluginPeer) {
-			if vs := s[p]; len(vs) > 0 {
+			if vs := s[p]; len(vs) > 0 && h.leftOut[key+" "+p] != r+1 {
 				fmt.Fprintf(&b, "  %s %.4g", p, vs[len(vs)-1])
 			}
 		}
@@ -206,7 +215,9 @@ func (h *harness) idleMemory(ctx context.Context, k relayKind, r int) error {
 	if err != nil {
 		return err
 	}
-	conns, err := holdIdle(ctx, listen, h.cfg.Idle)
+	// The policy proxy dials the upstream at a connection's first
+	// request: each connection carries one before it idles.
+	conns, err := holdIdle(ctx, listen, h.cfg.Idle, k.name == Policy)
 	if err != nil {
 		return err
 	}

@@ -137,7 +137,7 @@ func (s *Store) Load() (map[string]*Volume, error) {
 // Save replaces the state with vols, atomically and durably. On error the
 // previous state is left as it was.
 func (s *Store) Save(vols map[string]*Volume) error {
-	b, err := json.MarshalIndent(file{Version: version, Volumes: vols}, "", "  ")
+	b, err := json.Marshal(file{Version: version, Volumes: vols})
 	if err != nil {
 		return fmt.Errorf("encode state: %w", err)
 	}
