@@ -1,0 +1,172 @@
+package bench
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sockrelay/sockrelay/internal/idmap"
+)
+
+// fakeDaemon answers /_ping on a socket, like dockerd, and can stop and
+// restart the way dockerd does: with a new socket.
+type fakeDaemon struct {
+	t    *testing.T
+	path string
+
+	pings     atomic.Int64
+	restartAt atomic.Int64 // restart when the pings reach it; 0: never
+
+	mu  sync.Mutex
+	srv *http.Server
+}
+
+func newFakeDaemon(t *testing.T, path string) *fakeDaemon {
+	d := &fakeDaemon{t: t, path: path}
+	d.start()
+	t.Cleanup(d.stop)
+	return d
+}
+
+func (d *fakeDaemon) start() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	ln, err := net.Listen("unix", d.path)
+	if err != nil {
+		d.t.Error(err)
+		return
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /_ping", func(w http.ResponseWriter, _ *http.Request) {
+		if n := d.pings.Add(1); n == d.restartAt.Load() {
+			go d.restart()
+		}
+		io.WriteString(w, "OK")
+	})
+	d.srv = &http.Server{Handler: mux}
+	go d.srv.Serve(ln)
+}
+
+// stop closes the listener, which removes the socket.
+func (d *fakeDaemon) stop() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.srv != nil {
+		d.srv.Close()
+		d.srv = nil
+	}
+}
+
+func (d *fakeDaemon) restart() {
+	d.stop()
+	d.start()
+}
+
+func hasNote(notes []string, parts ...string) bool {
+	return slices.ContainsFunc(notes, func(n string) bool {
+		for _, p := range parts {
+			if !strings.Contains(n, p) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// A daemon that does not answer, or restarts during a /_ping figure, has
+// that round of the figure left out with a note; the run goes on.
+func TestDockerStepSkips(t *testing.T) {
+	defer func(w time.Duration) { dockerWait = w }(dockerWait)
+	dockerWait = 300 * time.Millisecond
+	ctx := t.Context()
+	dir := tempDir(t)
+	d := newFakeDaemon(t, filepath.Join(dir, "docker.sock"))
+	cfg := QuickConfig()
+	cfg.PingDuration = 100 * time.Millisecond
+	cfg.DockerSocket = d.path
+	h := &harness{cfg: cfg, dir: dir, res: newResults(rowDefs(cfg)), docker: []*peer{{name: Direct, addr: d.path}}}
+	key := keyDockerPing(1)
+	samples := func() int { return len(h.res.samples[key][Direct]) }
+
+	if err := h.dockerStep(ctx, 0, 1); err != nil || samples() != 1 {
+		t.Fatalf("daemon answering: got %v and %d samples, want 1 sample; notes %q", err, samples(), h.res.notes)
+	}
+
+	d.restartAt.Store(d.pings.Load() + 5) // during the figure
+	if err := h.dockerStep(ctx, 1, 1); err != nil || samples() != 1 {
+		t.Errorf("daemon restarted: got %v and %d samples, want the round left out", err, samples())
+	}
+	if !hasNote(h.res.notes, "round 2 left out", "restarted") {
+		t.Errorf("no note says round 2 was left out for a restart: %q", h.res.notes)
+	}
+
+	d.stop()
+	start := time.Now()
+	if err := h.dockerStep(ctx, 2, 1); err != nil || samples() != 1 {
+		t.Errorf("daemon gone: got %v and %d samples, want the round left out", err, samples())
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("daemon gone: the step took %v", took)
+	}
+	if !hasNote(h.res.notes, "round 3 left out", "does not answer") {
+		t.Errorf("no note says round 3 was left out, the daemon not answering: %q", h.res.notes)
+	}
+
+	d.start()
+	if err := h.dockerStep(ctx, 3, 1); err != nil || samples() != 2 {
+		t.Errorf("daemon back: got %v and %d samples, want 2", err, samples())
+	}
+}
+
+// The idmap mount of a daemon's socket is made again when the daemon has
+// made a new socket, and detached at the end.
+func TestDockerStepRemountsIdmap(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("idmapped mounts need root")
+	}
+	if err := probeIdmap(); err != nil {
+		t.Skipf("idmapped mounts cannot be made here: %v", err)
+	}
+	ctx := t.Context()
+	dir := tempDir(t)
+	d := newFakeDaemon(t, filepath.Join(dir, "docker.sock"))
+	cfg := QuickConfig()
+	cfg.PingDuration = 100 * time.Millisecond
+	cfg.DockerSocket = d.path
+	h := &harness{cfg: cfg, dir: dir, res: newResults(rowDefs(cfg)), userns: &idmap.Namespaces{Self: os.Args[0]}}
+	t.Cleanup(h.closeIdmap)
+	p := h.setupDockerIdmap(ctx, d.path)
+	if p == nil {
+		t.Fatalf("no idmap peer: %q", h.res.notes)
+	}
+	h.docker = []*peer{{name: Direct, addr: d.path}, p}
+	key := keyDockerPing(1)
+	if err := h.dockerStep(ctx, 0, 1); err != nil || len(h.res.samples[key][Idmap]) != 1 {
+		t.Fatalf("got %v and %v, want a sample of idmap; notes %q", err, h.res.samples[key], h.res.notes)
+	}
+	d.restart()
+	if stale, err := h.dkIdmap.stale(); err != nil || !stale {
+		t.Fatalf("after a restart: stale %v, %v; want stale", stale, err)
+	}
+	if err := h.dockerStep(ctx, 1, 1); err != nil || len(h.res.samples[key][Idmap]) != 2 {
+		t.Fatalf("after a restart: got %v and %v, want 2 samples of idmap; notes %q", err, h.res.samples[key], h.res.notes)
+	}
+	if f := h.res.failed[key][Idmap]; f != 0 {
+		t.Errorf("after a restart: %d pings through the idmap mount failed", f)
+	}
+	if !hasNote(h.res.notes, "made anew", "mounted the new one") {
+		t.Errorf("no note says the mount was made again: %q", h.res.notes)
+	}
+	h.closeIdmap()
+	if m := idmapMounts(t); len(m) > 0 {
+		t.Errorf("mounts left after closeIdmap: %q", m)
+	}
+}
