@@ -108,10 +108,24 @@ type exchange struct {
 	start              time.Time
 }
 
+// readers holds the buffered readers of both sides. A connection holds
+// them only while a request is in flight: an idle kept-alive connection
+// costs no buffer.
+var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<<10) }}
+
 func (cc *clientConn) serve() {
-	cc.br = bufio.NewReaderSize(cc.c, 16<<10)
+	defer cc.release(true)
 	for {
-		// Wait for the next request without holding anything else.
+		// Wait for the next request holding no buffer, unless the last
+		// read took in more (a pipelined request).
+		if cc.br == nil || cc.br.Buffered() == 0 {
+			cc.release(false)
+			if err := waitReadable(cc.c); err != nil {
+				return
+			}
+			cc.br = readers.Get().(*bufio.Reader)
+			cc.br.Reset(cc.c)
+		}
 		if _, err := cc.br.Peek(1); err != nil {
 			return
 		}
@@ -122,6 +136,44 @@ func (cc *clientConn) serve() {
 			return
 		}
 	}
+}
+
+// release gives the readers back: the client's when it holds nothing
+// (or at the end), the upstream's when it holds nothing.
+func (cc *clientConn) release(all bool) {
+	if cc.br != nil && (all || cc.br.Buffered() == 0) {
+		cc.br.Reset(nil)
+		readers.Put(cc.br)
+		cc.br = nil
+	}
+	if cc.ubr != nil && (all || cc.ubr.Buffered() == 0) {
+		cc.ubr.Reset(nil)
+		readers.Put(cc.ubr)
+		cc.ubr = nil
+	}
+}
+
+// waitReadable waits until c has data or its peer is gone, reading
+// nothing: MSG_PEEK of one byte.
+func waitReadable(c *net.UnixConn) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var perr error
+	if err := rc.Read(func(fd uintptr) bool {
+		var b [1]byte
+		for {
+			_, _, perr = unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+			if perr != unix.EINTR {
+				break
+			}
+		}
+		return perr != unix.EAGAIN
+	}); err != nil {
+		return err
+	}
+	return perr
 }
 
 // one serves one request; it reports whether the connection goes on.
@@ -204,18 +256,20 @@ func hasBody(req *http.Request) bool {
 func (cc *clientConn) upstream() (*net.UnixConn, *bufio.Reader, error) {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
-	if cc.up != nil {
-		return cc.up, cc.ubr, nil
+	if cc.up == nil {
+		if cc.closed {
+			return nil, nil, net.ErrClosed
+		}
+		c, err := net.DialTimeout("unix", cc.p.Upstream, relay.DialTimeout)
+		if err != nil {
+			return nil, nil, err
+		}
+		cc.up = c.(*net.UnixConn)
 	}
-	if cc.closed {
-		return nil, nil, net.ErrClosed
+	if cc.ubr == nil {
+		cc.ubr = readers.Get().(*bufio.Reader)
+		cc.ubr.Reset(cc.up)
 	}
-	c, err := net.DialTimeout("unix", cc.p.Upstream, relay.DialTimeout)
-	if err != nil {
-		return nil, nil, err
-	}
-	cc.up = c.(*net.UnixConn)
-	cc.ubr = bufio.NewReaderSize(cc.up, 16<<10)
 	return cc.up, cc.ubr, nil
 }
 

@@ -23,7 +23,7 @@ import (
 )
 
 // upstream is a fake daemon on a real Unix socket.
-func upstream(t *testing.T, dir string) string {
+func upstream(t testing.TB, dir string) string {
 	t.Helper()
 	sock := filepath.Join(dir, "up.sock")
 	ln, err := net.Listen("unix", sock)
@@ -129,7 +129,7 @@ func (s *syncBuffer) lines(t *testing.T) []map[string]any {
 	return out
 }
 
-func start(t *testing.T, preset string) *fixture {
+func start(t testing.TB, preset string) *fixture {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "srp")
 	if err != nil {
