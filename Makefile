@@ -66,8 +66,8 @@ fuzz:
 	  done; \
 	done
 
-# Relay figures beside a direct connection and socat, medians of several
-# rounds (issue 3). Needs socat; as root it is installed when missing, and
+# The relay, policy and idmap modes beside a direct connection and socat,
+# medians of several rounds. Needs socat; as root it is installed when missing, and
 # the plugin's VolumeDriver figure is measured too. BENCHFLAGS passes flags
 # to cmd/srbench, e.g. BENCHFLAGS='-quick' or '-rounds 9 -bytes 1GiB -json bench.json'.
 BENCHFLAGS ?=
