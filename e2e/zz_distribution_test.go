@@ -104,3 +104,65 @@ func TestPushAndInstallFromRegistry(t *testing.T) {
 	wantPing(t, runClient(t, vol, "srclient", "ping", "/var/run/docker.sock"))
 	removeVolume(vol)
 }
+
+// docker plugin upgrade to a new build from the registry keeps every
+// volume, and a volume in use serves again under the new build.
+func TestPluginUpgradeKeepsVolumes(t *testing.T) {
+	addr := startRegistry(t)
+	v1, v2 := addr+"/sockrelay:v1", addr+"/sockrelay:v2"
+	t.Cleanup(func() {
+		dockerOut("plugin", "rm", "-f", v1)
+		dockerOut("plugin", "rm", "-f", v2)
+		if out, err := exec.Command("make", "--no-print-directory", "-C", repoRoot(), "install").CombinedOutput(); err != nil {
+			t.Errorf("make install after the upgrade test: %v\n%s", err, out)
+		}
+	})
+	dockerOut("plugin", "disable", "-f", plugin)
+	must(t, "plugin", "rm", "-f", plugin)
+	// Two builds that differ (their version, unique to this run), pushed
+	// as v1 and v2.
+	stamp := fmt.Sprintf("e2e-%d-%d", os.Getpid(), time.Now().Unix())
+	for _, tag := range []string{"v1", "v2"} {
+		push := exec.Command("make", "--no-print-directory", "-C", repoRoot(), "push", "REGISTRY="+addr, "PLUGIN_TAG="+tag, "VERSION="+stamp+"-"+tag)
+		if out, err := push.CombinedOutput(); err != nil {
+			t.Fatalf("make push %s: %v\n%s", tag, err, out)
+		}
+		must(t, "plugin", "rm", "-f", addr+"/sockrelay:"+tag)
+	}
+	must(t, "plugin", "install", "--alias", plugin, "--grant-all-permissions", v1)
+
+	idle := newVolume(t, "perm=0600")
+	used := newVolume(t, "policy=read-only")
+	a := startUser(t, used)
+	if r := dockerIn(nil, "exec", a, "docker", "ps"); r.err != nil {
+		t.Fatalf("docker ps on v1: %s", r)
+	}
+
+	must(t, "plugin", "disable", "-f", plugin)
+	// The CLI asks to confirm an upgrade to another tag: yes.
+	if r := dockerIn([]byte("y\n"), "plugin", "upgrade", "--grant-all-permissions", plugin, v2); r.err != nil || !strings.Contains(r.stdout, "Upgraded plugin") {
+		t.Fatalf("docker plugin upgrade: %s", r)
+	}
+	must(t, "plugin", "enable", plugin)
+	if got := strings.TrimSpace(must(t, "plugin", "inspect", "-f", "{{.PluginReference}}", plugin)); got != v2 {
+		t.Fatalf("plugin after upgrade: got %s, want %s", got, v2)
+	}
+	eventually(t, 10*time.Second, func() error {
+		if logs, _ := daemonLog(); !strings.Contains(logs, "version="+stamp+"-v2") {
+			return fmt.Errorf("the daemon log has no start of the v2 build")
+		}
+		return nil
+	})
+	if st := status(t, idle); st["perm"] != "0600" {
+		t.Fatalf("idle volume after upgrade: got %v, want it kept with perm 0600", st)
+	}
+	eventually(t, 15*time.Second, func() error {
+		if r := dockerIn(nil, "exec", a, "docker", "ps"); r.err != nil {
+			return fmt.Errorf("docker ps in the running container after upgrade: %s", r)
+		}
+		return nil
+	})
+	if st := status(t, used); st["policy"] != "read-only" || st["mounts"] != 1.0 {
+		t.Fatalf("volume in use after upgrade: got %v", st)
+	}
+}
