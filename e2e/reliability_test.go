@@ -110,3 +110,42 @@ func readState(t *testing.T) map[string]json.RawMessage {
 	}
 	return f.Volumes
 }
+
+// With streams open through a relay and a policy volume (docker events),
+// the plugin stops on SIGTERM within dockerd's 10 s grace, by itself, and
+// comes back.
+func TestShutdownWithOpenStreams(t *testing.T) {
+	relayVol := newVolume(t)
+	policyVol := newVolume(t, "policy=no-escalation")
+	for _, v := range []string{relayVol, policyVol} {
+		name := uniqueName(t)
+		must(t, "run", "-d", "--name", name, "--label", label, "-v", v+":/var/run", image, "docker", "events")
+		t.Cleanup(func() { dockerOut("rm", "-f", name) })
+	}
+	eventually(t, 10*time.Second, func() error {
+		for _, v := range []string{relayVol, policyVol} {
+			if st := status(t, v); st["connections"] != 1.0 {
+				return fmt.Errorf("%s: %v, want one open stream", v, st)
+			}
+		}
+		return nil
+	})
+	before, _ := daemonLog()
+	start := time.Now()
+	must(t, "plugin", "disable", "-f", plugin)
+	took := time.Since(start)
+	t.Cleanup(func() { dockerOut("plugin", "enable", plugin) })
+	if took >= 10*time.Second {
+		t.Fatalf("disable took %v: the plugin was killed, not stopped", took)
+	}
+	eventually(t, 5*time.Second, func() error {
+		after, _ := daemonLog()
+		if !strings.Contains(after[len(before):], `msg=stopped`) {
+			return fmt.Errorf("the plugin did not log that it stopped")
+		}
+		return nil
+	})
+	must(t, "plugin", "enable", plugin)
+	wantPing(t, runClient(t, relayVol, "srclient", "ping", "/var/run/docker.sock"))
+	t.Logf("disable with two open streams took %v", took.Round(time.Millisecond))
+}
