@@ -434,3 +434,27 @@ func TestShutdownCutsStreams(t *testing.T) {
 		t.Fatalf("client after shutdown: got %v, want EOF", err)
 	}
 }
+
+// A client that sends half a header and stalls, and clients that send
+// nothing, do not keep others from being served; the stalled ones hold no
+// reader while they send nothing.
+func TestStalledClientsDoNotStarveOthers(t *testing.T) {
+	f := start(t, "full")
+	var conns []net.Conn
+	for i := range 100 {
+		c := f.dial(t)
+		if i%2 == 0 {
+			io.WriteString(c, "GET /_ping HTTP/1.1\r\nHo") // and nothing more
+		}
+		conns = append(conns, c)
+	}
+	c := f.client()
+	for i := range 50 {
+		if code, body := get(t, c, "/_ping"); code != 200 || body != "OK" {
+			t.Fatalf("ping %d beside 100 stalled clients: got %d %q", i, code, body)
+		}
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+}

@@ -129,3 +129,55 @@ func TestRelayClientGoneMidStreamClosesUpstream(t *testing.T) {
 		t.Fatalf("relayed connections still active: %d", r.stats.Active.Load())
 	}
 }
+
+// Clients that connect and send nothing, or send a byte now and then, do
+// not keep another client from being served.
+func TestRelaySilentAndSlowClientsDoNotStarveOthers(t *testing.T) {
+	u := startUpstream(t, echo)
+	r := startRelay(t, u.path)
+	var idle []net.Conn
+	for range 200 {
+		c, err := net.Dial("unix", r.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		idle = append(idle, c)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 20 {
+		c, err := net.Dial("unix", r.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		idle = append(idle, c)
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(50 * time.Millisecond):
+					c.Write([]byte("x"))
+				}
+			}
+		})
+	}
+	defer func() {
+		close(stop)
+		wg.Wait()
+		for _, c := range idle {
+			c.Close()
+		}
+	}()
+	c := dial(t, r.path)
+	msg := []byte("ping")
+	got := make([]byte, len(msg))
+	for i := range 200 {
+		if _, err := c.Write(msg); err != nil {
+			t.Fatalf("exchange %d: write: %v", i, err)
+		}
+		if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, msg) {
+			t.Fatalf("exchange %d beside 220 silent or slow clients: got %q %v", i, got, err)
+		}
+	}
+}
