@@ -181,3 +181,144 @@ func TestRelaySilentAndSlowClientsDoNotStarveOthers(t *testing.T) {
 		}
 	}
 }
+
+// 1,000 connections at once, held for a while: 600 quiet streams, 300
+// clients pinging in a loop, 100 moving a megabyte each way. Nothing
+// fails, and afterwards goroutines and descriptors are back to baseline.
+func TestRelayThousandConcurrentMixed(t *testing.T) {
+	if testing.Short() {
+		t.Skip("1,000 connections")
+	}
+	u := startUpstream(t, func(c *net.UnixConn) {
+		var kind [1]byte
+		if _, err := io.ReadFull(c, kind[:]); err != nil {
+			return
+		}
+		switch kind[0] {
+		case 's': // a stream: an event every 100 ms until the client goes
+			go func() { io.Copy(io.Discard, c); c.Close() }()
+			for {
+				if _, err := c.Write([]byte("event\n")); err != nil {
+					return
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		default:
+			echo(c)
+		}
+	})
+	r := startRelay(t, u.path)
+	c := dial(t, r.path)
+	c.Write([]byte("px"))
+	io.ReadFull(c, make([]byte, 2))
+	c.Close()
+	waitFor(5*time.Second, func() bool { return r.stats.Active.Load() == 0 })
+	runtime.GC()
+	baseG := runtime.NumGoroutine()
+	_, baseFDs := fdCounts(t)
+
+	var failed atomic.Int64
+	fail := func() { failed.Add(1) }
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var ready sync.WaitGroup
+	conn := func() net.Conn {
+		c, err := net.DialTimeout("unix", r.path, 10*time.Second)
+		if err != nil {
+			fail()
+			return nil
+		}
+		c.SetDeadline(time.Now().Add(60 * time.Second))
+		return c
+	}
+	for range 600 {
+		ready.Add(1)
+		wg.Go(func() {
+			c := conn()
+			ready.Done()
+			if c == nil {
+				return
+			}
+			defer c.Close()
+			c.Write([]byte("s"))
+			line := make([]byte, 6)
+			for {
+				if _, err := io.ReadFull(c, line); err != nil || string(line) != "event\n" {
+					fail()
+					return
+				}
+				select {
+				case <-stop:
+					return
+				default:
+				}
+			}
+		})
+	}
+	for range 300 {
+		ready.Add(1)
+		wg.Go(func() {
+			c := conn()
+			ready.Done()
+			if c == nil {
+				return
+			}
+			defer c.Close()
+			c.Write([]byte("p"))
+			got := make([]byte, 4)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := c.Write([]byte("ping")); err != nil {
+					fail()
+					return
+				}
+				if _, err := io.ReadFull(c, got); err != nil || string(got) != "ping" {
+					fail()
+					return
+				}
+			}
+		})
+	}
+	for i := range 100 {
+		ready.Add(1)
+		wg.Go(func() {
+			c := conn()
+			ready.Done()
+			if c == nil {
+				return
+			}
+			defer c.Close()
+			payload := bytes.Repeat([]byte{byte(i)}, 1<<20)
+			go func() {
+				c.Write([]byte("b"))
+				c.Write(payload)
+				c.(*net.UnixConn).CloseWrite()
+			}()
+			got, err := io.ReadAll(c)
+			if err != nil || !bytes.Equal(got, payload) {
+				fail()
+			}
+		})
+	}
+	ready.Wait()
+	if !waitFor(30*time.Second, func() bool { return r.stats.Total.Load() >= 1001 }) {
+		t.Fatalf("accepted %d of 1,000 connections", r.stats.Total.Load()-1)
+	}
+	time.Sleep(2 * time.Second) // held for a while
+	close(stop)
+	wg.Wait()
+	if n := failed.Load(); n != 0 {
+		t.Fatalf("failed connections: got %d of 1,000, want 0", n)
+	}
+	if !waitFor(15*time.Second, func() bool { return r.stats.Active.Load() == 0 && runtime.NumGoroutine() <= baseG }) {
+		t.Fatalf("after the load: %d active, %d goroutines, want 0 and at most %d", r.stats.Active.Load(), runtime.NumGoroutine(), baseG)
+	}
+	if !waitFor(15*time.Second, func() bool { _, n := fdCounts(t); return n <= baseFDs }) {
+		_, n := fdCounts(t)
+		t.Fatalf("descriptors other than pipes: got %d, want at most %d", n, baseFDs)
+	}
+}
