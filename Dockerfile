@@ -1,9 +1,9 @@
 # The plugin's rootfs, for users who build with Docker instead of make.
-# make plugin assembles the same tree offline; to use this instead:
-#   docker build -t sockrelay-rootfs .
-#   id=$(docker create sockrelay-rootfs true)
-#   mkdir -p plugin/rootfs && docker export "$id" | tar -x -C plugin/rootfs
-#   docker rm "$id" && cp config.json plugin/ && docker plugin create sockrelay plugin
+# Its one layer equals what make plugin assembles offline: the same files,
+# and a byte-identical binary for the same VERSION and COMMIT
+# (scripts/dockerfile-check.sh compares them).
+#   docker build --output type=local,dest=plugin/rootfs .     # BuildKit
+#   cp config.json plugin/ && docker plugin create sockrelay plugin
 FROM golang:1.26.8-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./

@@ -8,7 +8,7 @@ GO          ?= go
 LDFLAGS     := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 export CGO_ENABLED = 0
 
-.PHONY: help build test e2e check fuzz bench plugin install push uninstall demo dockerd clean
+.PHONY: help build plugin-rootfs test e2e check fuzz bench plugin install push uninstall demo dockerd clean
 
 help:
 	@echo "build    bin/sockrelay, a static binary"
@@ -28,12 +28,17 @@ test: build
 	$(GO) vet ./...
 	CGO_ENABLED=1 $(GO) test -race -count=1 ./...
 
-plugin: build
-	rm -rf plugin
-	mkdir -p plugin/rootfs/mnt/volumes plugin/rootfs/host/run plugin/rootfs/host/etc \
-	         plugin/rootfs/run/docker/plugins plugin/rootfs/etc plugin/rootfs/proc plugin/rootfs/dev \
-	         plugin/rootfs/sys plugin/rootfs/tmp
-	cp bin/sockrelay plugin/rootfs/sockrelay
+# The rootfs: the static binary and the empty directories it mounts on.
+# The Dockerfile builds the same (scripts/dockerfile-check.sh).
+ROOTFS ?= plugin/rootfs
+plugin-rootfs: build
+	rm -rf $(ROOTFS)
+	mkdir -p $(ROOTFS)/mnt/volumes $(ROOTFS)/host/run $(ROOTFS)/host/etc \
+	         $(ROOTFS)/run/docker/plugins $(ROOTFS)/etc $(ROOTFS)/proc $(ROOTFS)/dev \
+	         $(ROOTFS)/sys $(ROOTFS)/tmp
+	cp bin/sockrelay $(ROOTFS)/sockrelay
+
+plugin: plugin-rootfs
 	cp config.json plugin/config.json
 	scripts/plugin.sh create $(PLUGIN) plugin
 
