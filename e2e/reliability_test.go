@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sockrelay/sockrelay/internal/state"
 )
 
 // kill -9 the plugin again and again while volumes are created, mounted
@@ -95,9 +97,7 @@ func TestKillNineLoop(t *testing.T) {
 // readState parses the plugin's state file from the host side.
 func readState(t *testing.T) map[string]json.RawMessage {
 	t.Helper()
-	id := strings.TrimSpace(must(t, "plugin", "inspect", "-f", "{{.Id}}", plugin))
-	root := strings.TrimSpace(must(t, "info", "-f", "{{.DockerRootDir}}"))
-	b, err := os.ReadFile(filepath.Join(root, "plugins", id, "propagated-mount", ".sockrelay", "state.json"))
+	b, err := os.ReadFile(statePath(t))
 	if err != nil {
 		t.Fatalf("state file: %v", err)
 	}
@@ -148,4 +148,79 @@ func TestShutdownWithOpenStreams(t *testing.T) {
 	must(t, "plugin", "enable", plugin)
 	wantPing(t, runClient(t, relayVol, "srclient", "ping", "/var/run/docker.sock"))
 	t.Logf("disable with two open streams took %v", took.Round(time.Millisecond))
+}
+
+// 5,000 volumes: docker volume ls lists them all, and Create, Mount and
+// Remove keep working. The volumes are written into the plugin's state
+// while it is disabled (5,000 Creates through the CLI would take the
+// better part of the run); the plugin restores each at start.
+func TestFiveThousandVolumes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("5,000 volumes")
+	}
+	const n = 5000
+	scale := prefix + "scale-"
+	must(t, "plugin", "disable", "-f", plugin)
+	path := statePath(t)
+	store, err := state.New(filepath.Dir(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vols, err := store.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		name := fmt.Sprintf("%s%04d", scale, i)
+		vols[name] = &state.Volume{Name: name, CreatedAt: time.Now().UTC().Truncate(time.Second), Mode: "relay",
+			UID: 100000, GID: 100000, Perm: 0o660, Socket: "docker.sock", Target: "/var/run/docker.sock",
+			Remap: &state.Remap{UID: 100000, GID: 100000, Size: 65536}}
+	}
+	if err := store.Save(vols); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// Through the daemon, so that its records go too; a few hundred
+		// names a call.
+		out, _ := dockerOut("volume", "ls", "-q", "--filter", "name="+scale)
+		names := strings.Fields(out)
+		for len(names) > 0 {
+			k := min(len(names), 500)
+			dockerOut(append([]string{"volume", "rm", "-f"}, names[:k]...)...)
+			names = names[k:]
+		}
+	})
+	start := time.Now()
+	must(t, "plugin", "enable", plugin)
+	t.Logf("enable with %d volumes: %v", len(vols), time.Since(start).Round(time.Millisecond))
+
+	start = time.Now()
+	out := must(t, "volume", "ls", "-q", "--filter", "driver="+plugin)
+	listed := 0
+	for _, v := range strings.Fields(out) {
+		if strings.HasPrefix(v, scale) {
+			listed++
+		}
+	}
+	if listed != n {
+		t.Fatalf("docker volume ls: got %d of the %d volumes", listed, n)
+	}
+	t.Logf("docker volume ls of %d volumes: %v", len(strings.Fields(out)), time.Since(start).Round(time.Millisecond))
+
+	if st := status(t, scale+"4999"); st["owner"] != "100000:100000" {
+		t.Fatalf("inspect of a restored volume: got %v", st)
+	}
+	start = time.Now()
+	vol := newVolume(t)
+	wantPing(t, runClient(t, vol, "srclient", "ping", "/var/run/docker.sock"))
+	wantPing(t, runClient(t, scale+"0042", "srclient", "ping", "/var/run/docker.sock"))
+	t.Logf("create, two runs (mount, ping, unmount) beside %d volumes: %v", n, time.Since(start).Round(time.Millisecond))
+}
+
+// statePath is the host path of the plugin's state file.
+func statePath(t *testing.T) string {
+	t.Helper()
+	id := strings.TrimSpace(must(t, "plugin", "inspect", "-f", "{{.Id}}", plugin))
+	root := strings.TrimSpace(must(t, "info", "-f", "{{.DockerRootDir}}"))
+	return filepath.Join(root, "plugins", id, "propagated-mount", ".sockrelay", state.FileName)
 }
