@@ -245,7 +245,7 @@ func (d *Driver) Create(r *volume.CreateRequest) error {
 		d.removeDir(r.Name)
 		return err
 	}
-	d.log.Info("volume created", "volume", r.Name, "mode", v.Mode, "owner", ownerString(v), "socket", v.Socket, "target", v.Target, "owner_source", rg.Source)
+	d.log.Info("volume created", "volume", r.Name, "mode", v.Mode, "owner", ownerString(v), "owner_source", rg.Source)
 	return nil
 }
 
