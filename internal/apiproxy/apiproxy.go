@@ -199,6 +199,14 @@ func (cc *clientConn) one(x *exchange) bool {
 	}
 	x.method = req.Method
 	p.Stats.Requests.Add(1)
+	if hasBody(req) && strings.EqualFold(req.Header.Get("Expect"), "100-continue") {
+		// The body is read here, so the go-ahead is ours to give; the
+		// daemon gets the request without the Expect.
+		req.Header.Del("Expect")
+		if _, err := io.WriteString(cc.c, "HTTP/1.1 100 Continue\r\n\r\n"); err != nil {
+			return false
+		}
+	}
 
 	var body []byte
 	if pol.BodyNeeded(req.Method, req.RequestURI) && hasBody(req) {

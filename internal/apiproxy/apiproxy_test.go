@@ -458,3 +458,31 @@ func TestStalledClientsDoNotStarveOthers(t *testing.T) {
 		c.Close()
 	}
 }
+
+// Expect: 100-continue gets its go-ahead from the proxy, which reads the
+// body, for inspected and passed-through bodies alike.
+func TestExpectContinue(t *testing.T) {
+	f := start(t, "no-escalation")
+	for _, tc := range []struct{ target, body, want string }{
+		{"/v1.41/containers/create", `{"Image":"x"}`, `{"Id":"x","Len":13}`},
+		{"/upload", "hello", "5 2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"},
+	} {
+		c := f.dial(t)
+		fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: d\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n", tc.target, len(tc.body))
+		br := bufio.NewReader(c)
+		line, err := br.ReadString('\n')
+		if err != nil || line != "HTTP/1.1 100 Continue\r\n" {
+			t.Fatalf("%s: got %q %v, want the 100 Continue first", tc.target, line, err)
+		}
+		br.ReadString('\n')
+		io.WriteString(c, tc.body)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if string(b) != tc.want {
+			t.Fatalf("%s: got %d %q, want %q", tc.target, resp.StatusCode, b, tc.want)
+		}
+	}
+}
