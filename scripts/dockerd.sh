@@ -24,13 +24,14 @@ remapped() {
 }
 
 install_docker() {
-	command -v dockerd >/dev/null && command -v docker-compose >/dev/null && command -v socat >/dev/null && return 0
+	command -v dockerd >/dev/null && command -v docker-compose >/dev/null && command -v socat >/dev/null &&
+		command -v pgrep >/dev/null && command -v script >/dev/null && return 0
 	[ "$(id -u)" = 0 ] || die "Docker is not installed and installing it needs root"
 	command -v apt-get >/dev/null || die "Docker is not installed; install docker.io and docker-compose with your package manager"
-	say "installing docker.io, docker-compose and socat from Debian's packages"
+	say "installing docker.io, docker-compose, socat, procps and bsdutils from Debian's packages"
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq >/dev/null
-	apt-get install -y -qq docker.io docker-compose socat >/dev/null
+	apt-get install -y -qq docker.io docker-compose socat procps bsdutils >/dev/null
 }
 
 ours() { [ -s "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
