@@ -51,12 +51,19 @@ type Proxy struct {
 	Log    *slog.Logger // operational events
 	Audit  *slog.Logger // one line per request
 	Stats  *Stats
+
+	pool pool // idle upstream connections
 }
+
+// IdleUpstreams is the number of upstream connections kept idle for the
+// next client connection.
+func (p *Proxy) IdleUpstreams() int { return p.pool.len() }
 
 // Serve accepts on ln until ctx ends or ln is closed; it returns when
 // every connection it started is closed. When ctx ends, open connections,
 // streams included, are cut.
 func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
+	defer p.pool.close()
 	return relay.Accept(ctx, ln, p.Log.With("volume", p.Volume), func(c net.Conn) {
 		uc, ok := c.(*net.UnixConn)
 		if !ok {
@@ -69,22 +76,43 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 		stop := context.AfterFunc(ctx, cc.close)
 		defer stop()
 		cc.serve()
-		cc.close()
+		cc.finish()
 	})
 }
 
 // clientConn is one client connection and the upstream connection that
-// mirrors it (dialled at its first allowed request).
+// mirrors it (taken from the pool or dialled at its first allowed
+// request).
 type clientConn struct {
 	p    *Proxy
 	c    *net.UnixConn
 	br   *bufio.Reader
 	peer peer
+	// clean says the upstream connection is between exchanges: the last
+	// response was read whole, the daemon did not ask to close, and
+	// nothing is left over. Only a clean connection goes back to the pool.
+	clean bool
 
 	mu     sync.Mutex
 	closed bool
 	up     *net.UnixConn
 	ubr    *bufio.Reader
+}
+
+// finish ends a connection whose serve returned: the upstream connection
+// goes back to the pool when it is clean, and everything else is closed.
+func (cc *clientConn) finish() {
+	cc.mu.Lock()
+	up := cc.up
+	keep := up != nil && cc.clean && !cc.closed
+	if keep {
+		cc.up = nil
+	}
+	cc.mu.Unlock()
+	if keep {
+		cc.p.pool.put(up)
+	}
+	cc.close()
 }
 
 func (cc *clientConn) close() {
@@ -242,18 +270,23 @@ func (cc *clientConn) one(x *exchange) bool {
 	}
 	x.allow = true
 
-	up, ubr, err := cc.upstream()
-	if err != nil {
+	if _, _, err := cc.upstream(); err != nil {
 		p.Log.Warn("upstream unreachable", "volume", p.Volume, "err", err)
 		cc.refuse(x, http.StatusBadGateway, "upstream", "the Docker daemon did not answer; try again")
 		return false
 	}
-	if err := cc.forwardRequest(x, req, body, up); err != nil {
+	if err := cc.forwardRequest(x, req, body); err != nil {
 		p.Log.Debug("forward request", "volume", p.Volume, "err", err)
+		if errors.Is(err, errHeadNotSent) {
+			cc.refuse(x, http.StatusBadGateway, "upstream", "the Docker daemon did not answer; try again")
+		}
 		return false
 	}
-	return cc.forwardResponse(x, req, up, ubr)
+	return cc.forwardResponse(x, req)
 }
+
+// errHeadNotSent marks a request of which nothing reached the daemon.
+var errHeadNotSent = errors.New("the request could not be written to the daemon")
 
 const tooLarge = "request bodies the policy inspects are limited to 1 MiB"
 
@@ -261,6 +294,8 @@ func hasBody(req *http.Request) bool {
 	return req.ContentLength > 0 || len(req.TransferEncoding) > 0
 }
 
+// upstream returns the connection's upstream, taking one from the pool or
+// dialling one if it has none yet.
 func (cc *clientConn) upstream() (*net.UnixConn, *bufio.Reader, error) {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
@@ -268,11 +303,11 @@ func (cc *clientConn) upstream() (*net.UnixConn, *bufio.Reader, error) {
 		if cc.closed {
 			return nil, nil, net.ErrClosed
 		}
-		c, err := net.DialTimeout("unix", cc.p.Upstream, relay.DialTimeout)
+		c, _, err := cc.p.pool.get(cc.p.Upstream)
 		if err != nil {
 			return nil, nil, err
 		}
-		cc.up = c.(*net.UnixConn)
+		cc.up = c
 	}
 	if cc.ubr == nil {
 		cc.ubr = readers.Get().(*bufio.Reader)
@@ -281,13 +316,56 @@ func (cc *clientConn) upstream() (*net.UnixConn, *bufio.Reader, error) {
 	return cc.up, cc.ubr, nil
 }
 
+// dropUpstream closes the upstream connection; the next call to upstream
+// makes another.
+func (cc *clientConn) dropUpstream() {
+	cc.mu.Lock()
+	up := cc.up
+	cc.up = nil
+	if cc.ubr != nil {
+		cc.ubr.Reset(nil)
+		readers.Put(cc.ubr)
+		cc.ubr = nil
+	}
+	cc.mu.Unlock()
+	if up != nil {
+		up.Close()
+	}
+}
+
+// writeHead writes what goes first of a request (its head, and a small
+// body with it). A pooled connection the daemon closed a moment ago
+// refuses the write whole; nothing reached the daemon, so the write is
+// tried once more on a new connection.
+func (cc *clientConn) writeHead(p []byte) error {
+	for try := 0; ; try++ {
+		_, err := cc.up.Write(p)
+		if err == nil {
+			return nil
+		}
+		if try > 0 || !(errors.Is(err, unix.EPIPE) || errors.Is(err, unix.ECONNRESET)) {
+			return fmt.Errorf("%w: %w", errHeadNotSent, err)
+		}
+		cc.dropUpstream()
+		if _, _, err := cc.upstream(); err != nil {
+			return fmt.Errorf("%w: %w", errHeadNotSent, err)
+		}
+	}
+}
+
 // forwardRequest writes the request head, re-encoded from what was
 // parsed, and its body: the inspected bytes, or the client's bytes as
 // they come.
-func (cc *clientConn) forwardRequest(x *exchange, req *http.Request, body []byte, up *net.UnixConn) error {
+func (cc *clientConn) forwardRequest(x *exchange, req *http.Request, body []byte) error {
+	cc.clean = false
 	h := req.Header
 	h.Del("Content-Length")
 	h.Del("Transfer-Encoding")
+	if req.Close && req.ProtoAtLeast(1, 1) {
+		// The client's close is the client's: the daemon's connection
+		// stays open for the pool, and the answer tells the client.
+		dropToken(h, "Connection", "close")
+	}
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "%s %s %s\r\nHost: %s\r\n", req.Method, req.RequestURI, req.Proto, hostOr(req.Host))
 	chunked := false
@@ -306,13 +384,12 @@ func (cc *clientConn) forwardRequest(x *exchange, req *http.Request, body []byte
 	case body != nil:
 		b.Write(body)
 		x.in = int64(len(body))
-		_, err := up.Write(b.Bytes())
-		return err
+		return cc.writeHead(b.Bytes())
 	case chunked:
-		if _, err := up.Write(b.Bytes()); err != nil {
+		if err := cc.writeHead(b.Bytes()); err != nil {
 			return err
 		}
-		n, err := copyChunked(up, cc.br, cc.c)
+		n, err := copyChunked(cc.up, cc.br, cc.c)
 		x.in = n
 		return err
 	default:
@@ -325,18 +402,49 @@ func (cc *clientConn) forwardRequest(x *exchange, req *http.Request, body []byte
 			n = 0
 			x.in = int64(len(p))
 		}
-		if _, err := up.Write(b.Bytes()); err != nil {
+		if err := cc.writeHead(b.Bytes()); err != nil {
 			return err
 		}
-		k, err := copyN(up, cc.br, cc.c, n)
+		k, err := copyN(cc.up, cc.br, cc.c, n)
 		x.in += k
 		return err
 	}
 }
 
+// reusable says whether the daemon's connection may carry another
+// request once resp is read whole: HTTP/1.1 both ways (an HTTP/1.0
+// exchange closes unless both ends say otherwise, and that is not worth
+// trusting), no close asked for, and nothing sent beyond the response.
+func reusable(req *http.Request, resp *http.Response, ubr *bufio.Reader) bool {
+	return req.ProtoAtLeast(1, 1) && resp.ProtoAtLeast(1, 1) && !resp.Close && ubr.Buffered() == 0
+}
+
+// dropToken removes token from the comma-separated values of header key.
+func dropToken(h http.Header, key, token string) {
+	var keep []string
+	for _, v := range h.Values(key) {
+		for _, t := range strings.Split(v, ",") {
+			if t = strings.TrimSpace(t); t != "" && !strings.EqualFold(t, token) {
+				keep = append(keep, t)
+			}
+		}
+	}
+	h.Del(key)
+	if len(keep) > 0 {
+		h.Set(key, strings.Join(keep, ", "))
+	}
+}
+
 // forwardResponse passes the daemon's response on. It reports whether
 // the connection may serve another request.
-func (cc *clientConn) forwardResponse(x *exchange, req *http.Request, up *net.UnixConn, ubr *bufio.Reader) bool {
+func (cc *clientConn) forwardResponse(x *exchange, req *http.Request) bool {
+	up, ubr := cc.up, cc.ubr
+	// done says whether the daemon's connection is clean once the response
+	// is read whole (err == nil), and whether the client's goes on.
+	done := func(resp *http.Response, err error) bool {
+		cc.clean = err == nil && reusable(req, resp, ubr)
+		return err == nil && !req.Close && !resp.Close
+	}
 	for {
 		if _, err := peekHead(ubr); err != nil {
 			cc.p.Log.Debug("read response", "volume", cc.p.Volume, "err", err)
@@ -354,6 +462,9 @@ func (cc *clientConn) forwardResponse(x *exchange, req *http.Request, up *net.Un
 		resp.Header.Del("Transfer-Encoding")
 		if !noBody {
 			resp.Header.Del("Content-Length") // written below from what was parsed
+		}
+		if req.Close && resp.StatusCode != http.StatusSwitchingProtocols {
+			resp.Header.Set("Connection", "close") // its close was not passed on
 		}
 		var b bytes.Buffer
 		fmt.Fprintf(&b, "%s %s\r\n", resp.Proto, resp.Status)
@@ -378,6 +489,7 @@ func (cc *clientConn) forwardResponse(x *exchange, req *http.Request, up *net.Un
 			continue // 100 Continue and friends: the final response follows
 		case noBody:
 			_, err := cc.c.Write(b.Bytes())
+			cc.clean = reusable(req, resp, ubr) // nothing more to read
 			return err == nil && !req.Close && !resp.Close
 		case chunked:
 			if _, err := cc.c.Write(b.Bytes()); err != nil {
@@ -385,7 +497,7 @@ func (cc *clientConn) forwardResponse(x *exchange, req *http.Request, up *net.Un
 			}
 			n, err := copyChunked(cc.c, ubr, up)
 			x.out = n
-			return err == nil && !req.Close && !resp.Close
+			return done(resp, err)
 		case untilClose:
 			// The daemon's old-style hijack (attach without Upgrade): a
 			// raw stream, delimited by close.
@@ -406,7 +518,7 @@ func (cc *clientConn) forwardResponse(x *exchange, req *http.Request, up *net.Un
 			}
 			k, err := copyN(cc.c, ubr, up, n)
 			x.out += k
-			return err == nil && !req.Close && !resp.Close
+			return done(resp, err)
 		}
 	}
 }

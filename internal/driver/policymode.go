@@ -144,6 +144,7 @@ func (s *policyServer) Status(st map[string]any) {
 	st["requests"] = s.proxy.Stats.Requests.Load()
 	st["denied"] = s.proxy.Stats.Denied.Load()
 	st["bytes_relayed"] = s.proxy.Stats.Bytes.Load()
+	st["upstream_idle"] = s.proxy.IdleUpstreams()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st["policy_reloads"] = s.reloads
