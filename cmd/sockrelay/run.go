@@ -15,6 +15,7 @@ import (
 
 	"github.com/docker/go-plugins-helpers/volume"
 
+	"github.com/sockrelay/sockrelay/internal/apiproxy"
 	"github.com/sockrelay/sockrelay/internal/config"
 	"github.com/sockrelay/sockrelay/internal/driver"
 	"github.com/sockrelay/sockrelay/internal/idmap"
@@ -112,7 +113,7 @@ func runPlugin(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout
 	defer userns.Close()
 	policies := driver.Policies{Dir: cfg.PolicyDir, Shown: cfg.PolicyDirHost}
 	// The audit log is JSON whatever LOG_FORMAT says: one line a request.
-	audit := slog.New(slog.NewJSONHandler(stdout, nil)).With("log", "audit")
+	audit := apiproxy.NewAuditLog(stdout)
 	d, err := driver.New(relayCtx, driver.Config{
 		Log:            log,
 		Store:          store,

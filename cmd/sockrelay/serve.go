@@ -39,7 +39,7 @@ func runServe(ctx context.Context, cfg *config.Serve, log *slog.Logger, stdout i
 		px := &apiproxy.Proxy{
 			Volume: filepath.Base(cfg.Listen), Upstream: cfg.Target,
 			Policy: func() *policy.Policy { return pol },
-			Log:    log, Audit: slog.New(slog.NewJSONHandler(stdout, nil)).With("log", "audit"),
+			Log:    log, Audit: apiproxy.NewAuditLog(stdout),
 			Stats: &apiproxy.Stats{},
 		}
 		err = px.Serve(ctx, ln)

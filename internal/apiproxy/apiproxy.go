@@ -49,7 +49,7 @@ type Proxy struct {
 	// (a policy file that changed on disk), never during one.
 	Policy func() *policy.Policy
 	Log    *slog.Logger // operational events
-	Audit  *slog.Logger // one line per request
+	Audit  *AuditLog    // one line per request
 	Stats  *Stats
 
 	pool pool // idle upstream connections
@@ -578,19 +578,8 @@ const (
 func (cc *clientConn) audit(x *exchange) {
 	p := cc.p
 	p.Stats.Bytes.Add(uint64(x.in + x.out))
-	decision := "deny"
-	if x.allow {
-		decision = "allow"
-	}
-	attrs := []any{
-		"volume", p.Volume, "policy", x.policy, "method", x.method, "path", x.path,
-		"decision", decision, "rule", x.rule, "status", x.status,
-		"bytes_in", x.in, "bytes_out", x.out, "duration_ms", time.Since(x.start).Milliseconds(),
-	}
-	if cc.peer.ok {
-		attrs = append(attrs, "peer_pid", cc.peer.pid, "peer_uid", cc.peer.uid)
-	}
-	p.Audit.Info("request", attrs...)
+	var buf [512]byte
+	p.Audit.write(p.auditLine(buf[:0], cc, x, time.Now()))
 }
 
 func hostOr(h string) string {

@@ -147,7 +147,7 @@ func start(t testing.TB, preset string) *fixture {
 	}
 	p := &Proxy{
 		Volume: "v", Upstream: upstream(t, dir), Policy: func() *policy.Policy { return pol },
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Audit: slog.New(slog.NewJSONHandler(f.audit, nil)), Stats: f.stats,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Audit: NewAuditLog(f.audit), Stats: f.stats,
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -412,7 +412,7 @@ func TestShutdownCutsStreams(t *testing.T) {
 	sock := filepath.Join(dir, "p.sock")
 	ln, _ := net.Listen("unix", sock)
 	p := &Proxy{Volume: "v", Upstream: upstream(t, dir), Policy: func() *policy.Policy { return pol },
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Audit: slog.New(slog.NewTextHandler(io.Discard, nil)), Stats: &Stats{}}
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Audit: NewAuditLog(io.Discard), Stats: &Stats{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { p.Serve(ctx, ln); close(done) }()

@@ -146,7 +146,7 @@ func startPooled(t *testing.T, dir string, u *rawUpstream, preset string) (strin
 	}
 	p := &Proxy{
 		Volume: "v", Upstream: u.sock, Policy: func() *policy.Policy { return pol },
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Audit: slog.New(slog.NewJSONHandler(io.Discard, nil)), Stats: &Stats{},
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Audit: NewAuditLog(io.Discard), Stats: &Stats{},
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

@@ -55,7 +55,7 @@ func PolicyCheck(ps Policies) CheckFunc {
 
 // PolicyMode serves a volume through the policy proxy. audit gets one
 // line per request.
-func PolicyMode(log, audit *slog.Logger, ps Policies) StartFunc {
+func PolicyMode(log *slog.Logger, audit *apiproxy.AuditLog, ps Policies) StartFunc {
 	return func(ctx context.Context, dir *os.File, v *state.Volume, upstream string) (Server, error) {
 		pol, err := ps.load(v.Policy)
 		if err != nil {

@@ -1,0 +1,168 @@
+package apiproxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// slogLine is the line log/slog's JSON handler writes for x: what the
+// audit log wrote before it had its own encoder, and what readers of the
+// daemon's log parse.
+func slogLine(t testing.TB, p *Proxy, cc *clientConn, x *exchange, now time.Time) []byte {
+	var b bytes.Buffer
+	h := slog.NewJSONHandler(&b, nil).WithAttrs([]slog.Attr{slog.String("log", "audit")})
+	decision := "deny"
+	if x.allow {
+		decision = "allow"
+	}
+	r := slog.NewRecord(now, slog.LevelInfo, "request", 0)
+	r.Add("volume", p.Volume, "policy", x.policy, "method", x.method, "path", x.path,
+		"decision", decision, "rule", x.rule, "status", x.status,
+		"bytes_in", x.in, "bytes_out", x.out, "duration_ms", now.Sub(x.start).Milliseconds())
+	if cc.peer.ok {
+		r.Add("peer_pid", cc.peer.pid, "peer_uid", cc.peer.uid)
+	}
+	if err := h.Handle(context.Background(), r); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+// The hand encoder writes exactly what slog wrote, hostile strings
+// included.
+func TestAuditLineIsSlogsLine(t *testing.T) {
+	now := time.Date(2026, 11, 29, 11, 2, 11, 123456789, time.FixedZone("x", 3600))
+	for _, tc := range []struct {
+		name string
+		x    exchange
+		peer peer
+	}{
+		{"allowed", exchange{policy: "full", method: "GET", path: "/containers/json", rule: "full", allow: true, status: 200, in: 0, out: 3, start: now.Add(-3 * time.Millisecond)}, peer{pid: 4242, uid: 100000, ok: true}},
+		{"denied, no peer", exchange{policy: "file:ci", method: "POST", path: "/containers/create", rule: "no-privileged", status: 403, in: 1621, out: 104, start: now}, peer{}},
+		{"bad request", exchange{rule: "bad-request", status: 400, start: now}, peer{pid: 1, uid: 0, ok: true}},
+		{"hostile path", exchange{method: "G\"ET", path: "/a\"b\\c\n\r\t\x00\x1f\x7f<>&\u2028\u2029é\xff\xfe" + "😀", rule: "path-not-canonical", status: 400, start: now}, peer{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := &Proxy{Volume: "vol.1"}
+			cc := &clientConn{peer: tc.peer}
+			got := p.auditLine(nil, cc, &tc.x, now)
+			want := slogLine(t, p, cc, &tc.x, now)
+			if !bytes.Equal(got, want) {
+				t.Fatalf("audit line\n got %s\nwant %s", got, want)
+			}
+		})
+	}
+}
+
+// Whatever a client sends as method or path, the line is slog's line:
+// one line of valid JSON.
+func FuzzAuditLine(f *testing.F) {
+	f.Add("GET", "/containers/json")
+	f.Add("P\"OST", "/a\\b\n\u2028\xff")
+	f.Fuzz(func(t *testing.T, method, path string) {
+		now := time.Unix(1700000000, 5)
+		p := &Proxy{Volume: "v"}
+		cc := &clientConn{peer: peer{pid: 7, uid: 100000, ok: true}}
+		x := &exchange{policy: "full", method: method, path: path, rule: "r", status: 200, start: now}
+		got := p.auditLine(nil, cc, x, now)
+		if want := slogLine(t, p, cc, x, now); !bytes.Equal(got, want) {
+			t.Fatalf("audit line\n got %q\nwant %q", got, want)
+		}
+		if bytes.Count(got, []byte("\n")) != 1 || !json.Valid(got) {
+			t.Fatalf("not one line of JSON: %q", got)
+		}
+	})
+}
+
+// Lines written at once by many requests all arrive whole, in writes
+// that may carry several.
+func TestAuditLogConcurrentLinesWhole(t *testing.T) {
+	var out syncBuffer
+	a := NewAuditLog(&out)
+	var wg sync.WaitGroup
+	for g := 0; g < 50; g++ {
+		wg.Go(func() {
+			for i := 0; i < 200; i++ {
+				a.write(fmt.Appendf(nil, "{\"g\":%d,\"i\":%d}\n", g, i))
+			}
+		})
+	}
+	wg.Wait()
+	seen := map[[2]int]bool{}
+	for _, l := range strings.Split(strings.TrimSuffix(out.b.String(), "\n"), "\n") {
+		var m struct{ G, I int }
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("line %q: %v", l, err)
+		}
+		seen[[2]int{m.G, m.I}] = true
+	}
+	if len(seen) != 50*200 {
+		t.Fatalf("got %d distinct lines, want %d", len(seen), 50*200)
+	}
+}
+
+// blockingWriter holds every write until released.
+type blockingWriter struct {
+	release chan struct{}
+	mu      sync.Mutex
+	n       int
+}
+
+func (w *blockingWriter) Write(p []byte) (int, error) {
+	<-w.release
+	w.mu.Lock()
+	w.n += len(p)
+	w.mu.Unlock()
+	return len(p), nil
+}
+
+// An output that does not move holds requests back once maxPending bytes
+// wait: memory stays bounded and no line is dropped.
+func TestAuditLogBoundedWhenOutputStalls(t *testing.T) {
+	w := &blockingWriter{release: make(chan struct{})}
+	a := NewAuditLog(w)
+	line := []byte(strings.Repeat("x", 1023) + "\n")
+	const writers = 600 // 600 KiB, over twice maxPending
+	var returned sync.WaitGroup
+	done := make(chan struct{})
+	var count sync.Mutex
+	n := 0
+	for i := 0; i < writers; i++ {
+		returned.Go(func() {
+			a.write(line)
+			count.Lock()
+			n++
+			count.Unlock()
+		})
+	}
+	go func() { returned.Wait(); close(done) }()
+	time.Sleep(200 * time.Millisecond)
+	a.mu.Lock()
+	pending := len(a.pending)
+	a.mu.Unlock()
+	count.Lock()
+	got := n
+	count.Unlock()
+	if pending > maxPending+len(line) {
+		t.Fatalf("%d bytes pending with the output stalled, want at most %d", pending, maxPending+len(line))
+	}
+	if got == writers {
+		t.Fatalf("all %d writes returned with the output stalled; want them held back", writers)
+	}
+	close(w.release)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("writes still held after the output moved")
+	}
+	if w.n != writers*len(line) {
+		t.Fatalf("wrote %d bytes, want %d", w.n, writers*len(line))
+	}
+}
