@@ -61,13 +61,35 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	})
 }
 
-// Accept runs handle, each in a goroutine of its own, for the connections
-// accepted on ln until ctx ends or ln is closed; it returns when every
-// handle has returned. Accept errors (EMFILE and the like) back off rather
-// than spin.
+// Accept runs handle for the connections accepted on ln, concurrently,
+// until ctx ends or ln is closed; it returns when every handle has
+// returned. Accept errors (EMFILE and the like) back off rather than spin.
+//
+// A goroutine whose connection is done waits up to workerIdle for the
+// next one: on a busy socket, connections land on goroutines whose stacks
+// have already grown to what a connection needs, rather than each
+// starting small and growing (copying its stack) on the way.
 func Accept(ctx context.Context, ln net.Listener, log *slog.Logger, handle func(net.Conn)) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	idle := make(chan net.Conn) // unbuffered: a send lands only in a waiting worker
+	done := make(chan struct{})
+	defer close(done) // before wg.Wait: idle workers leave at once
+	worker := func(c net.Conn) {
+		t := time.NewTimer(workerIdle)
+		defer t.Stop()
+		for {
+			handle(c)
+			t.Reset(workerIdle)
+			select {
+			case c = <-idle:
+			case <-t.C:
+				return
+			case <-done:
+				return
+			}
+		}
+	}
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	var backoff time.Duration
@@ -87,9 +109,16 @@ func Accept(ctx context.Context, ln net.Listener, log *slog.Logger, handle func(
 			}
 		}
 		backoff = 0
-		wg.Go(func() { handle(c) })
+		select {
+		case idle <- c:
+		default:
+			wg.Go(func() { worker(c) })
+		}
 	}
 }
+
+// workerIdle is how long a connection's goroutine waits for another.
+const workerIdle = time.Second
 
 func (s *Server) handle(ctx context.Context, c net.Conn) {
 	dctx, cancel := context.WithTimeout(ctx, DialTimeout)
