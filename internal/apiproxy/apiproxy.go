@@ -143,13 +143,17 @@ var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<<10
 
 func (cc *clientConn) serve() {
 	defer cc.release(true)
-	for {
+	for first := true; ; first = false {
 		// Wait for the next request holding no buffer, unless the last
-		// read took in more (a pipelined request).
+		// read took in more (a pipelined request). The first request is
+		// read at once: a connection is opened to send one, and it is
+		// most often there already.
 		if cc.br == nil || cc.br.Buffered() == 0 {
 			cc.release(false)
-			if err := waitReadable(cc.c); err != nil {
-				return
+			if !first {
+				if err := waitReadable(cc.c); err != nil {
+					return
+				}
 			}
 			cc.br = readers.Get().(*bufio.Reader)
 			cc.br.Reset(cc.c)

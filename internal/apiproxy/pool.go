@@ -26,6 +26,11 @@ const (
 	maxIdle = 32
 	// idleTimeout is how long an idle connection is kept.
 	idleTimeout = 30 * time.Second
+	// checkAfter is the idle time after which a connection is checked
+	// before use. One idle for less is used as it is: if the daemon
+	// closed it in the meantime, the write is refused whole and
+	// writeHead makes a new one.
+	checkAfter = time.Second
 )
 
 // pool holds idle upstream connections, newest last.
@@ -55,7 +60,7 @@ func (p *pool) get(addr string) (c *net.UnixConn, reused bool, err error) {
 		p.idle[n-1] = idleConn{}
 		p.idle = p.idle[:n-1]
 		p.mu.Unlock()
-		if time.Since(ic.since) < idleTimeout && quiet(ic.c) {
+		if age := time.Since(ic.since); age < checkAfter || age < idleTimeout && quiet(ic.c) {
 			return ic.c, true, nil
 		}
 		ic.c.Close()

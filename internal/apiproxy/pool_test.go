@@ -3,6 +3,7 @@ package apiproxy
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -302,22 +303,59 @@ func TestPoolDropsStreamsAndCutAnswers(t *testing.T) {
 	waitFor(t, "the daemon to see both closed", func() bool { return u.open.Load() == 0 })
 }
 
-// A pooled connection the daemon closed (a restart) is not used: the
-// request goes over a new one.
+// A pooled connection the daemon closed (a restart) costs the client
+// nothing: one idle for a while is checked before use, and a fresh one
+// refuses the write whole, which is then made on a new connection.
 func TestPoolSkipsClosedConnections(t *testing.T) {
-	dir := tempDir(t)
-	u := newRawUpstream(t, dir)
-	sock, p, _ := startPooled(t, dir, u, "read-only")
-	once(t, sock, "GET /_ping HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
-	waitFor(t, "the connection to be pooled", func() bool { return p.IdleUpstreams() == 1 })
-	u.dropAll()
-	waitFor(t, "the daemon to close", func() bool { return u.open.Load() == 0 })
-	resp, body, _ := once(t, sock, "GET /_ping HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
-	if resp.StatusCode != 200 || body != "OK" {
-		t.Fatalf("after the daemon closed: got %d %q, want 200 OK", resp.StatusCode, body)
+	for _, aged := range []bool{false, true} {
+		t.Run(fmt.Sprintf("idle over checkAfter %v", aged), func(t *testing.T) {
+			dir := tempDir(t)
+			u := newRawUpstream(t, dir)
+			sock, p, _ := startPooled(t, dir, u, "read-only")
+			once(t, sock, "GET /_ping HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+			waitFor(t, "the connection to be pooled", func() bool { return p.IdleUpstreams() == 1 })
+			u.dropAll()
+			waitFor(t, "the daemon to close", func() bool { return u.open.Load() == 0 })
+			if aged {
+				p.pool.mu.Lock()
+				p.pool.idle[0].since = time.Now().Add(-checkAfter)
+				p.pool.mu.Unlock()
+			}
+			resp, body, _ := once(t, sock, "GET /_ping HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+			if resp.StatusCode != 200 || body != "OK" {
+				t.Fatalf("after the daemon closed: got %d %q, want 200 OK", resp.StatusCode, body)
+			}
+			if got := u.accepted.Load(); got != 2 {
+				t.Fatalf("daemon connections: got %d, want 2", got)
+			}
+		})
 	}
-	if got := u.accepted.Load(); got != 2 {
-		t.Fatalf("daemon connections: got %d, want 2", got)
+}
+
+// quiet tells an open, silent connection from one whose peer closed or
+// sent bytes nobody asked for.
+func TestQuiet(t *testing.T) {
+	a, b, err := socketPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if !quiet(a) {
+		t.Fatal("an open, silent connection: quiet false, want true")
+	}
+	b.Write([]byte("x"))
+	if quiet(a) {
+		t.Fatal("a connection with unread bytes: quiet true, want false")
+	}
+	b.Close()
+	c, d, err := socketPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	d.Close()
+	if quiet(c) {
+		t.Fatal("a connection whose peer closed: quiet true, want false")
 	}
 }
 
@@ -394,8 +432,12 @@ func TestPoolBounds(t *testing.T) {
 		t.Fatalf("expired connections must be closed, fresh ones kept")
 	}
 
-	// get returns the newest, and skips one whose peer is gone.
+	// get returns the newest, and skips one idle for checkAfter whose
+	// peer is gone.
 	peers[maxIdle-1].Close()
+	p.mu.Lock()
+	p.idle[len(p.idle)-1].since = time.Now().Add(-checkAfter)
+	p.mu.Unlock()
 	c, reused, err := p.get("/nonexistent")
 	if err != nil || !reused {
 		t.Fatalf("get: %v reused=%v, want a pooled connection", err, reused)
