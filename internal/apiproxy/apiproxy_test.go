@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -484,5 +485,50 @@ func TestExpectContinue(t *testing.T) {
 		if string(b) != tc.want {
 			t.Fatalf("%s: got %d %q, want %q", tc.target, resp.StatusCode, b, tc.want)
 		}
+	}
+}
+
+// A kept-alive connection's later requests are taken in by the read that
+// waits for them: one larger than that first read (a long header and a
+// body) arrives whole, and so does a small one after it.
+func TestLaterRequestsLargerThanFirstRead(t *testing.T) {
+	f := start(t, "full")
+	c := f.dial(t)
+	br := bufio.NewReader(c)
+	roundTrip := func(raw string) (*http.Response, string) {
+		t.Helper()
+		if _, err := io.WriteString(c, raw); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	if resp, body := roundTrip("GET /_ping HTTP/1.1\r\nHost: d\r\n\r\n"); resp.StatusCode != 200 || body != "OK" {
+		t.Fatalf("first: got %d %q", resp.StatusCode, body)
+	}
+	time.Sleep(50 * time.Millisecond) // the proxy waits for the next request
+	payload := bytes.Repeat([]byte("0123456789abcdef"), 640) // 10 KiB
+	sum := sha256.Sum256(payload)
+	raw := "POST /upload HTTP/1.1\r\nHost: d\r\nX-Pad: " + strings.Repeat("p", 3000) + fmt.Sprintf("\r\nContent-Length: %d\r\n\r\n", len(payload)) + string(payload)
+	want := fmt.Sprintf("%d %x", len(payload), sum)
+	if resp, body := roundTrip(raw); resp.StatusCode != 200 || body != want {
+		t.Fatalf("large: got %d %q, want 200 %q", resp.StatusCode, body, want)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if resp, body := roundTrip("GET /_ping HTTP/1.1\r\nHost: d\r\n\r\n"); resp.StatusCode != 200 || body != "OK" {
+		t.Fatalf("third: got %d %q", resp.StatusCode, body)
+	}
+	// The daemon's handlers take any method: the audit log shows what
+	// the proxy read.
+	var got []string
+	for _, l := range f.audit.lines(t) {
+		got = append(got, fmt.Sprint(l["method"], " ", l["path"], " ", l["bytes_in"]))
+	}
+	if want := []string{"GET /_ping 0", "POST /upload 10240", "GET /_ping 0"}; !slices.Equal(got, want) {
+		t.Fatalf("requests read: got %q, want %q", got, want)
 	}
 }
