@@ -523,7 +523,10 @@ func TestLaterRequestsLargerThanFirstRead(t *testing.T) {
 		t.Fatalf("third: got %d %q", resp.StatusCode, body)
 	}
 	// The daemon's handlers take any method: the audit log shows what
-	// the proxy read.
+	// the proxy read. A request's line follows its answer.
+	for deadline := time.Now().Add(5 * time.Second); len(f.audit.lines(t)) < 3 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
 	var got []string
 	for _, l := range f.audit.lines(t) {
 		got = append(got, fmt.Sprint(l["method"], " ", l["path"], " ", l["bytes_in"]))
