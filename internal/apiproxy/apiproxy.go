@@ -88,6 +88,9 @@ type clientConn struct {
 	c    *net.UnixConn
 	br   *bufio.Reader
 	peer peer
+	// sized is the upstream connection whose buffers, and the client's,
+	// were sized for bulk transfers.
+	sized *net.UnixConn
 	// clean says the upstream connection is between exchanges: the last
 	// response was read whole, the daemon did not ask to close, and
 	// nothing is left over. Only a clean connection goes back to the pool.
@@ -393,7 +396,7 @@ func (cc *clientConn) forwardRequest(x *exchange, req *http.Request, body []byte
 		if err := cc.writeHead(b.Bytes()); err != nil {
 			return err
 		}
-		n, err := copyChunked(cc.up, cc.br, cc.c)
+		n, err := copyChunked(cc.up, cc.br, cc.c, cc.bulk)
 		x.in = n
 		return err
 	default:
@@ -408,6 +411,9 @@ func (cc *clientConn) forwardRequest(x *exchange, req *http.Request, body []byte
 		}
 		if err := cc.writeHead(b.Bytes()); err != nil {
 			return err
+		}
+		if n > bulkBody {
+			cc.bulk()
 		}
 		k, err := copyN(cc.up, cc.br, cc.c, n)
 		x.in += k
@@ -499,7 +505,7 @@ func (cc *clientConn) forwardResponse(x *exchange, req *http.Request) bool {
 			if _, err := cc.c.Write(b.Bytes()); err != nil {
 				return false
 			}
-			n, err := copyChunked(cc.c, ubr, up)
+			n, err := copyChunked(cc.c, ubr, up, cc.bulk)
 			x.out = n
 			return done(resp, err)
 		case untilClose:
@@ -519,6 +525,9 @@ func (cc *clientConn) forwardResponse(x *exchange, req *http.Request) bool {
 			}
 			if _, err := cc.c.Write(b.Bytes()); err != nil {
 				return false
+			}
+			if n > bulkBody {
+				cc.bulk()
 			}
 			k, err := copyN(cc.c, ubr, up, n)
 			x.out += k
@@ -678,9 +687,26 @@ func copyN(dst net.Conn, br *bufio.Reader, src net.Conn, n int64) (int64, error)
 	return done + k, err
 }
 
+// bulkBody is the body size, or chunk size, from which a connection's
+// sockets get the relay's large buffers: fewer and larger wakeups for
+// images, archives and build contexts, and no setsockopt for the rest.
+const bulkBody = 256 << 10
+
+// bulk sizes both sockets of the connection for bulk transfers, once.
+func (cc *clientConn) bulk() {
+	if cc.sized == cc.up {
+		return
+	}
+	cc.sized = cc.up
+	relay.SizeForBulk(cc.c)
+	relay.SizeForBulk(cc.up)
+}
+
 // copyChunked passes a chunked body through as it is, chunk by chunk, so
 // streams (events, logs -f) flow at once; it returns the data bytes.
-func copyChunked(dst net.Conn, br *bufio.Reader, src net.Conn) (int64, error) {
+// bulk is called before a chunk larger than bulkBody, and before each
+// chunk once bulkBody bytes have passed.
+func copyChunked(dst net.Conn, br *bufio.Reader, src net.Conn, bulk func()) (int64, error) {
 	var total int64
 	for {
 		line, err := br.ReadSlice('\n')
@@ -708,6 +734,9 @@ func copyChunked(dst net.Conn, br *bufio.Reader, src net.Conn) (int64, error) {
 					return total, nil
 				}
 			}
+		}
+		if size > bulkBody || total >= bulkBody {
+			bulk()
 		}
 		n, err := copyN(dst, br, src, size+2) // data and its CRLF
 		total += max(n-2, 0)

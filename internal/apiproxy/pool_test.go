@@ -2,6 +2,7 @@ package apiproxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -10,11 +11,14 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/sockrelay/sockrelay/internal/policy"
 )
@@ -485,4 +489,91 @@ func closedPeer(c net.Conn) bool {
 	c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
 	_, err := c.Read(make([]byte, 1))
 	return err == io.EOF || (err != nil && !strings.Contains(err.Error(), "timeout"))
+}
+
+// bulk gives both sockets of a connection the relay's large buffers.
+func TestBulkSizesBothSockets(t *testing.T) {
+	a, b, err := socketPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	defer b.Close()
+	c, d, err := socketPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	defer d.Close()
+	before := sndbuf(t, a)
+	cc := &clientConn{c: a, up: c}
+	cc.bulk()
+	if got := sndbuf(t, a); got <= before {
+		t.Fatalf("client socket: SO_SNDBUF %d after bulk, want more than %d", got, before)
+	}
+	if got := sndbuf(t, c); got <= before {
+		t.Fatalf("upstream socket: SO_SNDBUF %d after bulk, want more than %d", got, before)
+	}
+}
+
+func sndbuf(t *testing.T, c *net.UnixConn) int {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	var serr error
+	rc.Control(func(fd uintptr) { n, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF) })
+	if serr != nil {
+		t.Fatal(serr)
+	}
+	return n
+}
+
+// A chunked body asks for bulk buffers at a large chunk, or once
+// bulkBody bytes have passed in small ones; a small body never does.
+func TestChunkedAsksForBulk(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		chunks []int
+		want   bool
+	}{
+		{"small", []int{100, 2000}, false},
+		{"one large chunk", []int{bulkBody + 1}, true},
+		{"many small chunks", slices.Repeat([]int{32 << 10}, 12), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var body bytes.Buffer
+			total := 0
+			for _, n := range tc.chunks {
+				fmt.Fprintf(&body, "%x\r\n%s\r\n", n, bytes.Repeat([]byte("x"), n))
+				total += n
+			}
+			body.WriteString("0\r\n\r\n")
+			src, srcPeer, err := socketPair()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer src.Close()
+			defer srcPeer.Close()
+			dst, dstPeer, err := socketPair()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer dst.Close()
+			defer dstPeer.Close()
+			go io.Copy(io.Discard, dstPeer)
+			go srcPeer.Write(body.Bytes())
+			src.SetDeadline(time.Now().Add(10 * time.Second))
+			asked := false
+			n, err := copyChunked(dst, bufio.NewReader(src), src, func() { asked = true })
+			if err != nil || n != int64(total) {
+				t.Fatalf("copyChunked: %d, %v; want %d", n, err, total)
+			}
+			if asked != tc.want {
+				t.Fatalf("bulk asked %v, want %v", asked, tc.want)
+			}
+		})
+	}
 }

@@ -196,6 +196,10 @@ func hungUp(c net.Conn) bool {
 	return hup
 }
 
+// SizeForBulk sizes c's buffers as the relay sizes its sockets', for a
+// transfer of many megabytes.
+func SizeForBulk(c *net.UnixConn) { setBuffers(c, sockBuf) }
+
 // setBuffers sizes a socket's buffers for bulk transfers: fewer, larger
 // wakeups. The kernel caps the size at net.core.wmem_max/rmem_max.
 func setBuffers(c *net.UnixConn, size int) {
