@@ -510,7 +510,7 @@ func TestLaterRequestsLargerThanFirstRead(t *testing.T) {
 	if resp, body := roundTrip("GET /_ping HTTP/1.1\r\nHost: d\r\n\r\n"); resp.StatusCode != 200 || body != "OK" {
 		t.Fatalf("first: got %d %q", resp.StatusCode, body)
 	}
-	time.Sleep(50 * time.Millisecond) // the proxy waits for the next request
+	time.Sleep(50 * time.Millisecond)                        // the proxy waits for the next request
 	payload := bytes.Repeat([]byte("0123456789abcdef"), 640) // 10 KiB
 	sum := sha256.Sum256(payload)
 	raw := "POST /upload HTTP/1.1\r\nHost: d\r\nX-Pad: " + strings.Repeat("p", 3000) + fmt.Sprintf("\r\nContent-Length: %d\r\n\r\n", len(payload)) + string(payload)
