@@ -5,20 +5,18 @@ package owner
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"path"
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/moby/moby/api/types/system"
+
+	"github.com/sockrelay/sockrelay/internal/daemon"
 )
 
 // ErrUnknown means the remapped root could not be determined.
@@ -88,7 +86,7 @@ func (r *Resolver) resolve(ctx context.Context) (Range, error) {
 	var info *system.Info
 	var infoErr error = errors.New("no daemon socket configured")
 	if r.DaemonSocket != "" {
-		info, infoErr = fetchInfo(ctx, r.DaemonSocket)
+		info, infoErr = daemon.Client{Socket: r.DaemonSocket}.Info(ctx)
 	}
 	if infoErr == nil && !hasUserns(info.SecurityOptions) {
 		return Range{Remapped: false, Size: 1<<32 - 1, Source: "daemon without userns-remap (GET /info)"}, nil
@@ -197,33 +195,4 @@ func hasUserns(opts []string) bool {
 		}
 	}
 	return false
-}
-
-func fetchInfo(ctx context.Context, sock string) (*system.Info, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	c := &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", sock)
-		},
-		DisableKeepAlives: true,
-	}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://docker/info", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("GET /info: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET /info: status %d", resp.StatusCode)
-	}
-	var info system.Info
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 4<<20)).Decode(&info); err != nil {
-		return nil, fmt.Errorf("GET /info: %w", err)
-	}
-	return &info, nil
 }

@@ -1,0 +1,86 @@
+// Package daemon asks the Docker daemon, over its API socket, the few
+// things the plugin needs to know of it.
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/system"
+)
+
+// Timeout bounds each question.
+const Timeout = 5 * time.Second
+
+// maxAnswer bounds what an answer may hold.
+const maxAnswer = 16 << 20
+
+// Client asks the daemon listening on Socket.
+type Client struct {
+	Socket string
+}
+
+// Info is GET /info.
+func (c Client) Info(ctx context.Context) (*system.Info, error) {
+	var info system.Info
+	if err := c.get(ctx, "/info", nil, &info); err != nil {
+		return nil, err
+	}
+	return &info, nil
+}
+
+// VolumeInUse says whether any container, running or not, uses the
+// volume name (GET /containers/json?all=1 with a volume filter).
+func (c Client) VolumeInUse(ctx context.Context, name string) (bool, error) {
+	filters, err := json.Marshal(map[string][]string{"volume": {name}})
+	if err != nil {
+		return false, err
+	}
+	q := url.Values{"all": {"1"}, "filters": {string(filters)}}
+	var list []container.Summary
+	if err := c.get(ctx, "/containers/json", q, &list); err != nil {
+		return false, err
+	}
+	return len(list) > 0, nil
+}
+
+// get decodes the JSON answer to GET path?query into v.
+func (c Client) get(ctx context.Context, path string, query url.Values, v any) error {
+	ctx, cancel := context.WithTimeout(ctx, Timeout)
+	defer cancel()
+	hc := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", c.Socket)
+		},
+		DisableKeepAlives: true,
+	}}
+	what := "GET " + path
+	u := "http://docker" + path
+	if len(query) > 0 {
+		u += "?" + query.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: status %d", what, resp.StatusCode)
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxAnswer)).Decode(v); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
