@@ -16,6 +16,40 @@ import (
 	"github.com/sockrelay/sockrelay/internal/state"
 )
 
+// A container that stops while the plugin is disabled: its Unmount never
+// reaches the plugin, which still counts the mount when the plugin is
+// back. Removing the volume once the container is gone works all the
+// same: the plugin asks the daemon, which has no container using it.
+// While a container still uses it, the daemon itself refuses.
+func TestRemoveAfterMissedUnmount(t *testing.T) {
+	vol := newVolume(t)
+	c := startUser(t, vol)
+	wantPing(t, pingIn(t, c))
+	must(t, "plugin", "disable", "-f", plugin)
+	t.Cleanup(func() { dockerOut("plugin", "enable", plugin) })
+	must(t, "kill", c) // its Unmount fails: no plugin
+	must(t, "plugin", "enable", plugin)
+	eventually(t, 15*time.Second, func() error {
+		if st := status(t, vol); st["mounts"] != 1.0 {
+			return fmt.Errorf("status after enable: got %v, want the missed mount still counted", st)
+		}
+		return nil
+	})
+	if r := dockerIn(nil, "volume", "rm", vol); r.err == nil {
+		t.Fatalf("volume rm while a (stopped) container uses it: got success, want the daemon's refusal")
+	}
+	must(t, "rm", c)
+	if r := dockerIn(nil, "volume", "rm", vol); r.err != nil {
+		t.Fatalf("volume rm after the container is gone: %s", r)
+	}
+	if r := dockerIn(nil, "volume", "inspect", vol); r.err == nil {
+		t.Fatalf("volume still listed after rm")
+	}
+	if out, _ := dockerOut("volume", "ls", "-q", "--filter", "name="+vol); strings.TrimSpace(out) != "" {
+		t.Fatalf("volume ls after rm: %q", out)
+	}
+}
+
 // kill -9 the plugin again and again while volumes are created, mounted
 // and removed. dockerd restarts it each time. Afterwards the state file
 // reads, the daemon and the plugin agree on every volume, and a container

@@ -17,6 +17,7 @@ import (
 
 	"github.com/sockrelay/sockrelay/internal/apiproxy"
 	"github.com/sockrelay/sockrelay/internal/config"
+	"github.com/sockrelay/sockrelay/internal/daemon"
 	"github.com/sockrelay/sockrelay/internal/driver"
 	"github.com/sockrelay/sockrelay/internal/idmap"
 	"github.com/sockrelay/sockrelay/internal/owner"
@@ -93,11 +94,12 @@ func runPlugin(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout
 	if err != nil {
 		return err
 	}
+	daemonSocket := filepath.Join(cfg.SocketDirMount, "docker.sock")
 	res := &owner.Resolver{
 		RemapUser:    cfg.RemapUser,
 		SubUID:       cfg.SubUIDFile,
 		SubGID:       cfg.SubGIDFile,
-		DaemonSocket: filepath.Join(cfg.SocketDirMount, "docker.sock"),
+		DaemonSocket: daemonSocket,
 	}
 	if cfg.RemapUID != nil {
 		res.Override = &owner.Range{Remapped: *cfg.RemapUID != 0, UID: *cfg.RemapUID, GID: *cfg.RemapGID, Size: 65536, Source: "settings REMAP_UID/REMAP_GID"}
@@ -130,6 +132,7 @@ func runPlugin(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout
 			"idmap":  driver.IdmapCheck(userns),
 			"policy": driver.PolicyCheck(policies),
 		},
+		InUse: daemon.Client{Socket: daemonSocket}.VolumeInUse,
 	})
 	if err != nil {
 		return err

@@ -68,6 +68,11 @@ type Config struct {
 	// Checks maps a mode name to what Create checks beyond the options:
 	// that the kernel can serve the volume that way, for instance.
 	Checks map[string]CheckFunc
+	// InUse asks the daemon whether a container, running or not, still
+	// uses a volume. Remove asks it about a volume this plugin still counts
+	// mounts of (an Unmount that never reached the plugin); nil refuses
+	// such a Remove.
+	InUse func(ctx context.Context, name string) (bool, error)
 }
 
 // CheckFunc vets a new volume v at Create; upstream is the plugin-side
@@ -290,15 +295,39 @@ func (d *Driver) Remove(r *volume.RemoveRequest) error {
 		return nil
 	}
 	if n := v.MountCount(); n > 0 {
-		return fmt.Errorf("volume %q: %w by %d mount(s); stop the containers that use it first", r.Name, ErrInUse, n)
+		if err := d.staleMounts(r.Name, n); err != nil {
+			return err
+		}
 	}
 	if err := d.commit(r.Name, nil); err != nil {
 		return err
 	}
+	d.stop(r.Name)
 	if err := d.removeDir(r.Name); err != nil {
 		d.log.Warn("remove volume directory", "volume", r.Name, "err", err)
 	}
 	d.log.Info("volume removed", "volume", r.Name)
+	return nil
+}
+
+// staleMounts decides on a Remove of a volume this plugin counts n mounts
+// of. The daemon asks to remove only volumes no container uses, so such
+// counts are left from Unmounts that never reached the plugin (it was
+// down or disabled when the containers stopped); the daemon is asked to
+// be sure, and the Remove is refused when it says the volume is in use or
+// cannot answer.
+func (d *Driver) staleMounts(name string, n int) error {
+	if d.cfg.InUse == nil {
+		return fmt.Errorf("volume %q: %w by %d mount(s); stop the containers that use it first", name, ErrInUse, n)
+	}
+	used, err := d.cfg.InUse(d.ctx, name)
+	switch {
+	case err != nil:
+		return fmt.Errorf("volume %q: %w: the plugin counts %d mount(s) and could not ask the daemon whether a container still uses it (%v); stop the containers that use it, or try again", name, ErrInUse, n, err)
+	case used:
+		return fmt.Errorf("volume %q: %w by %d mount(s); stop the containers that use it first", name, ErrInUse, n)
+	}
+	d.log.Warn("removing a volume whose mounts no container holds: unmounts were missed while the plugin was down", "volume", name, "mounts", n)
 	return nil
 }
 

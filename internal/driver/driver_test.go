@@ -55,6 +55,7 @@ type testEnv struct {
 	upConns  atomic.Int64
 	upLn     net.Listener
 	modes    map[string]StartFunc
+	inUse    func(ctx context.Context, name string) (bool, error)
 }
 
 func newEnv(t testing.TB) *testEnv {
@@ -141,6 +142,7 @@ func (e *testEnv) driver() *Driver {
 		HostSocketDir:  "/var/run",
 		SocketDirMount: e.sockDir,
 		Modes:          e.modes,
+		InUse:          e.inUse,
 	})
 	if err != nil {
 		cancel()
@@ -685,6 +687,66 @@ func TestRemove(t *testing.T) {
 	create(t, d, "v", map[string]string{"perm": "0600"})
 	mount(t, d, "v", "id")
 	ping(t, e.sockPath("v"))
+}
+
+// Mounts the plugin still counts when the daemon asks to remove a volume
+// are Unmounts that never reached it: the daemon is asked whether a
+// container uses the volume, and only a clear "no" lets the Remove go on.
+func TestRemoveWithMountsLeftOver(t *testing.T) {
+	requireRoot(t)
+	for _, tc := range []struct {
+		name    string
+		inUse   func(ctx context.Context, name string) (bool, error)
+		removed bool
+		msg     string
+	}{
+		{"daemon not asked", nil, false, "stop the containers that use it first"},
+		{"daemon says in use", func(context.Context, string) (bool, error) { return true, nil }, false, "stop the containers that use it first"},
+		{"daemon does not answer", func(context.Context, string) (bool, error) {
+			return false, errors.New("GET /containers/json: status 500")
+		}, false, "could not ask the daemon whether a container still uses it (GET /containers/json: status 500)"},
+		{"daemon says unused", func(context.Context, string) (bool, error) { return false, nil }, true, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			var asked []string
+			if tc.inUse != nil {
+				e.inUse = func(ctx context.Context, name string) (bool, error) {
+					asked = append(asked, name)
+					return tc.inUse(ctx, name)
+				}
+			}
+			d := e.driver()
+			create(t, d, "v", nil)
+			mount(t, d, "v", "gone-container")
+			err := d.Remove(&volume.RemoveRequest{Name: "v"})
+			if tc.inUse != nil && !slices.Equal(asked, []string{"v"}) {
+				t.Fatalf("daemon asked about %q, want [v]", asked)
+			}
+			if !tc.removed {
+				if !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), tc.msg) {
+					t.Fatalf("Remove: got %v, want ErrInUse saying %q", err, tc.msg)
+				}
+				ping(t, e.sockPath("v"))
+				if vols, _ := e.store.Load(); vols["v"] == nil {
+					t.Fatalf("state after a refused Remove: the volume is gone")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Remove: got %v, want nil", err)
+			}
+			if exists(filepath.Join(e.volRoot, "v")) {
+				t.Errorf("volume directory after Remove: got it, want it gone")
+			}
+			if vols, _ := e.store.Load(); len(vols) != 0 {
+				t.Errorf("state after Remove: got %v, want empty", vols)
+			}
+			if d.serving("v") {
+				t.Errorf("still serving after Remove")
+			}
+		})
+	}
 }
 
 // A stale socket left in the directory (a crash) does not block Remove.
