@@ -10,6 +10,8 @@ import (
 	"io"
 	"os"
 	"path"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -122,35 +124,74 @@ func RemapUserName(v string) string {
 	return user
 }
 
-// FromSubIDFiles applies the daemon's rule: the first line of user in each
-// file gives the start and the size of the range.
+// FromSubIDFiles applies the daemon's rule: in each file, the first line
+// of user, named by its name or by its numeric uid (the passwd file next
+// to subuid says which uid that is), gives the start and the size of the
+// range.
 func FromSubIDFiles(user, subuid, subgid string) (Range, error) {
-	uid, usize, err := firstSubID(subuid, user)
+	names := []string{user}
+	if uid, ok := lookupUID(filepath.Join(filepath.Dir(subuid), "passwd"), user); ok {
+		names = append(names, uid)
+	}
+	uid, usize, err := firstSubID(subuid, names)
 	if err != nil {
 		return Range{}, err
 	}
-	gid, gsize, err := firstSubID(subgid, user)
+	gid, gsize, err := firstSubID(subgid, names)
 	if err != nil {
 		return Range{}, err
 	}
 	return Range{Remapped: true, UID: uid, GID: gid, Size: min(usize, gsize), Source: "subordinate ids of " + user}, nil
 }
 
-func firstSubID(file, user string) (start, size uint32, err error) {
+func firstSubID(file string, names []string) (start, size uint32, err error) {
 	f, err := os.Open(file)
 	if err != nil {
 		return 0, 0, fmt.Errorf("read %s: %w", file, err)
 	}
 	defer f.Close()
-	start, size, err = ParseSubID(f, user)
+	start, size, err = ParseSubID(f, names...)
 	if err != nil {
 		return 0, 0, fmt.Errorf("%s: %w", file, err)
 	}
 	return start, size, nil
 }
 
-// ParseSubID returns the first range of user in a subuid/subgid file.
-func ParseSubID(r io.Reader, user string) (start, size uint32, err error) {
+// lookupUID returns user's numeric uid from a passwd file.
+func lookupUID(passwd, user string) (string, bool) {
+	f, err := os.Open(passwd)
+	if err != nil {
+		return "", false
+	}
+	defer f.Close()
+	return LookupUID(f, user)
+}
+
+// LookupUID returns user's numeric uid from a passwd file: the third
+// field of the first line whose first field is user.
+func LookupUID(r io.Reader, user string) (string, bool) {
+	sc := bufio.NewScanner(io.LimitReader(r, 16<<20))
+	for sc.Scan() {
+		f := strings.Split(sc.Text(), ":")
+		if len(f) < 3 || f[0] != user {
+			continue
+		}
+		if _, err := strconv.ParseUint(f[2], 10, 32); err != nil {
+			return "", false
+		}
+		return f[2], true
+	}
+	return "", false
+}
+
+// ParseSubID returns the first range in a subuid/subgid file whose line
+// names the user by any of names (dockerd accepts the user's name and its
+// numeric uid).
+func ParseSubID(r io.Reader, names ...string) (start, size uint32, err error) {
+	if len(names) == 0 {
+		return 0, 0, errors.New("no user to look for")
+	}
+	user := names[0]
 	sc := bufio.NewScanner(io.LimitReader(r, 1<<20))
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
@@ -158,7 +199,7 @@ func ParseSubID(r io.Reader, user string) (start, size uint32, err error) {
 			continue
 		}
 		parts := strings.Split(line, ":")
-		if len(parts) != 3 || parts[0] != user {
+		if len(parts) != 3 || !slices.Contains(names, parts[0]) {
 			continue
 		}
 		s, err1 := strconv.ParseUint(parts[1], 10, 32)
@@ -170,6 +211,9 @@ func ParseSubID(r io.Reader, user string) (start, size uint32, err error) {
 	}
 	if err := sc.Err(); err != nil {
 		return 0, 0, err
+	}
+	if len(names) > 1 {
+		return 0, 0, fmt.Errorf("no line for %q (uid %s)", user, strings.Join(names[1:], ", "))
 	}
 	return 0, 0, fmt.Errorf("no line for %q", user)
 }

@@ -536,3 +536,69 @@ func TestResolveCancelledContext(t *testing.T) {
 		t.Errorf("Resolve: got %+v, %v, want the subuid range, nil", got, err)
 	}
 }
+
+// dockerd takes a user's subordinate ids from lines naming it by name or
+// by numeric uid, the first such line of either kind.
+func TestParseSubIDByUID(t *testing.T) {
+	for _, tc := range []struct {
+		name, in  string
+		wantStart uint32
+	}{
+		{"uid line", "alice:1:2\n999:200000:65536\n", 200000},
+		{"uid line first", "999:300000:65536\ndockremap:100000:65536\n", 300000},
+		{"name line first", "dockremap:100000:65536\n999:300000:65536\n", 100000},
+		{"another uid", "9999:300000:65536\ndockremap:100000:65536\n", 100000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			start, _, err := owner.ParseSubID(strings.NewReader(tc.in), "dockremap", "999")
+			if err != nil || start != tc.wantStart {
+				t.Fatalf("got %d, %v; want %d", start, err, tc.wantStart)
+			}
+		})
+	}
+	if _, _, err := owner.ParseSubID(strings.NewReader("alice:1:2\n"), "dockremap", "999"); err == nil || !strings.Contains(err.Error(), `no line for "dockremap" (uid 999)`) {
+		t.Fatalf("no line: got %v", err)
+	}
+}
+
+func TestLookupUID(t *testing.T) {
+	passwd := "root:x:0:0:root:/root:/bin/bash\ndockremap2:x:998:998::/:/usr/sbin/nologin\ndockremap:x:999:999::/home/dockremap:/usr/sbin/nologin\nbroken:x:notanumber:1::/:/bin/false\n"
+	for _, tc := range []struct {
+		user, want string
+		ok         bool
+	}{
+		{"dockremap", "999", true},
+		{"root", "0", true},
+		{"dockrema", "", false},
+		{"nobody", "", false},
+		{"broken", "", false},
+	} {
+		got, ok := owner.LookupUID(strings.NewReader(passwd), tc.user)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("LookupUID(%q): got %q, %v; want %q, %v", tc.user, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+// The files as the plugin sees them: subuid and subgid name the remap
+// user by uid, and passwd next to them says which.
+func TestFromSubIDFilesByUID(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	write("passwd", "root:x:0:0::/root:/bin/sh\ndockremap:x:999:999::/:/bin/false\n")
+	subuid := write("subuid", "999:100000:65536\n")
+	subgid := write("subgid", "999:200000:65536\n")
+	rg, err := owner.FromSubIDFiles("dockremap", subuid, subgid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rg.UID != 100000 || rg.GID != 200000 || rg.Size != 65536 || !rg.Remapped {
+		t.Fatalf("got %+v, want 100000:200000 size 65536", rg)
+	}
+}
