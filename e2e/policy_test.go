@@ -32,6 +32,17 @@ func TestPolicyReadOnly(t *testing.T) {
 		t.Fatalf("status: got %v, want policy read-only with 1 denial of at least 3 requests", st)
 	}
 	wantAudit(t, vol, `"decision":"deny"`, `"rule":"read-only"`, `"path":"/containers/create"`)
+	// The daemon's connection of a finished exchange waits for the
+	// volume's next client connection, and serves it.
+	eventually(t, 10*time.Second, func() error {
+		if n, _ := status(t, vol)["upstream_idle"].(float64); n < 1 {
+			return fmt.Errorf("upstream_idle: got %v, want a daemon connection kept", n)
+		}
+		return nil
+	})
+	if r := dockerIn(nil, "exec", a, "docker", "ps"); r.err != nil || !strings.HasPrefix(r.stdout, "CONTAINER ID") {
+		t.Fatalf("docker ps over a kept daemon connection: got\n%s", r)
+	}
 }
 
 // no-escalation: a plain run and exec -it work; every escalation is
