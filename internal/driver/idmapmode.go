@@ -13,6 +13,7 @@ import (
 
 	"github.com/sockrelay/sockrelay/internal/idmap"
 	"github.com/sockrelay/sockrelay/internal/state"
+	"github.com/sockrelay/sockrelay/internal/unixsock"
 )
 
 // IdmapWatch is how often an idmap volume checks that its mount still
@@ -51,7 +52,7 @@ func IdmapMode(log *slog.Logger, ns *idmap.Namespaces) StartFunc {
 		if err != nil {
 			return nil, err
 		}
-		d, err := dupFile(dir)
+		d, err := unixsock.DupDir(dir)
 		if err != nil {
 			return nil, err
 		}
@@ -188,12 +189,4 @@ func ensureFile(dir *os.File, name string) error {
 		return fmt.Errorf("create mount point %s: %w", name, err)
 	}
 	return unix.Close(fd)
-}
-
-func dupFile(f *os.File) (*os.File, error) {
-	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("dup directory: %w", err)
-	}
-	return os.NewFile(uintptr(fd), f.Name()), nil
 }

@@ -46,7 +46,7 @@ func Listen(dir *os.File, name string, o Owner) (*Listener, error) {
 	if name == "" || strings.ContainsRune(name, '/') || name == "." || name == ".." {
 		return nil, fmt.Errorf("bad socket name %q", name)
 	}
-	d, err := dupDir(dir)
+	d, err := DupDir(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -132,7 +132,9 @@ func fchmodSocket(dirfd int, name string, mode uint32) error {
 	return unix.Chmod("/proc/self/fd/"+strconv.Itoa(fd), mode)
 }
 
-func dupDir(dir *os.File) (*os.File, error) {
+// DupDir duplicates an open directory (close-on-exec), for a server that
+// keeps it beyond its caller's use of dir.
+func DupDir(dir *os.File) (*os.File, error) {
 	fd, err := unix.FcntlInt(dir.Fd(), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("dup directory: %w", err)
