@@ -5,10 +5,12 @@ import (
 	"context"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -223,4 +225,105 @@ func TestRunServeRelays(t *testing.T) {
 	if _, err := os.Lstat(listen); !os.IsNotExist(err) {
 		t.Errorf("socket after serve ended: got %v, want it removed", err)
 	}
+}
+
+// serve --policy file:NAME picks up a changed policy file, and keeps the
+// policy in force when a change is invalid, as the plugin does.
+func TestRunServePolicyFileReloads(t *testing.T) {
+	dir, err := os.MkdirTemp("", "sr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	up := filepath.Join(dir, "up.sock")
+	uln, err := net.Listen("unix", up)
+	if err != nil {
+		t.Fatal(err)
+	}
+	usrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })}
+	go usrv.Serve(uln)
+	defer usrv.Close()
+	pdir := filepath.Join(dir, "policies")
+	if err := os.Mkdir(pdir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write := func(s string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(pdir, "p.yaml"), []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("allow:\n  - {method: GET, path: /_ping}\n")
+
+	listen := filepath.Join(dir, "p.sock")
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var logs syncBuf
+	done := make(chan error, 1)
+	args := []string{"serve", "--listen", listen, "--target", up, "--policy", "file:p", "--policy-dir", pdir,
+		"--uid", strconv.Itoa(os.Getuid()), "--gid", strconv.Itoa(os.Getgid()), "--perm", "0600"}
+	go func() { done <- run(ctx, args, envOf(nil), &logs, io.Discard) }()
+	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", listen)
+	}}}
+	status := func(path string) int {
+		resp, err := client.Get("http://d" + path)
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	waitStatus := func(path string, want int) {
+		t.Helper()
+		for deadline := time.Now().Add(15 * time.Second); status(path) != want; {
+			if time.Now().After(deadline) {
+				t.Fatalf("GET %s: got %d, want %d within 15s", path, status(path), want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitStatus("/_ping", 200)
+	if got := status("/version"); got != 403 {
+		t.Fatalf("GET /version before the change: got %d, want 403", got)
+	}
+	write("allow:\n  - {method: GET, path: /_ping}\n  - {method: GET, path: /version}\n")
+	waitStatus("/version", 200)
+	write("allow:\n  - {method: GET, path: version}\n") // invalid
+	for deadline := time.Now().Add(15 * time.Second); !strings.Contains(logs.String(), "refused"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("no refusal logged within 15s:\n%s", logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := status("/version"); got != 200 {
+		t.Fatalf("GET /version after an invalid change: got %d, want 200 (the policy in force)", got)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("serve: got %v, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve did not return within 10s of cancel")
+	}
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -7,6 +7,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/sockrelay/sockrelay/internal/apiproxy"
 	"github.com/sockrelay/sockrelay/internal/config"
@@ -36,11 +39,32 @@ func runServe(ctx context.Context, cfg *config.Serve, log *slog.Logger, stdout i
 			return fmt.Errorf("--policy: %w", err)
 		}
 		log.Info("serving through a policy", "policy", pol.Name())
+		var cur atomic.Pointer[policy.Policy]
+		cur.Store(pol)
 		px := &apiproxy.Proxy{
 			Volume: filepath.Base(cfg.Listen), Upstream: cfg.Target,
-			Policy: func() *policy.Policy { return pol },
+			Policy: cur.Load,
 			Log:    log, Audit: apiproxy.NewAuditLog(stdout),
 			Stats: &apiproxy.Stats{},
+		}
+		var wg sync.WaitGroup
+		if strings.HasPrefix(cfg.Policy, "file:") {
+			wctx, stop := context.WithCancel(ctx)
+			defer func() { stop(); wg.Wait() }()
+			wg.Go(func() {
+				policy.Watch(wctx, policy.WatchEvery, &cur, func() (*policy.Policy, error) {
+					return policy.FromSpec(cfg.Policy, cfg.PolicyDir)
+				}, func(c policy.Change) {
+					switch {
+					case c.Err != nil:
+						log.Error("policy file changed but is refused; the previous policy stays in force", "policy", cfg.Policy, "err", c.Err)
+					case c.Reloaded:
+						log.Info("policy file changed; new policy in force", "policy", cfg.Policy)
+					default:
+						log.Info("policy file is back to the policy in force", "policy", cfg.Policy)
+					}
+				})
+			})
 		}
 		err = px.Serve(ctx, ln)
 		log.Info("stopped", "requests", px.Stats.Requests.Load(), "denied", px.Stats.Denied.Load())

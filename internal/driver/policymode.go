@@ -16,8 +16,6 @@ import (
 	"github.com/sockrelay/sockrelay/internal/unixsock"
 )
 
-// PolicyWatch is how often a policy file in use is checked for changes.
-const PolicyWatch = 2 * time.Second
 
 // Policies finds the policy a volume names: a preset, or file:NAME in Dir.
 // Shown is Dir as the host names it, for messages.
@@ -102,32 +100,22 @@ type policyServer struct {
 // watch picks up a changed policy file whole, or refuses it loudly and
 // keeps the policy in force: a policy never half-applies.
 func (s *policyServer) watch(ctx context.Context) {
-	t := time.NewTicker(PolicyWatch)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		pol, err := s.ps.load(s.ref)
+	load := func() (*policy.Policy, error) { return s.ps.load(s.ref) }
+	policy.Watch(ctx, policy.WatchEvery, &s.cur, load, func(c policy.Change) {
 		s.mu.Lock()
+		defer s.mu.Unlock()
 		switch {
-		case err != nil:
-			if s.lastErr != err.Error() {
-				s.log.Error("policy file changed but is refused; the previous policy stays in force", "policy", s.ref, "err", err)
-			}
-			s.lastErr, s.lastErrT = err.Error(), time.Now().UTC()
-		case pol.Digest() != s.cur.Load().Digest():
-			s.cur.Store(pol)
+		case c.Err != nil:
+			s.log.Error("policy file changed but is refused; the previous policy stays in force", "policy", s.ref, "err", c.Err)
+			s.lastErr, s.lastErrT = c.Err.Error(), time.Now().UTC()
+		case c.Reloaded:
 			s.lastErr = ""
 			s.reloads++
 			s.log.Info("policy file changed; new policy in force", "policy", s.ref)
 		default:
 			s.lastErr = "" // back to the file in force
 		}
-		s.mu.Unlock()
-	}
+	})
 }
 
 func (s *policyServer) Stop() error {
