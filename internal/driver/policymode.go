@@ -16,7 +16,6 @@ import (
 	"github.com/sockrelay/sockrelay/internal/unixsock"
 )
 
-
 // Policies finds the policy a volume names: a preset, or file:NAME in Dir.
 // Shown is Dir as the host names it, for messages.
 type Policies struct {
