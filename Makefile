@@ -25,6 +25,7 @@ build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/sockrelay ./cmd/sockrelay
 
 test: build
+	@unformatted=$$(gofmt -l cmd internal e2e); test -z "$$unformatted" || { echo "gofmt -w these first:" $$unformatted >&2; exit 1; }
 	$(GO) vet ./...
 	CGO_ENABLED=1 $(GO) test -race -count=1 ./...
 
