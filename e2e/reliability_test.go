@@ -16,6 +16,30 @@ import (
 	"github.com/sockrelay/sockrelay/internal/state"
 )
 
+// 1,000 connections held at once through the installed plugin, from a
+// remapped container, on a relay volume and on a policy volume: every
+// one answered twice, and the plugin's count of open connections back to
+// zero after.
+func TestThousandConnectionsThroughPlugin(t *testing.T) {
+	for name, opts := range map[string][]string{"relay": nil, "policy": {"policy=full"}} {
+		t.Run(name, func(t *testing.T) {
+			vol := newVolume(t, opts...)
+			a := startUser(t, vol)
+			r := dockerIn(nil, "exec", a, "srclient", "load", "/var/run/docker.sock", "1000")
+			if r.err != nil || strings.TrimSpace(r.stdout) != "ok 1000" {
+				t.Fatalf("1,000 connections at once: got\n%s", r)
+			}
+			eventually(t, 15*time.Second, func() error {
+				if st := status(t, vol); st["connections"] != 0.0 {
+					return fmt.Errorf("status after the load: got %v, want 0 connections open", st)
+				}
+				return nil
+			})
+			wantPing(t, pingIn(t, a))
+		})
+	}
+}
+
 // A container that stops while the plugin is disabled: its Unmount never
 // reaches the plugin, which still counts the mount when the plugin is
 // back. Removing the volume once the container is gone works all the

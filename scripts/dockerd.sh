@@ -39,6 +39,10 @@ ours() { [ -s "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
 launch() {
 	[ "$(id -u)" = 0 ] || die "starting dockerd needs root"
 	say "starting dockerd $DOCKERD_ARGS (log: $logfile)"
+	# As docker.service does (LimitNOFILE=infinity): the daemon, its
+	# plugins and containers inherit this limit, and the e2e load test holds
+	# thousands of connections.
+	ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 	# The daemon must not die with the shell that starts it.
 	setsid dockerd $DOCKERD_ARGS >>"$logfile" 2>&1 </dev/null &
 	echo $! >"$pidfile"

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -25,6 +26,9 @@ const usage = `usage: srclient COMMAND [ARGS]
   attack DIR SOCKET   try to delete, replace or plant files next to SOCKET; prints each result
   stat PATH           print the owner and mode of PATH
   ino PATH            print the device and inode of PATH
+  load SOCKET N       open N connections through SOCKET at once; each pings,
+                      waits until all N have answered, pings again; prints
+                      "ok N" or the failures
 `
 
 func main() {
@@ -70,6 +74,15 @@ func run(args []string) error {
 		}
 		fmt.Printf("%d:%d %04o\n", st.Uid, st.Gid, st.Mode&0o7777)
 		return nil
+	case "load":
+		var n int
+		if len(args) != 3 {
+			return errors.New(usage)
+		}
+		if _, err := fmt.Sscan(args[2], &n); err != nil || n < 1 {
+			return errors.New(usage)
+		}
+		return load(args[1], n)
 	case "ino":
 		var st syscall.Stat_t
 		if err := syscall.Stat(args[1], &st); err != nil {
@@ -95,6 +108,72 @@ func ping(sock string) error {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(bufio.NewReader(io.LimitReader(resp.Body, 1024)))
 	fmt.Printf("%d %s\n", resp.StatusCode, b)
+	return nil
+}
+
+// load holds n connections open through sock at the same time, each
+// with a kept-alive ping before and after all of them answered once.
+func load(sock string, n int) error {
+	var ready, done sync.WaitGroup
+	ready.Add(n)
+	start := make(chan struct{})
+	errs := make(chan error, n)
+	pingOn := func(c net.Conn, br *bufio.Reader) error {
+		if _, err := io.WriteString(c, "GET /_ping HTTP/1.1\r\nHost: docker\r\n\r\n"); err != nil {
+			return err
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return err
+		}
+		b, err := io.ReadAll(io.LimitReader(resp.Body, 64))
+		resp.Body.Close()
+		if err != nil {
+			return err
+		}
+		if resp.StatusCode != http.StatusOK || string(b) != "OK" {
+			return fmt.Errorf("got %s %q", resp.Status, b)
+		}
+		return nil
+	}
+	for i := 0; i < n; i++ {
+		done.Go(func() {
+			c, err := net.DialTimeout("unix", sock, 30*time.Second)
+			if err != nil {
+				ready.Done()
+				errs <- fmt.Errorf("connection %d: %w", i, err)
+				return
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(2 * time.Minute))
+			br := bufio.NewReader(c)
+			err = pingOn(c, br)
+			ready.Done()
+			if err != nil {
+				errs <- fmt.Errorf("connection %d, first ping: %w", i, err)
+				return
+			}
+			<-start
+			if err := pingOn(c, br); err != nil {
+				errs <- fmt.Errorf("connection %d, second ping: %w", i, err)
+			}
+		})
+	}
+	ready.Wait()
+	close(start)
+	done.Wait()
+	close(errs)
+	var failed []string
+	for err := range errs {
+		failed = append(failed, err.Error())
+	}
+	if k := len(failed); k > 0 {
+		if k > 5 {
+			failed = append(failed[:5], fmt.Sprintf("and %d more", k-5))
+		}
+		return fmt.Errorf("%d of %d connections failed: %s", k, n, strings.Join(failed, "; "))
+	}
+	fmt.Println("ok", n)
 	return nil
 }
 
