@@ -151,17 +151,7 @@ func TestRunServeBadFlags(t *testing.T) {
 
 // "serve" relays a socket until its context ends, then removes it.
 func TestRunServeRelays(t *testing.T) {
-	dir, err := os.MkdirTemp("", "sr")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	up := filepath.Join(dir, "up.sock")
-	ln, err := net.Listen("unix", up)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	dir, up, ln := upstreamListener(t)
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -184,6 +174,7 @@ func TestRunServeRelays(t *testing.T) {
 	go func() { done <- run(ctx, args, envOf(nil), io.Discard, io.Discard) }()
 
 	var c net.Conn
+	var err error
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		c, err = net.Dial("unix", listen)
@@ -230,16 +221,7 @@ func TestRunServeRelays(t *testing.T) {
 // serve --policy file:NAME picks up a changed policy file, and keeps the
 // policy in force when a change is invalid, as the plugin does.
 func TestRunServePolicyFileReloads(t *testing.T) {
-	dir, err := os.MkdirTemp("", "sr")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	up := filepath.Join(dir, "up.sock")
-	uln, err := net.Listen("unix", up)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, up, uln := upstreamListener(t)
 	usrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })}
 	go usrv.Serve(uln)
 	defer usrv.Close()
@@ -326,4 +308,22 @@ func (s *syncBuf) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// upstreamListener listens on up.sock in a new short-named directory (a
+// socket path has 108 bytes), both removed at the end of the test.
+func upstreamListener(t *testing.T) (dir, up string, ln net.Listener) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "sr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	up = filepath.Join(dir, "up.sock")
+	ln, err = net.Listen("unix", up)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return dir, up, ln
 }
