@@ -4,7 +4,6 @@ package relay
 
 import (
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -60,65 +59,6 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		s.handle(ctx, c)
 	})
 }
-
-// Accept runs handle for the connections accepted on ln, concurrently,
-// until ctx ends or ln is closed; it returns when every handle has
-// returned. Accept errors (EMFILE and the like) back off rather than spin.
-//
-// A goroutine whose connection is done waits up to workerIdle for the
-// next one: on a busy socket, connections land on goroutines whose stacks
-// have already grown to what a connection needs, rather than each
-// starting small and growing (copying its stack) on the way.
-func Accept(ctx context.Context, ln net.Listener, log *slog.Logger, handle func(net.Conn)) error {
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	idle := make(chan net.Conn) // unbuffered: a send lands only in a waiting worker
-	done := make(chan struct{})
-	defer close(done) // before wg.Wait: idle workers leave at once
-	worker := func(c net.Conn) {
-		t := time.NewTimer(workerIdle)
-		defer t.Stop()
-		for {
-			handle(c)
-			t.Reset(workerIdle)
-			select {
-			case c = <-idle:
-			case <-t.C:
-				return
-			case <-done:
-				return
-			}
-		}
-	}
-	stop := context.AfterFunc(ctx, func() { ln.Close() })
-	defer stop()
-	var backoff time.Duration
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			log.Warn("accept failed", "err", err, "retry_in", backoff)
-			select {
-			case <-time.After(backoff):
-				continue
-			case <-ctx.Done():
-				return nil
-			}
-		}
-		backoff = 0
-		select {
-		case idle <- c:
-		default:
-			wg.Go(func() { worker(c) })
-		}
-	}
-}
-
-// workerIdle is how long a connection's goroutine waits for another.
-const workerIdle = time.Second
 
 func (s *Server) handle(ctx context.Context, c net.Conn) {
 	dctx, cancel := context.WithTimeout(ctx, DialTimeout)

@@ -181,3 +181,13 @@ func Backlog() int {
 	}
 	return 4096
 }
+
+// SyscallConn gives the listening socket, for a look at whether
+// connections wait; it reads nothing.
+func (l *Listener) SyscallConn() (syscall.RawConn, error) {
+	sc, ok := l.Listener.(syscall.Conn)
+	if !ok {
+		return nil, errors.New("unixsock: the listener has no socket of its own")
+	}
+	return sc.SyscallConn()
+}
