@@ -22,7 +22,9 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -72,7 +74,12 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		p.Stats.Active.Add(1)
 		defer p.Stats.Active.Add(-1)
-		cc := &clientConn{p: p, c: uc, peer: peerOf(uc)}
+		rc, err := uc.SyscallConn()
+		if err != nil {
+			uc.Close()
+			return
+		}
+		cc := &clientConn{p: p, c: uc, crc: rc, cr: rawReader{rc}, peer: peerOf(rc)}
 		stop := context.AfterFunc(ctx, cc.close)
 		defer stop()
 		cc.serve()
@@ -86,6 +93,8 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 type clientConn struct {
 	p    *Proxy
 	c    *net.UnixConn
+	crc  syscall.RawConn // c's, for raw reads and writes (rawio.go)
+	cr   rawReader
 	br   *bufio.Reader
 	peer peer
 	// sized is the upstream connection whose buffers, and the client's,
@@ -99,6 +108,8 @@ type clientConn struct {
 	mu     sync.Mutex
 	closed bool
 	up     *net.UnixConn
+	urc    syscall.RawConn // up's
+	ur     rawReader
 	ubr    *bufio.Reader
 }
 
@@ -154,12 +165,12 @@ func (cc *clientConn) serve() {
 		if cc.br == nil || cc.br.Buffered() == 0 {
 			cc.release(false)
 			if !first {
-				if err := waitReadable(cc.c); err != nil {
+				if err := waitReadable(cc.crc); err != nil {
 					return
 				}
 			}
 			cc.br = readers.Get().(*bufio.Reader)
-			cc.br.Reset(cc.c)
+			cc.br.Reset(&cc.cr)
 		}
 		if _, err := cc.br.Peek(1); err != nil {
 			return
@@ -188,27 +199,21 @@ func (cc *clientConn) release(all bool) {
 	}
 }
 
-// waitReadable waits until c has data or its peer is gone, reading
-// nothing: MSG_PEEK of one byte.
-func waitReadable(c *net.UnixConn) error {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var perr error
+// waitReadable waits until rc's socket has data or its peer is gone,
+// reading nothing: MSG_PEEK of one byte.
+func waitReadable(rc syscall.RawConn) error {
+	var errno syscall.Errno
 	if err := rc.Read(func(fd uintptr) bool {
 		var b [1]byte
-		for {
-			_, _, perr = unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-			if perr != unix.EINTR {
-				break
-			}
-		}
-		return perr != unix.EAGAIN
+		_, errno = rawRecv(fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		return errno != unix.EAGAIN
 	}); err != nil {
 		return err
 	}
-	return perr
+	if errno != 0 {
+		return errno
+	}
+	return nil
 }
 
 // one serves one request; it reports whether the connection goes on.
@@ -238,7 +243,7 @@ func (cc *clientConn) one(x *exchange) bool {
 		// The body is read here, so the go-ahead is ours to give; the
 		// daemon gets the request without the Expect.
 		req.Header.Del("Expect")
-		if _, err := io.WriteString(cc.c, "HTTP/1.1 100 Continue\r\n\r\n"); err != nil {
+		if _, err := cc.write([]byte("HTTP/1.1 100 Continue\r\n\r\n")); err != nil {
 			return false
 		}
 	}
@@ -314,11 +319,16 @@ func (cc *clientConn) upstream() (*net.UnixConn, *bufio.Reader, error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		cc.up = c
+		rc, err := c.SyscallConn()
+		if err != nil {
+			c.Close()
+			return nil, nil, err
+		}
+		cc.up, cc.urc, cc.ur = c, rc, rawReader{rc}
 	}
 	if cc.ubr == nil {
 		cc.ubr = readers.Get().(*bufio.Reader)
-		cc.ubr.Reset(cc.up)
+		cc.ubr.Reset(&cc.ur)
 	}
 	return cc.up, cc.ubr, nil
 }
@@ -328,7 +338,7 @@ func (cc *clientConn) upstream() (*net.UnixConn, *bufio.Reader, error) {
 func (cc *clientConn) dropUpstream() {
 	cc.mu.Lock()
 	up := cc.up
-	cc.up = nil
+	cc.up, cc.urc, cc.ur = nil, nil, rawReader{}
 	if cc.ubr != nil {
 		cc.ubr.Reset(nil)
 		readers.Put(cc.ubr)
@@ -346,7 +356,7 @@ func (cc *clientConn) dropUpstream() {
 // tried once more on a new connection.
 func (cc *clientConn) writeHead(p []byte) error {
 	for try := 0; ; try++ {
-		_, err := cc.up.Write(p)
+		_, err := rawWrite(cc.urc, p)
 		if err == nil {
 			return nil
 		}
@@ -489,20 +499,20 @@ func (cc *clientConn) forwardResponse(x *exchange, req *http.Request) bool {
 		switch {
 		case resp.StatusCode == http.StatusSwitchingProtocols:
 			// A raw stream from here on, both ways.
-			cc.c.Write(b.Bytes())
+			cc.write(b.Bytes())
 			cc.rawStream(x, up, ubr)
 			return false
 		case resp.StatusCode/100 == 1:
-			if _, err := cc.c.Write(b.Bytes()); err != nil {
+			if _, err := cc.write(b.Bytes()); err != nil {
 				return false
 			}
 			continue // 100 Continue and friends: the final response follows
 		case noBody:
-			_, err := cc.c.Write(b.Bytes())
+			_, err := cc.write(b.Bytes())
 			cc.clean = reusable(req, resp, ubr) // nothing more to read
 			return err == nil && !req.Close && !resp.Close
 		case chunked:
-			if _, err := cc.c.Write(b.Bytes()); err != nil {
+			if _, err := cc.write(b.Bytes()); err != nil {
 				return false
 			}
 			n, err := copyChunked(cc.c, ubr, up, cc.bulk)
@@ -511,7 +521,7 @@ func (cc *clientConn) forwardResponse(x *exchange, req *http.Request) bool {
 		case untilClose:
 			// The daemon's old-style hijack (attach without Upgrade): a
 			// raw stream, delimited by close.
-			cc.c.Write(b.Bytes())
+			cc.write(b.Bytes())
 			cc.rawStream(x, up, ubr)
 			return false
 		default:
@@ -523,7 +533,7 @@ func (cc *clientConn) forwardResponse(x *exchange, req *http.Request) bool {
 				x.out = n
 				n = 0
 			}
-			if _, err := cc.c.Write(b.Bytes()); err != nil {
+			if _, err := cc.write(b.Bytes()); err != nil {
 				return false
 			}
 			if n > bulkBody {
@@ -535,6 +545,9 @@ func (cc *clientConn) forwardResponse(x *exchange, req *http.Request) bool {
 		}
 	}
 }
+
+// write writes p whole to the client.
+func (cc *clientConn) write(p []byte) (int, error) { return rawWrite(cc.crc, p) }
 
 // rawStream relays both ways until both sides are done, passing
 // half-closes on; what the readers already buffered goes first.
@@ -568,7 +581,7 @@ func (cc *clientConn) refuse(x *exchange, status int, rule, reason string) {
 	fmt.Fprintf(&b, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n",
 		status, http.StatusText(status), len(msg))
 	b.Write(msg)
-	cc.c.Write(b.Bytes())
+	cc.write(b.Bytes())
 	x.out = int64(len(msg))
 }
 
@@ -752,17 +765,15 @@ type peer struct {
 	ok       bool
 }
 
-func peerOf(c *net.UnixConn) peer {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return peer{}
-	}
-	var cred *unix.Ucred
-	var cerr error
+func peerOf(rc syscall.RawConn) peer {
+	var cred unix.Ucred
+	var errno syscall.Errno
 	rc.Control(func(fd uintptr) {
-		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+		size := uint32(unsafe.Sizeof(cred))
+		_, _, errno = syscall.RawSyscall6(syscall.SYS_GETSOCKOPT, fd, unix.SOL_SOCKET, unix.SO_PEERCRED,
+			uintptr(unsafe.Pointer(&cred)), uintptr(unsafe.Pointer(&size)), 0)
 	})
-	if cerr != nil || cred == nil {
+	if errno != 0 {
 		return peer{}
 	}
 	return peer{pid: cred.Pid, uid: int32(cred.Uid), ok: true}

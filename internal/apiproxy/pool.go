@@ -147,14 +147,8 @@ func quiet(c *net.UnixConn) bool {
 	ok := false
 	rc.Control(func(fd uintptr) {
 		var b [1]byte
-		for {
-			_, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-			if err == unix.EINTR {
-				continue
-			}
-			ok = err == unix.EAGAIN
-			return
-		}
+		_, errno := rawRecv(fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		ok = errno == unix.EAGAIN
 	})
 	return ok
 }
