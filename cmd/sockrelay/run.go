@@ -116,6 +116,7 @@ func runPlugin(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout
 	policies := driver.Policies{Dir: cfg.PolicyDir, Shown: cfg.PolicyDirHost}
 	// The audit log is JSON whatever LOG_FORMAT says: one line a request.
 	audit := apiproxy.NewAuditLog(stdout)
+	defer audit.Close()
 	d, err := driver.New(relayCtx, driver.Config{
 		Log:            log,
 		Store:          store,

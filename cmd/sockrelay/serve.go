@@ -41,10 +41,12 @@ func runServe(ctx context.Context, cfg *config.Serve, log *slog.Logger, stdout i
 		log.Info("serving through a policy", "policy", pol.Name())
 		var cur atomic.Pointer[policy.Policy]
 		cur.Store(pol)
+		audit := apiproxy.NewAuditLog(stdout)
+		defer audit.Close()
 		px := &apiproxy.Proxy{
 			Volume: filepath.Base(cfg.Listen), Upstream: cfg.Target,
 			Policy: cur.Load,
-			Log:    log, Audit: apiproxy.NewAuditLog(stdout),
+			Log:    log, Audit: audit,
 			Stats: &apiproxy.Stats{},
 		}
 		var wg sync.WaitGroup

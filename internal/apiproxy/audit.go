@@ -1,11 +1,16 @@
 package apiproxy
 
 import (
+	"bytes"
 	"io"
+	"os"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 	"unicode/utf8"
+
+	"golang.org/x/sys/unix"
 )
 
 // AuditLog writes the audit log: one JSON line per request, in the shape
@@ -21,8 +26,19 @@ import (
 // requests (a daemon not reading the plugin's stdout), lines wait up to
 // maxPending bytes and then requests wait for the output, as they would
 // with plain writes: the log is never dropped and memory stays bounded.
+//
+// A managed plugin's stdout is a pipe. The log then opens that pipe again
+// for itself, non-blocking, and writes it by raw system calls (rawio.go),
+// each write at most PIPE_BUF bytes and cut at the end of a line: such a
+// write is atomic, so a line of the process's other writers of the pipe
+// (its operational log) never lands inside an audit line, nor the
+// reverse.
 type AuditLog struct {
 	w io.Writer
+	// pipe is the log's own open of w, when w is a pipe; prc is its
+	// descriptor's.
+	pipe *os.File
+	prc  syscall.RawConn
 
 	mu      sync.Mutex
 	drained sync.Cond // signalled when pending is taken for writing
@@ -34,11 +50,86 @@ type AuditLog struct {
 // maxPending bounds the bytes that wait for a write in progress.
 const maxPending = 256 << 10
 
-// NewAuditLog writes audit lines to w.
+// NewAuditLog writes audit lines to w. Close releases what it opened.
 func NewAuditLog(w io.Writer) *AuditLog {
 	a := &AuditLog{w: w}
 	a.drained.L = &a.mu
+	if f, ok := w.(*os.File); ok {
+		if p := reopenPipe(f); p != nil {
+			if rc, err := p.SyscallConn(); err == nil {
+				a.pipe, a.prc = p, rc
+			} else {
+				p.Close()
+			}
+		}
+	}
 	return a
+}
+
+// Close closes the log's own open of its pipe, if it has one. Lines
+// written after Close go to w as it is.
+func (a *AuditLog) Close() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	p := a.pipe
+	a.pipe, a.prc = nil, nil
+	if p == nil {
+		return nil
+	}
+	return p.Close()
+}
+
+// reopenPipe opens f's pipe again, write-only and non-blocking, when f is
+// a pipe; otherwise, or if that fails, it returns nil. The new open file
+// has flags of its own: f stays as it was for its other users.
+func reopenPipe(f *os.File) *os.File {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	nfd := -1
+	rc.Control(func(fd uintptr) {
+		var st unix.Stat_t
+		if unix.Fstat(int(fd), &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFIFO {
+			return
+		}
+		nfd, err = unix.Open("/proc/self/fd/"+strconv.Itoa(int(fd)), unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		if err != nil {
+			nfd = -1
+		}
+	})
+	if nfd < 0 {
+		return nil
+	}
+	return os.NewFile(uintptr(nfd), f.Name())
+}
+
+// pipeBuf is PIPE_BUF on Linux: a write to a pipe of at most this many
+// bytes is atomic.
+const pipeBuf = 4096
+
+// output writes out, whole lines, to w, or by prc to the log's own open
+// of w's pipe.
+func (a *AuditLog) output(prc syscall.RawConn, out []byte) {
+	if prc == nil {
+		a.w.Write(out) // a log that cannot be written is not a reason to fail a request
+		return
+	}
+	for len(out) > 0 {
+		n := len(out)
+		if n > pipeBuf {
+			// Whole lines up to pipeBuf; a longer line on its own.
+			if i := bytes.LastIndexByte(out[:pipeBuf], '\n'); i >= 0 {
+				n = i + 1
+			} else if i := bytes.IndexByte(out, '\n'); i >= 0 {
+				n = i + 1
+			}
+		}
+		if _, err := rawWrite(prc, out[:n]); err != nil {
+			return // as above; the pipe's reader is gone
+		}
+		out = out[n:]
+	}
 }
 
 // write adds one line (ending in a newline) to the log.
@@ -57,8 +148,9 @@ func (a *AuditLog) write(line []byte) {
 		out := a.pending
 		a.pending = a.spare[:0]
 		a.drained.Broadcast()
+		prc := a.prc
 		a.mu.Unlock()
-		a.w.Write(out) // a log that cannot be written is not a reason to fail a request
+		a.output(prc, out)
 		a.mu.Lock()
 		if cap(out) <= maxPending*2 {
 			a.spare = out[:0]

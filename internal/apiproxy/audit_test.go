@@ -5,11 +5,16 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // slogLine is the line log/slog's JSON handler writes for x: what the
@@ -164,5 +169,102 @@ func TestAuditLogBoundedWhenOutputStalls(t *testing.T) {
 	}
 	if w.n != writers*len(line) {
 		t.Fatalf("wrote %d bytes, want %d", w.n, writers*len(line))
+	}
+}
+
+// On a pipe, the log writes through its own non-blocking open of it, in
+// atomic writes cut at line ends: lines of another writer of the same
+// pipe (the operational log, on the original descriptor) never land
+// inside an audit line, even with the pipe full and batches far larger
+// than PIPE_BUF. The original descriptor stays blocking.
+func TestAuditLogPipeLinesNeverInterleave(t *testing.T) {
+	// A blocking pipe, as a plugin's stdout is (os.Pipe's are not).
+	var fds [2]int
+	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	r, w := os.NewFile(uintptr(fds[0]), "r"), os.NewFile(uintptr(fds[1]), "w")
+	defer r.Close()
+	defer w.Close()
+	a := NewAuditLog(w)
+	defer a.Close()
+	if a.prc == nil {
+		t.Fatal("the audit log did not open the pipe for itself")
+	}
+	if fl, err := unix.FcntlInt(uintptr(fdOf(t, w)), unix.F_GETFL, 0); err != nil || fl&unix.O_NONBLOCK != 0 {
+		t.Fatalf("original descriptor flags %#o, %v: want it left blocking", fl, err)
+	}
+
+	const writers, lines = 20, 300
+	var wg sync.WaitGroup
+	for g := range writers {
+		wg.Go(func() {
+			for i := range lines {
+				// 300 to 1300 bytes: batches of many lines, over PIPE_BUF.
+				pad := strings.Repeat("a", 300+(g*lines+i)%1000)
+				a.write(fmt.Appendf(nil, "{\"g\":%d,\"i\":%d,\"pad\":%q}\n", g, i, pad))
+			}
+		})
+	}
+	wg.Go(func() { // the other writer: whole lines on the original descriptor
+		for i := range lines {
+			fmt.Fprintf(w, "{\"other\":%d,\"pad\":%q}\n", i, strings.Repeat("b", 2000))
+		}
+	})
+	got := make(chan []string)
+	go func() {
+		// Read slowly at first, so the pipe fills and writers wait.
+		time.Sleep(100 * time.Millisecond)
+		b, _ := io.ReadAll(r)
+		got <- strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	}()
+	wg.Wait()
+	a.Close()
+	w.Close()
+	audit, other := 0, 0
+	for _, l := range <-got {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("a line broken by another writer's: %.120q: %v", l, err)
+		}
+		if _, ok := m["other"]; ok {
+			other++
+		} else {
+			audit++
+		}
+	}
+	if audit != writers*lines || other != lines {
+		t.Fatalf("got %d audit and %d other lines, want %d and %d", audit, other, writers*lines, lines)
+	}
+}
+
+func fdOf(t *testing.T, f *os.File) int {
+	t.Helper()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd := -1
+	rc.Control(func(u uintptr) { fd = int(u) })
+	return fd
+}
+
+// A file that is not a pipe is written as it is.
+func TestAuditLogRegularFileAsIs(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "audit.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	a := NewAuditLog(f)
+	defer a.Close()
+	if a.prc != nil {
+		t.Fatal("the audit log opened a regular file again; want it written as it is")
+	}
+	a.write([]byte("{\"a\":1}\n"))
+	a.write([]byte("{\"a\":2}\n"))
+	b, err := os.ReadFile(f.Name())
+	if err != nil || string(b) != "{\"a\":1}\n{\"a\":2}\n" {
+		t.Fatalf("file holds %q, %v", b, err)
 	}
 }
