@@ -22,11 +22,15 @@ type Change struct {
 // requests; an invalid one is refused and cur keeps the policy in force:
 // a policy never half-applies. report hears of each change of state
 // once, not of every check: a file left broken is reported when it
-// breaks, or when its error changes.
+// breaks, or when its error changes. A file must fail two checks in a
+// row with the same error to be reported: one caught in the middle of a
+// write that is not atomic (os.WriteFile, a shell's >, many editors:
+// truncate, then write) is read whole at the next check.
 func Watch(ctx context.Context, interval time.Duration, cur *atomic.Pointer[Policy], load func() (*Policy, error), report func(Change)) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	lastErr := ""
+	lastErr := "" // the error reported last
+	seen := ""    // an error seen once, reported if the next check sees it again
 	for {
 		select {
 		case <-ctx.Done():
@@ -34,12 +38,19 @@ func Watch(ctx context.Context, interval time.Duration, cur *atomic.Pointer[Poli
 		case <-t.C:
 		}
 		pol, err := load()
-		switch {
-		case err != nil:
-			if err.Error() != lastErr {
-				lastErr = err.Error()
+		if err != nil {
+			switch msg := err.Error(); {
+			case msg == lastErr:
+			case msg != seen:
+				seen = msg
+			default:
+				seen, lastErr = "", msg
 				report(Change{Err: err})
 			}
+			continue
+		}
+		seen = ""
+		switch {
 		case pol.Digest() != cur.Load().Digest():
 			cur.Store(pol)
 			lastErr = ""

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"sync"
@@ -86,5 +87,55 @@ func TestWatch(t *testing.T) {
 	write(pingAndVersion) // back to the policy in force
 	if c := waitChanges(3); c[2].Reloaded || c[2].Err != nil {
 		t.Fatalf("file restored: got %+v, want a plain 'back' report", c[2])
+	}
+}
+
+// A file caught in the middle of a write that is not atomic (empty, or
+// cut short) at one check and whole at the next is not reported as
+// refused: only an error seen at two checks in a row is.
+func TestWatchFileCaughtMidWrite(t *testing.T) {
+	dir := t.TempDir()
+	load := func(s string) *Policy {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, "p.yaml"), []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		p, err := FromSpec("file:p", dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	a := load("allow:\n  - {method: GET, path: /_ping}\n")
+	b := load("allow:\n  - {method: GET, path: /version}\n")
+	broken := errors.New("p.yaml: line 1: the file is empty")
+	steps := []struct {
+		pol *Policy
+		err error
+	}{{a, nil}, {nil, broken}, {b, nil}, {nil, broken}, {nil, broken}, {nil, broken}, {b, nil}}
+	var cur atomic.Pointer[Policy]
+	cur.Store(a)
+	var got []Change
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	i := 0
+	Watch(ctx, time.Millisecond, &cur, func() (*Policy, error) {
+		s := steps[min(i, len(steps)-1)] // a tick may come after cancel
+		if i++; i == len(steps) {
+			cancel()
+		}
+		return s.pol, s.err
+	}, func(c Change) { got = append(got, c) })
+	want := []Change{{Reloaded: true}, {Err: broken}, {}}
+	if len(got) != len(want) {
+		t.Fatalf("got %+v, want %+v", got, want)
+	}
+	for k := range want {
+		if got[k].Reloaded != want[k].Reloaded || (got[k].Err == nil) != (want[k].Err == nil) {
+			t.Fatalf("change %d: got %+v, want %+v (all: %+v)", k, got[k], want[k], got)
+		}
+	}
+	if cur.Load() != b {
+		t.Fatal("the policy in force is not the last valid one")
 	}
 }
