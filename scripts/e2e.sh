@@ -3,10 +3,19 @@
 # Starts one when none runs (installing Docker when missing), installs the
 # plugin from this tree, and runs the suite. It never skips: no daemon, no
 # pass.
+#
+#   E2E_RUN=REGEXP   run only the tests that match (go test -run)
+#
+# Runs take a lock (/run/sockrelay-e2e.lock): two suites at once would
+# reinstall each other's plugin and remove each other's containers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "make e2e needs root (it drives dockerd and installs a plugin)" >&2; exit 1; }
+exec 9>/run/sockrelay-e2e.lock
+flock 9
 scripts/dockerd.sh start
 make install
-go test -tags e2e -count=1 -timeout 30m -v ./e2e/ 2>&1 | tee "${E2E_LOG:-/tmp/sockrelay-e2e.log}"
+run=()
+[ -n "${E2E_RUN:-}" ] && run=(-run "$E2E_RUN")
+go test -tags e2e -count=1 -timeout 30m -v "${run[@]}" ./e2e/ 2>&1 | tee "${E2E_LOG:-/tmp/sockrelay-e2e.log}"
 exit "${PIPESTATUS[0]}"
