@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/sockrelay/sockrelay/internal/idmap"
+	"github.com/sockrelay/sockrelay/internal/mounts/mounttest"
 )
 
 // TestMain lets Run start this test binary as its upstream, and as the
@@ -40,7 +41,7 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	mounttest.Main(m)
 }
 
 func tempDir(t *testing.T) string {

@@ -9,6 +9,7 @@ import (
 	"syscall"
 
 	"github.com/sockrelay/sockrelay/internal/idmap"
+	"github.com/sockrelay/sockrelay/internal/mounts"
 )
 
 // idmapMapping is the mapping of the idmap column: the remap range of a
@@ -108,13 +109,13 @@ func (m *idmapMount) attach(userns *idmap.Namespaces) error {
 		return err
 	}
 	defer tree.Close()
-	return idmap.Attach(tree, m.dir, m.name)
+	return mounts.Attach(tree, m.dir, m.name)
 }
 
 // remount replaces the mount with a fresh one of m.src: a daemon that
 // restarts makes a new socket, and a mount of the old one is dead.
 func (m *idmapMount) remount(userns *idmap.Namespaces) error {
-	if err := idmap.Detach(m.dir, m.name); err != nil {
+	if err := mounts.Detach(m.dir, m.name); err != nil {
 		return err
 	}
 	return m.attach(userns)
@@ -122,7 +123,7 @@ func (m *idmapMount) remount(userns *idmap.Namespaces) error {
 
 // detach unmounts it; the file it covered goes with the temp dir.
 func (m *idmapMount) detach() error {
-	err := idmap.Detach(m.dir, m.name)
+	err := mounts.Detach(m.dir, m.name)
 	m.dir.Close()
 	return err
 }

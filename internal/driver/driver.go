@@ -18,6 +18,7 @@ import (
 	"github.com/docker/go-plugins-helpers/volume"
 	"golang.org/x/sys/unix"
 
+	"github.com/sockrelay/sockrelay/internal/mounts"
 	"github.com/sockrelay/sockrelay/internal/owner"
 	"github.com/sockrelay/sockrelay/internal/state"
 )
@@ -48,10 +49,18 @@ type Server interface {
 	Status(map[string]any)
 }
 
-// StartFunc starts serving volume v's socket inside dir, the open volume
-// directory, until ctx ends or Stop is called. upstream is the plugin-side
-// path of v.Target.
-type StartFunc func(ctx context.Context, dir *os.File, v *state.Volume, upstream string) (Server, error)
+// StartFunc starts serving volume v's socket in dir until ctx ends or
+// Stop is called. upstream is the plugin-side path of v.Target. dir's
+// files are the caller's: a server dups what it keeps.
+type StartFunc func(ctx context.Context, dir Dir, v *state.Volume, upstream string) (Server, error)
+
+// Dir is a served volume's directory, open twice. RW is the directory
+// itself, where the plugin makes sockets and mount points. View is the
+// read-only bind of it that dockerd hands to containers (its Mountpoint):
+// a mount that containers must see goes onto View.
+type Dir struct {
+	RW, View *os.File
+}
 
 // Config wires a Driver.
 type Config struct {
@@ -132,14 +141,14 @@ func (d *Driver) Reconcile() {
 		v := d.volume(name)
 		// A Mount that came in first may already serve it.
 		if v != nil && !d.serving(name) {
-			if err := d.makeDir(name); err != nil {
-				d.log.Error("restore volume directory", "volume", name, "err", err)
-			} else if v.MountCount() > 0 {
-				if err := d.start(v); err != nil {
-					d.log.Error("restore socket of mounted volume", "volume", name, "err", err)
-				} else {
-					d.log.Info("socket restored", "volume", name, "mounts", v.MountCount())
+			if v.MountCount() == 0 {
+				if err := d.makeDir(name); err != nil {
+					d.log.Error("restore volume directory", "volume", name, "err", err)
 				}
+			} else if err := d.start(v); err != nil {
+				d.log.Error("restore socket of mounted volume", "volume", name, "err", err)
+			} else {
+				d.log.Info("socket restored", "volume", name, "mounts", v.MountCount())
 			}
 		}
 		unlock()
@@ -154,11 +163,7 @@ func (d *Driver) Close() {
 	d.live = map[string]*served{}
 	d.mu.Unlock()
 	for name, s := range live {
-		if s.srv != nil {
-			if err := s.srv.Stop(); err != nil {
-				d.log.Warn("stop socket", "volume", name, "err", err)
-			}
-		}
+		d.stopServer(name, s)
 	}
 	d.root.Close()
 }
@@ -349,9 +354,6 @@ func (d *Driver) Mount(r *volume.MountRequest) (*volume.MountResponse, error) {
 	nv.Mounts[r.ID]++
 	started := false
 	if !d.serving(r.Name) {
-		if err := d.makeDir(r.Name); err != nil {
-			return nil, err
-		}
 		if err := d.start(nv); err != nil {
 			return nil, fmt.Errorf("volume %q: cannot serve its socket: %w", r.Name, err)
 		}
@@ -486,13 +488,15 @@ func (d *Driver) start(v *state.Volume) error {
 	if startFn == nil {
 		return d.recordErr(v.Name, fmt.Errorf("mode %q is not available in this build", v.Mode))
 	}
-	dir, err := d.openDir(v.Name)
+	dir, err := d.openServed(v.Name)
 	if err != nil {
 		return d.recordErr(v.Name, err)
 	}
-	defer dir.Close()
 	srv, err := startFn(d.ctx, dir, v, d.upstream(v.Target))
+	dir.RW.Close()
+	dir.View.Close()
 	if err != nil {
+		d.detachView(v.Name)
 		return d.recordErr(v.Name, err)
 	}
 	d.mu.Lock()
@@ -514,18 +518,69 @@ func (d *Driver) stop(name string) {
 	s := d.live[name]
 	delete(d.live, name)
 	d.mu.Unlock()
+	d.stopServer(name, s)
+}
+
+// stopServer stops s, if it serves, and takes the read-only view away.
+func (d *Driver) stopServer(name string, s *served) {
 	if s == nil || s.srv == nil {
 		return
 	}
 	if err := s.srv.Stop(); err != nil {
 		d.log.Warn("stop socket", "volume", name, "err", err)
 	}
+	d.detachView(name)
+}
+
+// openServed makes the volume directory ready to serve: the directory
+// (made or taken over), and the read-only bind of it that containers
+// get, made anew. Callers hold the key lock and close both files.
+func (d *Driver) openServed(name string) (Dir, error) {
+	if err := d.makeDir(name); err != nil {
+		return Dir{}, err
+	}
+	// Nothing is mounted on the directory now: this opens the directory
+	// itself, writable, and it stays so when the view covers it.
+	rw, err := d.openDir(name)
+	if err != nil {
+		return Dir{}, err
+	}
+	if err := mounts.ReadOnlyBind(rw, d.root, name); err != nil {
+		rw.Close()
+		return Dir{}, fmt.Errorf("read-only bind of the volume directory: %w", err)
+	}
+	view, err := d.openDir(name)
+	if err == nil {
+		if ro, serr := mounts.ReadOnly(view); serr != nil || !ro {
+			view.Close()
+			err = fmt.Errorf("the volume directory is not read-only after its bind (%v)", serr)
+		}
+	}
+	if err != nil {
+		rw.Close()
+		d.detachView(name)
+		return Dir{}, err
+	}
+	return Dir{RW: rw, View: view}, nil
+}
+
+// detachView unmounts the read-only bind of a volume directory, and
+// whatever was mounted in it.
+func (d *Driver) detachView(name string) {
+	if err := mounts.Detach(d.root, name); err != nil {
+		d.log.Warn("unmount the volume's read-only view", "volume", name, "err", err)
+	}
 }
 
 // makeDir creates the volume directory, or takes over an existing one,
 // owned by root and not writable by anyone else: a container must not be
-// able to add, remove or replace anything in it.
+// able to add, remove or replace anything in it. A read-only view left
+// on it by an earlier run is taken away first. Callers hold the key lock
+// and do not serve the volume.
 func (d *Driver) makeDir(name string) error {
+	if err := mounts.Detach(d.root, name); err != nil {
+		return fmt.Errorf("volume directory: %w", err)
+	}
 	err := unix.Mkdirat(int(d.root.Fd()), name, 0o755)
 	if err != nil && !errors.Is(err, unix.EEXIST) {
 		return fmt.Errorf("create volume directory: %w", err)
@@ -556,6 +611,9 @@ func (d *Driver) openDir(name string) (*os.File, error) {
 // removeDir removes a volume directory and what it holds (at most a stale
 // socket), through directory descriptors only.
 func (d *Driver) removeDir(name string) error {
+	if err := mounts.Detach(d.root, name); err != nil {
+		return err
+	}
 	dir, err := d.openDir(name)
 	if errors.Is(err, unix.ENOENT) {
 		return nil

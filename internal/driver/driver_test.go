@@ -21,7 +21,10 @@ import (
 	"time"
 
 	"github.com/docker/go-plugins-helpers/volume"
+	"golang.org/x/sys/unix"
 
+	"github.com/sockrelay/sockrelay/internal/mounts"
+	"github.com/sockrelay/sockrelay/internal/mounts/mounttest"
 	"github.com/sockrelay/sockrelay/internal/owner"
 	"github.com/sockrelay/sockrelay/internal/state"
 )
@@ -962,7 +965,7 @@ func TestMountStartFailureInStatus(t *testing.T) {
 	requireRoot(t)
 	e := newEnv(t)
 	e.modes = map[string]StartFunc{
-		"relay": func(ctx context.Context, dir *os.File, v *state.Volume, upstream string) (Server, error) {
+		"relay": func(ctx context.Context, dir Dir, v *state.Volume, upstream string) (Server, error) {
 			return nil, errors.New("test start failure")
 		},
 	}
@@ -1365,4 +1368,103 @@ func resetDriver(t *testing.T, d *Driver) {
 			t.Fatalf("reset: Remove %q: got %v, want nil", v.Name, err)
 		}
 	}
+}
+
+func TestMain(m *testing.M) { mounttest.Main(m) }
+
+// A served volume is a read-only view of its directory: a container's
+// root owns the socket in it, and still cannot chmod, chown, touch,
+// rename or unlink it, nor set an xattr on it. The socket works through
+// the view, and the view goes with the last Unmount.
+func TestServedVolumeIsReadOnly(t *testing.T) {
+	requireRoot(t)
+	e := newEnv(t)
+	d := e.driver()
+	create(t, d, "v", nil)
+	mount(t, d, "v", "id")
+	sock := e.sockPath("v")
+	ping(t, sock)
+	var before unix.Stat_t
+	if err := unix.Lstat(sock, &before); err != nil {
+		t.Fatal(err)
+	}
+	for what, err := range map[string]error{
+		"chmod":     os.Chmod(sock, 0o666),
+		"chown":     os.Chown(sock, 101000, 101000),
+		"utimes":    os.Chtimes(sock, time.Unix(0, 0), time.Unix(0, 0)),
+		"setxattr":  unix.Setxattr(sock, "user.x", []byte("1"), 0),
+		"unlink":    os.Remove(sock),
+		"rename":    os.Rename(sock, filepath.Join(e.volRoot, "v", "moved")),
+		"create":    os.WriteFile(filepath.Join(e.volRoot, "v", "planted"), nil, 0o600),
+		"chmod-dir": os.Chmod(filepath.Join(e.volRoot, "v"), 0o777),
+	} {
+		if !errors.Is(err, unix.EROFS) {
+			t.Errorf("%s through the volume's mountpoint: got %v, want EROFS", what, err)
+		}
+	}
+	var after unix.Stat_t
+	if err := unix.Lstat(sock, &after); err != nil || after.Mode != before.Mode || after.Uid != before.Uid || after.Gid != before.Gid || after.Mtim != before.Mtim {
+		t.Fatalf("socket after the tries: %v, %o %d:%d, want it as before (%o %d:%d)", err, after.Mode, after.Uid, after.Gid, before.Mode, before.Uid, before.Gid)
+	}
+	ping(t, sock)
+	if !readOnly(t, filepath.Join(e.volRoot, "v")) {
+		t.Fatal("mountpoint: got writable, want read-only")
+	}
+	unmount(t, d, "v", "id")
+	if readOnly(t, filepath.Join(e.volRoot, "v")) {
+		t.Fatal("mountpoint after the last Unmount: got the read-only view, want it gone")
+	}
+}
+
+// A plugin that died leaves its read-only views behind (dockerd restarts
+// a crashed plugin without unmounting them): the next run serves its
+// mounted volumes through new ones and takes them off the idle ones.
+func TestRestartAfterCrashReplacesStaleViews(t *testing.T) {
+	requireRoot(t)
+	e := newEnv(t)
+	d1 := e.driver()
+	create(t, d1, "mounted", nil)
+	create(t, d1, "idle", nil)
+	mount(t, d1, "mounted", "id")
+	d1.Close()
+	root, err := os.Open(e.volRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	for _, name := range []string{"mounted", "idle"} {
+		dir, err := os.Open(filepath.Join(e.volRoot, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := mounts.ReadOnlyBind(dir, root, name); err != nil {
+			t.Fatal(err)
+		}
+		dir.Close()
+	}
+
+	d2 := e.driver()
+	d2.Reconcile()
+	ping(t, e.sockPath("mounted"))
+	if !readOnly(t, filepath.Join(e.volRoot, "mounted")) {
+		t.Error("mounted volume after the restart: got writable, want read-only")
+	}
+	if readOnly(t, filepath.Join(e.volRoot, "idle")) {
+		t.Error("idle volume after the restart: got the stale view, want none")
+	}
+	if st := status(t, d2, "mounted"); st["serving"] != true || st["last_error"] != nil {
+		t.Errorf("status: got serving %v last_error %v, want true and none", st["serving"], st["last_error"])
+	}
+	if err := d2.Remove(&volume.RemoveRequest{Name: "idle"}); err != nil {
+		t.Fatalf("Remove idle: %v", err)
+	}
+}
+
+func readOnly(t *testing.T, path string) bool {
+	t.Helper()
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Flags&unix.ST_RDONLY != 0
 }

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sockrelay/sockrelay/internal/idmap"
+	"github.com/sockrelay/sockrelay/internal/mounts"
 	"github.com/sockrelay/sockrelay/internal/state"
 	"github.com/sockrelay/sockrelay/internal/unixsock"
 )
@@ -47,19 +48,25 @@ func IdmapCheck(ns *idmap.Namespaces) CheckFunc {
 // IdmapMode serves a volume with an idmapped bind mount of the daemon's
 // socket: the container connects straight to the daemon.
 func IdmapMode(log *slog.Logger, ns *idmap.Namespaces) StartFunc {
-	return func(ctx context.Context, dir *os.File, v *state.Volume, upstream string) (Server, error) {
+	return func(ctx context.Context, dir Dir, v *state.Volume, upstream string) (Server, error) {
 		m, err := mappingOf(v)
 		if err != nil {
 			return nil, err
 		}
-		d, err := unixsock.DupDir(dir)
+		rw, err := unixsock.DupDir(dir.RW)
 		if err != nil {
 			return nil, err
 		}
-		s := &idmapServer{log: log.With("volume", v.Name), ns: ns, m: m, dir: d, name: v.Socket, upstream: upstream, done: make(chan struct{})}
+		view, err := unixsock.DupDir(dir.View)
+		if err != nil {
+			rw.Close()
+			return nil, err
+		}
+		s := &idmapServer{log: log.With("volume", v.Name), ns: ns, m: m, dir: rw, view: view, name: v.Socket, upstream: upstream, done: make(chan struct{})}
 		if err := s.mount(); err != nil {
 			s.unmount()
-			d.Close()
+			rw.Close()
+			view.Close()
 			return nil, err
 		}
 		ctx, s.cancel = context.WithCancel(ctx)
@@ -72,7 +79,8 @@ type idmapServer struct {
 	log      *slog.Logger
 	ns       *idmap.Namespaces
 	m        idmap.Mapping
-	dir      *os.File // the volume directory, held open
+	dir      *os.File // the volume directory, held open: the mount point file is made here
+	view     *os.File // the read-only view of it, held open: the mount goes here
 	name     string
 	upstream string
 
@@ -88,7 +96,7 @@ type idmapServer struct {
 // whatever is stacked there is detached, and the point is a root-owned
 // empty file.
 func (s *idmapServer) mount() error {
-	if err := idmap.Detach(s.dir, s.name); err != nil {
+	if err := mounts.Detach(s.view, s.name); err != nil {
 		return err
 	}
 	if err := ensureFile(s.dir, s.name); err != nil {
@@ -103,11 +111,11 @@ func (s *idmapServer) mount() error {
 		return err
 	}
 	defer tree.Close()
-	return idmap.Attach(tree, s.dir, s.name)
+	return mounts.Attach(tree, s.view, s.name)
 }
 
 func (s *idmapServer) unmount() error {
-	err := idmap.Detach(s.dir, s.name)
+	err := mounts.Detach(s.view, s.name)
 	if uerr := unix.Unlinkat(int(s.dir.Fd()), s.name, 0); uerr != nil && !errors.Is(uerr, unix.ENOENT) && err == nil {
 		err = uerr
 	}
@@ -129,7 +137,7 @@ func (s *idmapServer) watch(ctx context.Context) {
 		if err := unix.Stat(s.upstream, &up); err != nil {
 			continue // the daemon is restarting; its socket will be back
 		}
-		err := unix.Fstatat(int(s.dir.Fd()), s.name, &mnt, unix.AT_SYMLINK_NOFOLLOW)
+		err := unix.Fstatat(int(s.view.Fd()), s.name, &mnt, unix.AT_SYMLINK_NOFOLLOW)
 		if err == nil && mnt.Ino == up.Ino && mnt.Dev == up.Dev {
 			continue
 		}
@@ -157,6 +165,7 @@ func (s *idmapServer) Stop() error {
 		err = s.unmount()
 		s.mu.Unlock()
 		s.dir.Close()
+		s.view.Close()
 	})
 	return err
 }

@@ -53,12 +53,12 @@ func PolicyCheck(ps Policies) CheckFunc {
 // PolicyMode serves a volume through the policy proxy. audit gets one
 // line per request.
 func PolicyMode(log *slog.Logger, audit *apiproxy.AuditLog, ps Policies) StartFunc {
-	return func(ctx context.Context, dir *os.File, v *state.Volume, upstream string) (Server, error) {
+	return func(ctx context.Context, dir Dir, v *state.Volume, upstream string) (Server, error) {
 		pol, err := ps.load(v.Policy)
 		if err != nil {
 			return nil, err
 		}
-		ln, err := unixsock.Listen(dir, v.Socket, unixsock.Owner{UID: int(v.UID), GID: int(v.GID), Perm: os.FileMode(v.Perm)})
+		ln, err := unixsock.Listen(dir.RW, v.Socket, unixsock.Owner{UID: int(v.UID), GID: int(v.GID), Perm: os.FileMode(v.Perm)})
 		if err != nil {
 			return nil, err
 		}

@@ -14,8 +14,8 @@ import (
 
 // RelayMode serves a volume with a byte relay to its upstream.
 func RelayMode(log *slog.Logger) StartFunc {
-	return func(ctx context.Context, dir *os.File, v *state.Volume, upstream string) (Server, error) {
-		ln, err := unixsock.Listen(dir, v.Socket, unixsock.Owner{UID: int(v.UID), GID: int(v.GID), Perm: os.FileMode(v.Perm)})
+	return func(ctx context.Context, dir Dir, v *state.Volume, upstream string) (Server, error) {
+		ln, err := unixsock.Listen(dir.RW, v.Socket, unixsock.Owner{UID: int(v.UID), GID: int(v.GID), Perm: os.FileMode(v.Perm)})
 		if err != nil {
 			return nil, err
 		}

@@ -15,6 +15,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sockrelay/sockrelay/internal/mounts"
 )
 
 // ErrUnsupported means the kernel or the filesystem cannot idmap a mount.
@@ -133,15 +135,18 @@ func (n *Namespaces) create(m Mapping) (*os.File, error) {
 }
 
 // Clone makes a detached, idmapped clone of the mount of the file at src
-// (a path), mapped through the user namespace userns. The caller attaches
-// it with Attach or closes it (which discards it).
+// (a path), mapped through the user namespace userns, and read-only,
+// nosuid, nodev and noexec (mounts.Locked): through a writable idmapped
+// mount, the container's root would own the host's inode, and could
+// chmod or chown the daemon's own socket. The caller attaches it with
+// mounts.Attach or closes it (which discards it).
 func Clone(src string, userns *os.File) (*os.File, error) {
 	fd, err := unix.OpenTree(unix.AT_FDCWD, src, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_SYMLINK_NOFOLLOW)
 	if err != nil {
 		return nil, fmt.Errorf("open_tree %s: %w", src, err)
 	}
 	tree := os.NewFile(uintptr(fd), src)
-	attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP, Userns_fd: uint64(userns.Fd())}
+	attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP | mounts.Locked, Userns_fd: uint64(userns.Fd())}
 	if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, attr); err != nil {
 		tree.Close()
 		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EOPNOTSUPP) {
@@ -150,31 +155,6 @@ func Clone(src string, userns *os.File) (*os.File, error) {
 		return nil, fmt.Errorf("mount_setattr %s: %w", src, err)
 	}
 	return tree, nil
-}
-
-// Attach moves a detached tree onto the file name inside dir (which must
-// exist: bind mounts of a file cover a file).
-func Attach(tree *os.File, dir *os.File, name string) error {
-	if err := unix.MoveMount(int(tree.Fd()), "", int(dir.Fd()), name, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
-		return fmt.Errorf("move_mount onto %s: %w", name, err)
-	}
-	return nil
-}
-
-// Detach lazily unmounts everything stacked on name inside dir. It is
-// not an error when nothing is mounted there.
-func Detach(dir *os.File, name string) error {
-	p := "/proc/self/fd/" + strconv.Itoa(int(dir.Fd())) + "/" + name
-	for i := 0; i < 16; i++ {
-		err := unix.Unmount(p, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW)
-		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
-			return nil // not a mount point (any more)
-		}
-		if err != nil {
-			return fmt.Errorf("unmount %s: %w", name, err)
-		}
-	}
-	return fmt.Errorf("unmount %s: still mounted after 16 unmounts", name)
 }
 
 // Probe checks that the file at src can be idmapped with m, and says why

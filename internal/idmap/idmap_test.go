@@ -8,8 +8,12 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sockrelay/sockrelay/internal/mounts"
+	"github.com/sockrelay/sockrelay/internal/mounts/mounttest"
 )
 
 func TestMain(m *testing.M) {
@@ -18,7 +22,7 @@ func TestMain(m *testing.M) {
 		RunHelper()
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	mounttest.Main(m)
 }
 
 func TestMappingValidate(t *testing.T) {
@@ -124,7 +128,7 @@ func TestCloneAttachDetach(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := Attach(tree, d, "docker.sock"); err != nil {
+	if err := mounts.Attach(tree, d, "docker.sock"); err != nil {
 		t.Fatal(err)
 	}
 	tree.Close()
@@ -134,6 +138,30 @@ func TestCloneAttachDetach(t *testing.T) {
 	}
 	if st.Uid != 100000 || st.Gid != 200000 || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
 		t.Fatalf("through the idmapped mount: got %d:%d mode %o, want 100000:200000 socket", st.Uid, st.Gid, st.Mode)
+	}
+	// Through the mount the mapped root owns the socket; the mount is
+	// read-only, so it cannot change the source's owner or mode.
+	var srcBefore, srcAfter unix.Stat_t
+	unix.Stat(src, &srcBefore)
+	p := filepath.Join(vol, "docker.sock")
+	for what, err := range map[string]error{
+		"chmod":    os.Chmod(p, 0o666),
+		"chown":    os.Chown(p, 101000, 101000),
+		"utimes":   os.Chtimes(p, time.Unix(0, 0), time.Unix(0, 0)),
+		"setxattr": unix.Setxattr(p, "user.x", []byte("1"), 0),
+	} {
+		if !errors.Is(err, unix.EROFS) {
+			t.Errorf("%s through the idmapped mount: got %v, want EROFS", what, err)
+		}
+	}
+	unix.Stat(src, &srcAfter)
+	if srcAfter.Mode != srcBefore.Mode || srcAfter.Uid != srcBefore.Uid || srcAfter.Gid != srcBefore.Gid || srcAfter.Mtim != srcBefore.Mtim {
+		t.Errorf("the source socket changed: %o %d:%d, was %o %d:%d", srcAfter.Mode, srcAfter.Uid, srcAfter.Gid, srcBefore.Mode, srcBefore.Uid, srcBefore.Gid)
+	}
+	var sfs unix.Statfs_t
+	unix.Statfs(p, &sfs)
+	if want := int64(unix.ST_RDONLY | unix.ST_NOSUID | unix.ST_NODEV | unix.ST_NOEXEC); sfs.Flags&want != want {
+		t.Errorf("idmapped mount flags: got %#x, want ro, nosuid, nodev and noexec", sfs.Flags)
 	}
 	c, err := net.Dial("unix", filepath.Join(vol, "docker.sock"))
 	if err != nil {
@@ -145,14 +173,14 @@ func TestCloneAttachDetach(t *testing.T) {
 	if string(b) != "hi" {
 		t.Fatalf("got %q, want hi", b)
 	}
-	if err := Detach(d, "docker.sock"); err != nil {
+	if err := mounts.Detach(d, "docker.sock"); err != nil {
 		t.Fatal(err)
 	}
 	unix.Stat(filepath.Join(vol, "docker.sock"), &st)
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		t.Fatalf("after Detach: got mode %o, want the plain file back", st.Mode)
 	}
-	if err := Detach(d, "docker.sock"); err != nil {
+	if err := mounts.Detach(d, "docker.sock"); err != nil {
 		t.Fatalf("Detach of nothing: got %v, want nil", err)
 	}
 }
