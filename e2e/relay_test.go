@@ -10,7 +10,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -232,29 +234,73 @@ func TestMountCreatesOnFirstUse(t *testing.T) {
 	}
 }
 
-// A container cannot delete, replace or plant anything next to its
-// socket, and the socket keeps working.
+// A container cannot change anything in its volume, in any mode: not
+// its socket (which its root owns: a relay's is chowned to it, and an
+// idmap volume's is the host's docker.sock seen through the remap), nor
+// the directory. Every volume is a read-only, nosuid, nodev, noexec
+// mount on the container's side, and after every attempt the socket (for
+// idmap: the host's own docker.sock) has the owner, mode and times it had.
 func TestContainerCannotTamper(t *testing.T) {
-	vol := newVolume(t)
-	a := startUser(t, vol)
-	r := dockerIn(nil, "exec", a, "srclient", "attack", "/var/run", "docker.sock")
-	if r.err != nil {
-		t.Fatalf("attack: %s", r)
+	for _, mode := range []string{"relay", "policy", "idmap"} {
+		t.Run(mode, func(t *testing.T) {
+			var opts []string
+			switch mode {
+			case "idmap":
+				opts = []string{"mode=idmap"}
+			case "policy":
+				opts = []string{"policy=no-escalation"}
+			}
+			vol := newVolume(t, opts...)
+			a := startUser(t, vol)
+			hostBefore := hostSocket(t)
+			inside := strings.TrimSpace(must(t, "exec", a, "srclient", "stat", "/var/run/docker.sock"))
+			r := dockerIn(nil, "exec", a, "srclient", "attack", "/var/run", "docker.sock")
+			if r.err != nil {
+				t.Fatalf("attack: %s", r)
+			}
+			lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+			if len(lines) != 13 {
+				t.Fatalf("attack: got %d results, want 13:\n%s", len(lines), r.stdout)
+			}
+			for _, l := range lines {
+				if !strings.Contains(l, " denied: ") {
+					t.Errorf("attack %q succeeded", l)
+				}
+			}
+			hostAfter := hostSocket(t)
+			if hostAfter.Mode != hostBefore.Mode || hostAfter.Uid != hostBefore.Uid || hostAfter.Gid != hostBefore.Gid || hostAfter.Mtim != hostBefore.Mtim || hostAfter.Ctim != hostBefore.Ctim {
+				restoreHostSocket(hostBefore)
+				t.Fatalf("the host's docker.sock changed: mode %o %d:%d, was %o %d:%d", hostAfter.Mode, hostAfter.Uid, hostAfter.Gid, hostBefore.Mode, hostBefore.Uid, hostBefore.Gid)
+			}
+			if got := strings.TrimSpace(must(t, "exec", a, "srclient", "stat", "/var/run/docker.sock")); got != inside {
+				t.Fatalf("socket after the attack: got %q, want %q as before", got, inside)
+			}
+			wantPing(t, pingIn(t, a))
+			for _, p := range mountPoints(mode) {
+				opts := strings.TrimSpace(must(t, "exec", a, "srclient", "mountopts", p))
+				for _, want := range []string{"ro", "nosuid", "nodev", "noexec"} {
+					if !slices.Contains(strings.Split(opts, ","), want) {
+						t.Errorf("mount %s in the container: options %q, want %s", p, opts, want)
+					}
+				}
+			}
+		})
 	}
-	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
-	if len(lines) != 8 {
-		t.Fatalf("attack: got %d results, want 8:\n%s", len(lines), r.stdout)
+}
+
+// mountPoints are the mounts a container gets from a volume at /var/run.
+func mountPoints(mode string) []string {
+	if mode == "idmap" {
+		return []string{"/var/run", "/var/run/docker.sock"}
 	}
-	for _, l := range lines {
-		if !strings.Contains(l, " denied: ") {
-			t.Errorf("attack %q succeeded", l)
-		}
-	}
-	wantPing(t, pingIn(t, a))
-	ls := must(t, "exec", a, "docker", "run", "--rm", "--label", label, "-v", vol+":/v", image, "srclient", "stat", "/v/docker.sock")
-	if !strings.Contains(ls, "0:0 0660") {
-		t.Fatalf("socket after the attack: got %q, want it untouched", ls)
-	}
+	return []string{"/var/run"}
+}
+
+// restoreHostSocket puts back the owner and mode of the host's socket
+// after a failed test changed them, so that the rest of the suite runs.
+func restoreHostSocket(st syscall.Stat_t) {
+	os.Chown("/var/run/docker.sock", int(st.Uid), int(st.Gid))
+	os.Chmod("/var/run/docker.sock", os.FileMode(st.Mode&0o777))
 }
 
 // Compose 1.29 runs the example of examples/compose (driver

@@ -23,7 +23,9 @@ const usage = `usage: srclient COMMAND [ARGS]
   cat                 copy stdin to stdout
   echo WORDS...       print WORDS
   sleep SECONDS       sleep
-  attack DIR SOCKET   try to delete, replace or plant files next to SOCKET; prints each result
+  attack DIR SOCKET   try to delete, replace, chmod, chown, touch or set xattrs on SOCKET, or
+                      plant files next to it; prints each result
+  mountopts PATH      print the mount options of the mount at PATH
   stat PATH           print the owner and mode of PATH
   ino PATH            print the device and inode of PATH
   load SOCKET N       open N connections through SOCKET at once; each pings,
@@ -67,6 +69,11 @@ func run(args []string) error {
 		}
 		attack(args[1], args[2])
 		return nil
+	case "mountopts":
+		if len(args) != 2 {
+			return errors.New(usage)
+		}
+		return mountOpts(args[1])
 	case "stat":
 		var st syscall.Stat_t
 		if err := syscall.Lstat(args[1], &st); err != nil {
@@ -196,4 +203,30 @@ func attack(dir, sock string) {
 	try("create", os.WriteFile(filepath.Join(dir, "file"), []byte("x"), 0o600))
 	try("chmod-dir", os.Chmod(dir, 0o777))
 	try("chown-dir", os.Chown(dir, 0, 0))
+	try("chmod", os.Chmod(p, 0o666))
+	try("chown", os.Chown(p, 1000, 1000))
+	try("utimes", os.Chtimes(p, time.Unix(0, 0), time.Unix(0, 0)))
+	try("setxattr", syscall.Setxattr(p, "user.sockrelay", []byte("x"), 0))
+	try("setxattr-trusted", syscall.Setxattr(p, "trusted.sockrelay", []byte("x"), 0))
+}
+
+// mountOpts prints the per-mount options of the mount at path (the
+// fourth field from the end of its /proc/self/mountinfo line).
+func mountOpts(path string) error {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return err
+	}
+	found := ""
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 5 && f[4] == path {
+			found = f[5] // the last one listed is the one on top
+		}
+	}
+	if found == "" {
+		return fmt.Errorf("%s is not a mount point", path)
+	}
+	fmt.Println(found)
+	return nil
 }
