@@ -148,7 +148,7 @@ func TestNoEscalationBodies(t *testing.T) {
 		allowedBody("volume create", "POST", volumeC, `{"Name":"data"}`),
 		allowedBody("volume create tmpfs", "POST", volumeC, `{"Name":"t","DriverOpts":{"type":"tmpfs","o":"size=64m","device":"tmpfs"}}`),
 		allowedBody("volume create size", "POST", volumeC, `{"Name":"q","DriverOpts":{"size":"1G"}}`),
-		allowedBody("volume create, another driver", "POST", volumeC, `{"Name":"x","Driver":"rexray/ebs","DriverOpts":{"type":"none","o":"bind","device":"/"}}`),
+		deniedBody("volume create, another driver", "POST", volumeC, `{"Name":"x","Driver":"rexray/ebs","DriverOpts":{"type":"none","o":"bind","device":"/"}}`, "volume-driver-not-allowed"),
 	})
 }
 

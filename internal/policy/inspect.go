@@ -24,7 +24,7 @@ import (
 // constraints are the create constraints: what a create-like request may
 // ask for. The zero value allows nothing.
 type constraints struct {
-	privileged  bool // privileged containers and execs, plugin services, sockrelay volumes
+	privileged  bool // privileged containers and execs, plugin services, any volume driver
 	devices     bool // Devices, DeviceCgroupRules
 	hostNS      bool // host network, pid, ipc, uts, cgroupns, userns
 	unconfined  bool // security options beyond the defaults, MaskedPaths/ReadonlyPaths
@@ -34,6 +34,9 @@ type constraints struct {
 	capAdd      []string // normalised ("CAP_SYS_PTRACE"); "ALL" allows any
 	binds       []string // cleaned absolute host paths; a bind source must lie at or below one
 	volumeTypes []string // local-driver mount types allowed besides bind ("tmpfs", "nfs")
+	// volumeDrivers are the volume plugins allowed besides the built-in
+	// local driver.
+	volumeDrivers driverList
 }
 
 // violation is why an inspected request is refused.
@@ -282,7 +285,7 @@ func (c *checker) hostConfig(pre string, hc *container.HostConfig) *violation {
 	if len(hc.Annotations) > 0 && !c.annotations {
 		return c.deny(RuleAnnotations, pre+"Annotations", "--annotation", "")
 	}
-	if v := c.driver(pre+"VolumeDriver", "--volume-driver", hc.VolumeDriver); v != nil {
+	if v := c.volumeDriver(pre+"VolumeDriver", "--volume-driver", hc.VolumeDriver); v != nil {
 		return v
 	}
 	for i, b := range hc.Binds {
@@ -417,7 +420,7 @@ func (c *checker) mount(field string, m mount.Mount) *violation {
 	case string(mount.TypeVolume):
 		if vo := m.VolumeOptions; vo != nil && vo.DriverConfig != nil {
 			dc := vo.DriverConfig
-			if v := c.driver(field+".VolumeOptions.DriverConfig.Name", "--mount volume-driver", dc.Name); v != nil {
+			if v := c.volumeDriver(field+".VolumeOptions.DriverConfig.Name", "--mount volume-driver", dc.Name); v != nil {
 				return v
 			}
 			if isLocal(dc.Name) {
@@ -431,25 +434,27 @@ func (c *checker) mount(field string, m mount.Mount) *violation {
 	return nil
 }
 
+// isLocal reports whether a volume driver is the built-in local driver:
+// dockerd finds it by this exact name (daemon/volume/drivers/extpoint.go
+// lookup), and uses it when none is named. Any other spelling, "local:latest"
+// included, goes to the plugin store.
 func isLocal(driver string) bool { return driver == "" || driver == "local" }
 
-// isSockrelay reports whether a volume driver name names this plugin
-// ("sockrelay", "sockrelay:latest", "someone/sockrelay:1.0"): a volume of
-// it is a Docker socket, possibly without any policy.
-func isSockrelay(driver string) bool {
-	name, _, _ := strings.Cut(driver, "@")
-	if i := strings.LastIndexByte(name, '/'); i >= 0 {
-		name = name[i+1:]
+// volumeDriver allows the local driver and the policy's allowlist. A plugin
+// may hand a container anything as a volume, a Docker socket without a
+// policy included, and dockerd finds a plugin by name, alias, full ID or
+// any unique ID prefix; so this is an allowlist, not a list of names to
+// refuse. A privileged container is the host's root already, so a policy
+// that allows those allows every driver.
+func (c *checker) volumeDriver(field, flag, driver string) *violation {
+	if isLocal(driver) || c.privileged || c.volumeDrivers.allows(driver) {
+		return nil
 	}
-	name, _, _ = strings.Cut(name, ":")
-	return strings.EqualFold(name, "sockrelay")
-}
-
-func (c *checker) driver(field, flag, driver string) *violation {
-	if isSockrelay(driver) && !c.privileged {
-		return c.deny(RuleVolumeDriver, field, flag, "a sockrelay volume is a Docker socket")
+	what := "a volume driver other than local"
+	if len(c.volumeDrivers) > 0 {
+		what = "a volume driver other than local and those of the policy's allowlist"
 	}
-	return nil
+	return c.deny(RuleVolumeDriver, field, flag, what)
 }
 
 // localOpts checks the options of a volume of the local driver, which
@@ -597,7 +602,7 @@ func (c *checker) volumeCreate(r Request, _ string) *violation {
 	if err := decodeJSON(r.Body, &req); err != nil {
 		return badBody("volume create", err)
 	}
-	if v := c.driver("Driver", "docker volume create --driver", req.Driver); v != nil {
+	if v := c.volumeDriver("Driver", "docker volume create --driver", req.Driver); v != nil {
 		return v
 	}
 	if isLocal(req.Driver) {
