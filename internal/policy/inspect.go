@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"mime"
+	"net/http"
 	"net/url"
 	"path"
 	"slices"
@@ -614,9 +616,6 @@ func (c *checker) volumeCreate(r Request, _ string) *violation {
 // containerStart checks what a start may carry. Daemons before API 1.24
 // applied a HostConfig body; checkpoint-dir names a host directory.
 func (c *checker) containerStart(r Request, query string) *violation {
-	if v := formBody(r); v != nil {
-		return v
-	}
 	var hc container.HostConfig
 	if err := decodeJSON(r.Body, &hc); err != nil {
 		return badBody("container start", err)
@@ -628,9 +627,6 @@ func (c *checker) containerStart(r Request, query string) *violation {
 }
 
 func (c *checker) checkpointCreate(r Request, query string) *violation {
-	if v := formBody(r); v != nil {
-		return v
-	}
 	var req checkpoint.CreateRequest
 	if err := decodeJSON(r.Body, &req); err != nil {
 		return badBody("checkpoint create", err)
@@ -660,10 +656,7 @@ func (c *checker) queryDir(query, key, flag string) *violation {
 
 // build checks the classic builder's query parameters that reach the build
 // containers' HostConfig. The build context is streamed, never buffered.
-func (c *checker) build(r Request, query string) *violation {
-	if v := formBody(r); v != nil {
-		return v
-	}
+func (c *checker) build(_ Request, query string) *violation {
 	q, err := url.ParseQuery(query)
 	if err != nil {
 		return badQuery()
@@ -689,20 +682,49 @@ func badQuery() *violation {
 	return &violation{status: StatusBadRequest, rule: RuleBadQuery, reason: "the query string is malformed"}
 }
 
-// formBody refuses a form-encoded body where the policy reads the query:
-// Go's ParseForm, which dockerd uses, would take parameters from it too.
-// The Docker API never sends form bodies.
-func formBody(r Request) *violation {
-	for k, vs := range r.Header {
+// Form media types: net/http reads parameters from a body of these types
+// (Request.ParseForm, ParseMultipartForm).
+const (
+	typeURLEncoded = "application/x-www-form-urlencoded"
+	typeMultipart  = "multipart/form-data"
+)
+
+// formBody refuses a request whose body net/http could read as a form.
+// Every dockerd handler calls httputils.ParseForm
+// (daemon/server/httputils/httputils.go), whose r.ParseForm takes the
+// parameters of a form-encoded POST, PUT or PATCH body before the query's;
+// and r.FormValue, which the build router calls, also reads a multipart
+// body, of any method, for parameters the query lacks. So a parameter the
+// policy checks in the query could come from the body instead. The Docker
+// API never sends either type, so they are refused on every endpoint.
+//
+// Every Content-Type header counts, whatever the case of its name, though
+// net/http reads the first only. A value is parsed as net/http parses it,
+// with mime.ParseMediaType, and, as net/http does, a media type is taken
+// even when its parameters are invalid. A value that does not parse at all
+// but names a form type is refused too.
+func formBody(h http.Header) *violation {
+	for k, vs := range h {
 		if !strings.EqualFold(k, "Content-Type") {
 			continue
 		}
 		for _, v := range vs {
-			if strings.HasPrefix(strings.ToLower(strings.TrimSpace(v)), "application/x-www-form-urlencoded") {
+			if formType(v) {
 				return &violation{status: StatusBadRequest, rule: RuleFormBody,
-					reason: "a form-encoded body (Content-Type application/x-www-form-urlencoded) is not allowed here"}
+					reason: "a form body (Content-Type " + typeURLEncoded + " or " + typeMultipart + ") is not allowed: dockerd would read request parameters from it"}
 			}
 		}
 	}
 	return nil
+}
+
+func formType(v string) bool {
+	switch mt, _, err := mime.ParseMediaType(v); {
+	case mt == typeURLEncoded || mt == typeMultipart:
+		return true
+	case mt == "" && err != nil:
+		l := strings.ToLower(v)
+		return strings.Contains(l, typeURLEncoded) || strings.Contains(l, typeMultipart)
+	}
+	return false
 }

@@ -184,6 +184,11 @@ func (p *Policy) Decide(r Request) Decision {
 	if !allowed {
 		return refuse(StatusForbidden, id, path, why)
 	}
+	if p.cons != nil {
+		if v := formBody(r.Header); v != nil {
+			return refuse(v.status, v.rule, path, v.reason)
+		}
+	}
 	if len(r.Body) > MaxBody {
 		return refuse(StatusTooLarge, RuleBodyTooLarge, path, fmt.Sprintf("the request body is larger than %d bytes", MaxBody))
 	}
