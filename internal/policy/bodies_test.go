@@ -175,6 +175,8 @@ func TestBodyNeeded(t *testing.T) {
 		{ne, "POST", "/v1.41/services/create", true},
 		{ne, "POST", "/v1.41/services/x/update", true},
 		{ne, "POST", "/v1.41/volumes/create", true},
+		{ne, "POST", "/v1.41/networks/n/connect", true},
+		{ne, "POST", "/v1.41/networks/n/disconnect", false},
 		{ne, "POST", "/v1.41/build?t=x", false},
 		{ne, "POST", "/v1.41/images/load", false},
 		{ne, "POST", "/v1.41/images/create?fromSrc=-", false},
@@ -270,4 +272,37 @@ func TestBadBodyReason(t *testing.T) {
 			t.Errorf("body %s: got %d %s %q, want 400 bad-body %q", tc.body, d.Status, d.Rule, d.Reason, tc.want)
 		}
 	}
+}
+
+const connect = "/v1.47/networks/mynet/connect"
+
+// endpointSysctl is a DriverOpts member, under the key given.
+func endpointSysctl(key string) string {
+	return `"` + key + `":{"com.docker.network.endpoint.sysctls":"net.ipv4.conf.IFNAME.forwarding=1"}`
+}
+
+// TestEndpointSysctls: the endpoint sysctls driver option, wherever an
+// endpoint's settings reach dockerd.
+func TestEndpointSysctls(t *testing.T) {
+	p := preset(t, "no-escalation")
+	runCases(t, p, []reqCase{
+		deniedBody("create", "POST", create, `{"NetworkingConfig":{"EndpointsConfig":{"bridge":{`+endpointSysctl("DriverOpts")+`}}}}`, "sysctls-not-allowed"),
+		deniedBody("network connect", "POST", connect, `{"Container":"3f2a","EndpointConfig":{`+endpointSysctl("DriverOpts")+`}}`, "sysctls-not-allowed"),
+		deniedBody("network connect, lower-case keys", "POST", connect, `{"container":"3f2a","endpointconfig":{`+endpointSysctl("driveropts")+`}}`, "sysctls-not-allowed"),
+		deniedBody("network connect, a network name with a slash", "POST", "/v1.47/networks/a/b/connect", `{"Container":"3f2a","EndpointConfig":{`+endpointSysctl("DriverOpts")+`}}`, "sysctls-not-allowed"),
+		deniedBody("network connect to host", "POST", "/v1.47/networks/host/connect", `{"Container":"3f2a"}`, "host-namespace-not-allowed"),
+		deniedBody("network connect to HOST", "POST", "/v1.47/networks/HOST/connect", `{"Container":"3f2a"}`, "host-namespace-not-allowed"),
+		deniedBody("service network", "POST", svc, `{"TaskTemplate":{"ContainerSpec":{"Image":"alpine"},"Networks":[{"Target":"front",`+endpointSysctl("DriverOpts")+`}]}}`, "sysctls-not-allowed"),
+		deniedBody("service update network, lower case", "POST", svcUp, `{"tasktemplate":{"networks":[{"target":"front",`+endpointSysctl("driveropts")+`}]}}`, "sysctls-not-allowed"),
+		deniedBody("service legacy Networks", "POST", svc, `{"TaskTemplate":{"ContainerSpec":{"Image":"alpine"}},"Networks":[{"Target":"front",`+endpointSysctl("DriverOpts")+`}]}`, "sysctls-not-allowed"),
+		allowedBody("network connect", "POST", connect, `{"Container":"3f2a","EndpointConfig":{"Aliases":["web"],"DriverOpts":{"com.docker.network.endpoint.ifname":"eth9"}}}`),
+		allowedBody("network connect, no body", "POST", connect, ``),
+		allowedBody("service network", "POST", svc, `{"TaskTemplate":{"ContainerSpec":{"Image":"alpine"},"Networks":[{"Target":"front","Aliases":["web"]}]}}`),
+	})
+	f := mustParse(t, "sysctls", "allow: [{method: \"*\", path: \"/*\"}]\ncreate: {sysctls: true, host_namespaces: true}\n")
+	runCases(t, f, []reqCase{
+		allowedBody("network connect", "POST", connect, `{"Container":"3f2a","EndpointConfig":{`+endpointSysctl("DriverOpts")+`}}`),
+		allowedBody("network connect to host", "POST", "/v1.47/networks/host/connect", `{"Container":"3f2a"}`),
+		allowedBody("service network", "POST", svc, `{"TaskTemplate":{"Networks":[{"Target":"front",`+endpointSysctl("DriverOpts")+`}]}}`),
+	})
 }

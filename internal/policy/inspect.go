@@ -52,7 +52,7 @@ type violation struct {
 type inspection struct {
 	endpoint
 	body  bool // BodyNeeded
-	check func(c *checker, r Request, query string) *violation
+	check func(c *checker, r Request, path, query string) *violation
 }
 
 // inspections follow dockerd's handlers: which body type each decodes and
@@ -69,6 +69,7 @@ var inspections = []inspection{
 	{epCheckpointList, false, (*checker).checkpointDir},
 	{epCheckpointDelete, false, (*checker).checkpointDir},
 	{epBuild, false, (*checker).build},
+	{epNetworkConnect, true, (*checker).networkConnect},
 }
 
 func inspectionFor(m methodSet, path string) *inspection {
@@ -80,9 +81,9 @@ func inspectionFor(m methodSet, path string) *inspection {
 	return nil
 }
 
-func (ins *inspection) run(p *Policy, r Request, query string) *violation {
+func (ins *inspection) run(p *Policy, r Request, path, query string) *violation {
 	c := checker{constraints: p.cons, policy: p.name}
-	return ins.check(&c, r, query)
+	return ins.check(&c, r, path, query)
 }
 
 // checker applies one policy's constraints and names it in reasons.
@@ -183,7 +184,7 @@ type removedCreateFields struct {
 	HostConfig *removedHostFields
 }
 
-func (c *checker) containerCreate(r Request, _ string) *violation {
+func (c *checker) containerCreate(r Request, _, _ string) *violation {
 	var req container.CreateRequest
 	if err := decodeJSON(r.Body, &req); err != nil {
 		return badBody("container create", err)
@@ -224,18 +225,80 @@ func (c *checker) containerCreate(r Request, _ string) *violation {
 // sysctls (docker run --network name=x,driver-opt=...).
 const endpointSysctls = "com.docker.network.endpoint.sysctls"
 
+// endpoints checks NetworkingConfig.EndpointsConfig: the networks a
+// container joins, each with its endpoint's settings.
 func (c *checker) endpoints(field string, eps map[string]*network.EndpointSettings) *violation {
 	for _, name := range slices.Sorted(maps.Keys(eps)) {
-		if !c.hostNS && strings.EqualFold(name, "host") {
-			return c.deny(RuleHostNamespace, field, "--network host", "the host network")
+		if v := c.networkName(field, "--network host", name); v != nil {
+			return v
 		}
-		if es := eps[name]; es != nil && !c.sysctls {
-			if _, ok := es.DriverOpts[endpointSysctls]; ok {
-				return c.deny(RuleSysctls, field+".DriverOpts", "--network driver-opt", "endpoint sysctls")
-			}
+		if v := c.endpointSettings(field, eps[name]); v != nil {
+			return v
 		}
 	}
 	return nil
+}
+
+// networkName checks a network a container or task joins, as the request
+// names it.
+func (c *checker) networkName(field, flag, name string) *violation {
+	if !c.hostNS && strings.EqualFold(name, "host") {
+		return c.deny(RuleHostNamespace, field, flag, "the host network")
+	}
+	return nil
+}
+
+// endpointSettings checks one endpoint's settings, which dockerd applies
+// when the container joins the network (daemon/network.go
+// buildCreateEndpointOptions and buildJoinOptions pass DriverOpts to the
+// driver; daemon/container_operations.go reads the sysctls). The other
+// settings (addresses, aliases, links, a MAC address, a gateway priority)
+// stay within the network.
+func (c *checker) endpointSettings(field string, es *network.EndpointSettings) *violation {
+	if es == nil {
+		return nil
+	}
+	return c.driverOpts(field+".DriverOpts", "--network driver-opt", es.DriverOpts)
+}
+
+// driverOpts checks an endpoint's driver options.
+func (c *checker) driverOpts(field, flag string, opts map[string]string) *violation {
+	if _, ok := opts[endpointSysctls]; ok && !c.sysctls {
+		return c.deny(RuleSysctls, field, flag, "endpoint sysctls")
+	}
+	return nil
+}
+
+// networkAttachments checks a service's networks, which become its tasks'
+// endpoints (daemon/cluster/executor/container/container.go passes
+// DriverOpts on as the endpoint's).
+func (c *checker) networkAttachments(field string, nets []swarm.NetworkAttachmentConfig) *violation {
+	for i, n := range nets {
+		f := fmt.Sprintf("%s[%d]", field, i)
+		if v := c.networkName(f, "--network host", n.Target); v != nil {
+			return v
+		}
+		if v := c.driverOpts(f+".DriverOpts", "--network driver-opt", n.DriverOpts); v != nil {
+			return v
+		}
+	}
+	return nil
+}
+
+// networkConnect checks POST /networks/{id}/connect
+// (daemon/server/router/network/network_routes.go postNetworkConnect). dockerd
+// refuses to connect a container to the host network unless it was created
+// there; the policy refuses the host network by name anyway.
+func (c *checker) networkConnect(r Request, path, _ string) *violation {
+	var req network.ConnectRequest
+	if err := decodeJSON(r.Body, &req); err != nil {
+		return badBody("network connect", err)
+	}
+	id := decode(strings.TrimSuffix(strings.TrimPrefix(path, "/networks/"), "/connect"))
+	if v := c.networkName("POST /networks/{id}/connect", "docker network connect host", id); v != nil {
+		return v
+	}
+	return c.endpointSettings("EndpointConfig", req.EndpointConfig)
 }
 
 // hostConfig checks a HostConfig; pre prefixes field names.
@@ -511,7 +574,7 @@ func (c *checker) bindAllowed(src string) bool {
 	return false
 }
 
-func (c *checker) containerUpdate(r Request, _ string) *violation {
+func (c *checker) containerUpdate(r Request, _, _ string) *violation {
 	var uc container.UpdateConfig
 	if err := decodeJSON(r.Body, &uc); err != nil {
 		return badBody("container update", err)
@@ -527,7 +590,7 @@ func (c *checker) containerUpdate(r Request, _ string) *violation {
 	return nil
 }
 
-func (c *checker) execCreate(r Request, _ string) *violation {
+func (c *checker) execCreate(r Request, _, _ string) *violation {
 	var ec container.ExecCreateRequest
 	if err := decodeJSON(r.Body, &ec); err != nil {
 		return badBody("exec create", err)
@@ -544,7 +607,7 @@ type legacyServiceSpec struct {
 	Networks []swarm.NetworkAttachmentConfig
 }
 
-func (c *checker) service(r Request, _ string) *violation {
+func (c *checker) service(r Request, _, _ string) *violation {
 	var spec swarm.ServiceSpec
 	if err := decodeJSON(r.Body, &spec); err != nil {
 		return badBody("service", err)
@@ -557,17 +620,11 @@ func (c *checker) service(r Request, _ string) *violation {
 	if (ts.PluginSpec != nil || strings.EqualFold(string(ts.Runtime), string(swarm.RuntimePlugin))) && !c.privileged {
 		return c.deny(RulePlugin, "TaskTemplate.PluginSpec", "", "a plugin service installs a plugin, with its privileges, on every node")
 	}
-	if !c.hostNS {
-		for i, n := range ts.Networks {
-			if strings.EqualFold(n.Target, "host") {
-				return c.deny(RuleHostNamespace, fmt.Sprintf("TaskTemplate.Networks[%d]", i), "--network host", "")
-			}
-		}
-		for i, n := range legacy.Networks {
-			if strings.EqualFold(n.Target, "host") {
-				return c.deny(RuleHostNamespace, fmt.Sprintf("Networks[%d]", i), "--network host", "")
-			}
-		}
+	if v := c.networkAttachments("TaskTemplate.Networks", ts.Networks); v != nil {
+		return v
+	}
+	if v := c.networkAttachments("Networks", legacy.Networks); v != nil {
+		return v
 	}
 	cs := ts.ContainerSpec
 	if cs == nil {
@@ -599,7 +656,7 @@ func (c *checker) service(r Request, _ string) *violation {
 	return nil
 }
 
-func (c *checker) volumeCreate(r Request, _ string) *violation {
+func (c *checker) volumeCreate(r Request, _, _ string) *violation {
 	var req volume.CreateRequest
 	if err := decodeJSON(r.Body, &req); err != nil {
 		return badBody("volume create", err)
@@ -615,7 +672,7 @@ func (c *checker) volumeCreate(r Request, _ string) *violation {
 
 // containerStart checks what a start may carry. Daemons before API 1.24
 // applied a HostConfig body; checkpoint-dir names a host directory.
-func (c *checker) containerStart(r Request, query string) *violation {
+func (c *checker) containerStart(r Request, _, query string) *violation {
 	var hc container.HostConfig
 	if err := decodeJSON(r.Body, &hc); err != nil {
 		return badBody("container start", err)
@@ -626,7 +683,7 @@ func (c *checker) containerStart(r Request, query string) *violation {
 	return c.queryDir(query, "checkpoint-dir", "docker start --checkpoint-dir")
 }
 
-func (c *checker) checkpointCreate(r Request, query string) *violation {
+func (c *checker) checkpointCreate(r Request, _, _ string) *violation {
 	var req checkpoint.CreateRequest
 	if err := decodeJSON(r.Body, &req); err != nil {
 		return badBody("checkpoint create", err)
@@ -637,7 +694,7 @@ func (c *checker) checkpointCreate(r Request, query string) *violation {
 	return nil
 }
 
-func (c *checker) checkpointDir(_ Request, query string) *violation {
+func (c *checker) checkpointDir(_ Request, _, query string) *violation {
 	return c.queryDir(query, "dir", "--checkpoint-dir")
 }
 
@@ -656,7 +713,7 @@ func (c *checker) queryDir(query, key, flag string) *violation {
 
 // build checks the classic builder's query parameters that reach the build
 // containers' HostConfig. The build context is streamed, never buffered.
-func (c *checker) build(_ Request, query string) *violation {
+func (c *checker) build(_ Request, _, query string) *violation {
 	q, err := url.ParseQuery(query)
 	if err != nil {
 		return badQuery()

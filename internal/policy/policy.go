@@ -195,7 +195,7 @@ func (p *Policy) Decide(r Request) Decision {
 	d := Decision{Allow: true, Path: path}
 	if p.cons != nil {
 		if ins := inspectionFor(m, path); ins != nil {
-			if v := ins.run(p, r, query); v != nil {
+			if v := ins.run(p, r, path, query); v != nil {
 				return refuse(v.status, v.rule, path, v.reason)
 			}
 		}

@@ -76,6 +76,7 @@ var (
 	epServiceUpdate    = ep(mPOST, "/services/{id}/update")
 	epVolumeCreate     = ep(mPOST, "/volumes/create")
 	epBuild            = ep(mPOST, "/build")
+	epNetworkConnect   = ep(mPOST, "/networks/{id}/connect")
 
 	epAttach    = ep(mPOST, "/containers/{name}/attach")
 	epAttachWS  = ep(mGET, "/containers/{name}/attach/ws")
