@@ -306,3 +306,25 @@ func TestEndpointSysctls(t *testing.T) {
 		allowedBody("service network", "POST", svc, `{"TaskTemplate":{"Networks":[{"Target":"front",`+endpointSysctl("DriverOpts")+`}]}}`),
 	})
 }
+
+// TestCgroupParent: a cgroup parent puts the container's cgroup anywhere
+// in the host's tree, outside the daemon's.
+func TestCgroupParent(t *testing.T) {
+	p := preset(t, "no-escalation")
+	runCases(t, p, []reqCase{
+		deniedBody("--cgroup-parent", "POST", create, hc(`"CgroupParent":"/"`), "cgroup-parent-not-allowed"),
+		deniedBody("--cgroup-parent, lower case", "POST", create, `{"hostconfig":{"cgroupparent":"system.slice"}}`, "cgroup-parent-not-allowed"),
+		deniedBody("top-level CgroupParent (Docker 26 and older)", "POST", create, `{"Image":"alpine","CgroupParent":"/"}`, "cgroup-parent-not-allowed"),
+		deniedBody("start with a legacy HostConfig", "POST", start, `{"CgroupParent":"/"}`, "cgroup-parent-not-allowed"),
+		deniedBody("update", "POST", update, `{"CgroupParent":"/"}`, "cgroup-parent-not-allowed"),
+		denied("POST", "/v1.41/build?cgroupparent=%2F", 403, "cgroup-parent-not-allowed"),
+		denied("POST", "/v1.41/build?t=x&cgroupparent=system.slice", 403, "cgroup-parent-not-allowed"),
+		allowedBody("empty", "POST", create, hc(`"CgroupParent":""`)),
+		allowed("POST", "/v1.41/build?cgroupparent="),
+	})
+	f := mustParse(t, "cg", "allow: [{method: \"*\", path: \"/*\"}]\ncreate: {cgroup_parent: true}\n")
+	runCases(t, f, []reqCase{
+		allowedBody("--cgroup-parent", "POST", create, hc(`"CgroupParent":"/"`)),
+		allowed("POST", "/v1.41/build?cgroupparent=%2F"),
+	})
+}

@@ -110,6 +110,7 @@ var hostileBuilds = []rawRequest{
 	{name: "a version prefix", method: "POST", target: "/v1.47/build?t=x", headers: []string{ctMultipart}, body: multipart("networkmode", "HOST")},
 	{name: "query host", method: "POST", target: "/v1.41/build?networkmode=host", headers: []string{"Content-Type: application/x-tar"}, body: "tar"},
 	{name: "query host, second value", method: "POST", target: "/v1.41/build?networkmode=bridge&networkmode=host", headers: []string{"Content-Type: application/x-tar"}, body: "tar"},
+	{name: "query cgroupparent", method: "POST", target: "/v1.41/build?cgroupparent=%2F", headers: []string{"Content-Type: application/x-tar"}, body: "tar"},
 	{name: "query securityopt", method: "POST", target: "/v1.41/build?securityopt=apparmor%3Dunconfined", headers: []string{"Content-Type: application/x-tar"}, body: "tar"},
 }
 

@@ -26,16 +26,17 @@ import (
 // constraints are the create constraints: what a create-like request may
 // ask for. The zero value allows nothing.
 type constraints struct {
-	privileged  bool // privileged containers and execs, plugin services, any volume driver
-	devices     bool // Devices, DeviceCgroupRules
-	hostNS      bool // host network, pid, ipc, uts, cgroupns, userns
-	unconfined  bool // security options beyond the defaults, MaskedPaths/ReadonlyPaths
-	sysctls     bool
-	volumesFrom bool
-	annotations bool
-	capAdd      []string // normalised ("CAP_SYS_PTRACE"); "ALL" allows any
-	binds       []string // cleaned absolute host paths; a bind source must lie at or below one
-	volumeTypes []string // local-driver mount types allowed besides bind ("tmpfs", "nfs")
+	privileged   bool // privileged containers and execs, plugin services, any volume driver
+	devices      bool // Devices, DeviceCgroupRules
+	hostNS       bool // host network, pid, ipc, uts, cgroupns, userns
+	unconfined   bool // security options beyond the defaults, MaskedPaths/ReadonlyPaths
+	sysctls      bool
+	volumesFrom  bool
+	cgroupParent bool // HostConfig.CgroupParent, the build's cgroupparent
+	annotations  bool
+	capAdd       []string // normalised ("CAP_SYS_PTRACE"); "ALL" allows any
+	binds        []string // cleaned absolute host paths; a bind source must lie at or below one
+	volumeTypes  []string // local-driver mount types allowed besides bind ("tmpfs", "nfs")
 	// volumeDrivers are the volume plugins allowed besides the built-in
 	// local driver.
 	volumeDrivers driverList
@@ -301,55 +302,111 @@ func (c *checker) networkConnect(r Request, path, _ string) *violation {
 	return c.endpointSettings("EndpointConfig", req.EndpointConfig)
 }
 
-// hostConfig checks a HostConfig; pre prefixes field names.
+// hostConfig checks a HostConfig, one family of fields at a time; pre
+// prefixes field names.
 func (c *checker) hostConfig(pre string, hc *container.HostConfig) *violation {
+	if v := c.privileges(pre, hc); v != nil {
+		return v
+	}
+	if v := c.resources(pre, &hc.Resources); v != nil {
+		return v
+	}
+	if v := c.namespaces(pre, hc); v != nil {
+		return v
+	}
+	if v := c.confinement(pre, hc); v != nil {
+		return v
+	}
+	if v := c.kernelSettings(pre, hc); v != nil {
+		return v
+	}
+	if v := c.volumes(pre, hc); v != nil {
+		return v
+	}
+	return nil
+}
+
+// privileges checks Privileged and CapAdd.
+func (c *checker) privileges(pre string, hc *container.HostConfig) *violation {
 	if hc.Privileged && !c.privileged {
 		return c.deny(RulePrivileged, pre+"Privileged", "--privileged", "")
 	}
-	if v := c.capList(pre+"CapAdd", "--cap-add", hc.CapAdd); v != nil {
-		return v
-	}
+	return c.capList(pre+"CapAdd", "--cap-add", hc.CapAdd)
+}
+
+// resources checks the Resources that reach the host beyond a share of
+// it: host devices and the cgroup tree. Container create and update carry
+// them.
+func (c *checker) resources(pre string, r *container.Resources) *violation {
 	if !c.devices {
-		if len(hc.Devices) > 0 {
+		if len(r.Devices) > 0 {
 			return c.deny(RuleDevices, pre+"Devices", "--device", "")
 		}
-		if len(hc.DeviceCgroupRules) > 0 {
+		if len(r.DeviceCgroupRules) > 0 {
 			return c.deny(RuleDevices, pre+"DeviceCgroupRules", "--device-cgroup-rule", "")
 		}
 	}
-	if !c.hostNS {
-		for _, ns := range []struct{ field, flag, mode string }{
-			{"NetworkMode", "--network host", string(hc.NetworkMode)},
-			{"PidMode", "--pid host", string(hc.PidMode)},
-			{"IpcMode", "--ipc host", string(hc.IpcMode)},
-			{"UTSMode", "--uts host", string(hc.UTSMode)},
-			{"CgroupnsMode", "--cgroupns host", string(hc.CgroupnsMode)},
-			{"UsernsMode", "--userns host", string(hc.UsernsMode)},
-		} {
-			if strings.EqualFold(ns.mode, "host") {
-				return c.deny(RuleHostNamespace, pre+ns.field, ns.flag, "")
-			}
+	// dockerd puts the container's cgroup under this path of the host's
+	// cgroup tree (or systemd slice) instead of the daemon's own, with
+	// whatever limits and delegation that place has.
+	if r.CgroupParent != "" && !c.cgroupParent {
+		return c.deny(RuleCgroupParent, pre+"CgroupParent", "--cgroup-parent", "")
+	}
+	return nil
+}
+
+// namespaces checks the namespace modes.
+func (c *checker) namespaces(pre string, hc *container.HostConfig) *violation {
+	if c.hostNS {
+		return nil
+	}
+	for _, ns := range []struct{ field, flag, mode string }{
+		{"NetworkMode", "--network host", string(hc.NetworkMode)},
+		{"PidMode", "--pid host", string(hc.PidMode)},
+		{"IpcMode", "--ipc host", string(hc.IpcMode)},
+		{"UTSMode", "--uts host", string(hc.UTSMode)},
+		{"CgroupnsMode", "--cgroupns host", string(hc.CgroupnsMode)},
+		{"UsernsMode", "--userns host", string(hc.UsernsMode)},
+	} {
+		if strings.EqualFold(ns.mode, "host") {
+			return c.deny(RuleHostNamespace, pre+ns.field, ns.flag, "")
 		}
 	}
-	if !c.unconfined {
-		for i, opt := range hc.SecurityOpt {
-			if what := securityOptProblem(opt); what != "" {
-				return c.deny(RuleUnconfined, fmt.Sprintf("%sSecurityOpt[%d]", pre, i), "--security-opt", what)
-			}
-		}
-		if hc.MaskedPaths != nil {
-			return c.deny(RuleUnconfined, pre+"MaskedPaths", "--security-opt systempaths=unconfined", "")
-		}
-		if hc.ReadonlyPaths != nil {
-			return c.deny(RuleUnconfined, pre+"ReadonlyPaths", "--security-opt systempaths=unconfined", "")
+	return nil
+}
+
+// confinement checks SecurityOpt, MaskedPaths and ReadonlyPaths.
+func (c *checker) confinement(pre string, hc *container.HostConfig) *violation {
+	if c.unconfined {
+		return nil
+	}
+	for i, opt := range hc.SecurityOpt {
+		if what := securityOptProblem(opt); what != "" {
+			return c.deny(RuleUnconfined, fmt.Sprintf("%sSecurityOpt[%d]", pre, i), "--security-opt", what)
 		}
 	}
+	if hc.MaskedPaths != nil {
+		return c.deny(RuleUnconfined, pre+"MaskedPaths", "--security-opt systempaths=unconfined", "")
+	}
+	if hc.ReadonlyPaths != nil {
+		return c.deny(RuleUnconfined, pre+"ReadonlyPaths", "--security-opt systempaths=unconfined", "")
+	}
+	return nil
+}
+
+// kernelSettings checks Sysctls and Annotations.
+func (c *checker) kernelSettings(pre string, hc *container.HostConfig) *violation {
 	if len(hc.Sysctls) > 0 && !c.sysctls {
 		return c.deny(RuleSysctls, pre+"Sysctls", "--sysctl", "")
 	}
 	if len(hc.Annotations) > 0 && !c.annotations {
 		return c.deny(RuleAnnotations, pre+"Annotations", "--annotation", "")
 	}
+	return nil
+}
+
+// volumes checks VolumeDriver, Binds, Mounts and VolumesFrom.
+func (c *checker) volumes(pre string, hc *container.HostConfig) *violation {
 	if v := c.volumeDriver(pre+"VolumeDriver", "--volume-driver", hc.VolumeDriver); v != nil {
 		return v
 	}
@@ -579,15 +636,9 @@ func (c *checker) containerUpdate(r Request, _, _ string) *violation {
 	if err := decodeJSON(r.Body, &uc); err != nil {
 		return badBody("container update", err)
 	}
-	if !c.devices {
-		if len(uc.Devices) > 0 {
-			return c.deny(RuleDevices, "Devices", "--device", "")
-		}
-		if len(uc.DeviceCgroupRules) > 0 {
-			return c.deny(RuleDevices, "DeviceCgroupRules", "--device-cgroup-rule", "")
-		}
-	}
-	return nil
+	// Today's dockerd applies neither devices nor a cgroup parent on
+	// update, but the body carries them; they are checked as on create.
+	return c.resources("", &uc.Resources)
 }
 
 func (c *checker) execCreate(r Request, _, _ string) *violation {
@@ -711,8 +762,13 @@ func (c *checker) queryDir(query, key, flag string) *violation {
 	return nil
 }
 
-// build checks the classic builder's query parameters that reach the build
-// containers' HostConfig. The build context is streamed, never buffered.
+// build checks the classic builder's query parameters that reach the
+// build containers' HostConfig beyond a share of the host
+// (daemon/server/router/build/build_routes.go newImageBuildOptions,
+// daemon/builder/dockerfile/internals.go hostConfigFromOptions):
+// networkmode, cgroupparent and securityopt. BuildKit reads networkmode=host
+// too, as the network.host entitlement. The build context is streamed,
+// never buffered.
 func (c *checker) build(_ Request, _, query string) *violation {
 	q, err := url.ParseQuery(query)
 	if err != nil {
@@ -722,6 +778,13 @@ func (c *checker) build(_ Request, _, query string) *violation {
 		for _, nm := range q["networkmode"] {
 			if strings.EqualFold(nm, "host") {
 				return c.deny(RuleHostNamespace, "query parameter networkmode", "docker build --network host", "")
+			}
+		}
+	}
+	if !c.cgroupParent {
+		for _, cp := range q["cgroupparent"] {
+			if cp != "" {
+				return c.deny(RuleCgroupParent, "query parameter cgroupparent", "docker build --cgroup-parent", "")
 			}
 		}
 	}

@@ -58,6 +58,7 @@ const (
 	RuleMountType     = "mount-type-not-allowed"
 	RuleVolumeType    = "volume-type-not-allowed"
 	RuleVolumeDriver  = "volume-driver-not-allowed"
+	RuleCgroupParent  = "cgroup-parent-not-allowed"
 )
 
 const (
