@@ -118,3 +118,66 @@ func TestVolumeDriversFileInvalid(t *testing.T) {
 		})
 	}
 }
+
+func logConfig(typ, opts string) string {
+	return hc(`"LogConfig":{"Type":"` + typ + `","Config":{` + opts + `}}`)
+}
+
+// TestLogDriversNoEscalation: dockerd itself connects or writes wherever a
+// log driver's options say (a host socket, an address, a CA file), with
+// the host's credentials; only json-file, local and none are allowed, and
+// the daemon's default only with options that name no place.
+func TestLogDriversNoEscalation(t *testing.T) {
+	p := preset(t, "no-escalation")
+	cases := []reqCase{
+		deniedBody("syslog to the daemon's socket", "POST", create, logConfig("syslog", `"syslog-address":"unix:///var/run/docker.sock"`), "log-driver-not-allowed"),
+		deniedBody("the default driver, with a syslog address", "POST", create, logConfig("", `"syslog-address":"unix:///var/run/docker.sock"`), "log-driver-not-allowed"),
+		deniedBody("the default driver, with a fluentd address", "POST", create, logConfig("", `"max-size":"1m","fluentd-address":"unix:///run/x.sock"`), "log-driver-not-allowed"),
+		deniedBody("the default driver, with a tag", "POST", create, logConfig("", `"tag":"sshd"`), "log-driver-not-allowed"),
+		deniedBody("lower-case keys", "POST", create, `{"hostconfig":{"logconfig":{"type":"gelf","config":{"gelf-address":"udp://127.0.0.1:12201"}}}}`, "log-driver-not-allowed"),
+		deniedBody("top-level LogConfig (Docker 26 and older)", "POST", create, `{"Image":"alpine","LogConfig":{"Type":"syslog"}}`, "log-driver-not-allowed"),
+		deniedBody("start with a legacy HostConfig", "POST", start, `{"LogConfig":{"Type":"syslog"}}`, "log-driver-not-allowed"),
+		deniedBody("a plugin ID prefix", "POST", create, logConfig("3f2a", ``), "log-driver-not-allowed"),
+		deniedBody("JSON-FILE is not json-file", "POST", create, logConfig("JSON-FILE", ``), "log-driver-not-allowed"),
+		deniedBody("json-file:latest is a plugin", "POST", create, logConfig("json-file:latest", ``), "log-driver-not-allowed"),
+		deniedBody("service log driver", "POST", svc, `{"TaskTemplate":{"ContainerSpec":{"Image":"alpine"},"LogDriver":{"Name":"syslog","Options":{"syslog-address":"tcp://127.0.0.1:25"}}}}`, "log-driver-not-allowed"),
+		deniedBody("service update log driver, lower case", "POST", svcUp, `{"tasktemplate":{"logdriver":{"name":"fluentd"}}}`, "log-driver-not-allowed"),
+		deniedBody("service, the default driver with an address", "POST", svc, `{"TaskTemplate":{"LogDriver":{"Options":{"gelf-address":"udp://10.0.0.1:1"}}}}`, "log-driver-not-allowed"),
+		deniedBody("swarm init task defaults", "POST", "/v1.47/swarm/init", `{"ListenAddr":"0.0.0.0:2377","Spec":{"TaskDefaults":{"LogDriver":{"Name":"syslog"}}}}`, "log-driver-not-allowed"),
+		deniedBody("swarm update task defaults", "POST", "/v1.47/swarm/update?version=8", `{"TaskDefaults":{"LogDriver":{"Name":"awslogs","Options":{"awslogs-endpoint":"http://10.0.0.1"}}}}`, "log-driver-not-allowed"),
+		allowedBody("json-file with options", "POST", create, logConfig("json-file", `"max-size":"10m","max-file":"3","tag":"{{.Name}}","labels":"a"`)),
+		allowedBody("local", "POST", create, logConfig("local", `"max-size":"10m","compress":"true"`)),
+		allowedBody("none", "POST", create, logConfig("none", ``)),
+		allowedBody("the default driver", "POST", create, logConfig("", ``)),
+		allowedBody("the default driver with size options", "POST", create, logConfig("", `"max-size":"10m","max-file":"3","mode":"non-blocking","max-buffer-size":"4m"`)),
+		allowedBody("service json-file", "POST", svc, `{"TaskTemplate":{"ContainerSpec":{"Image":"alpine"},"LogDriver":{"Name":"json-file","Options":{"max-size":"1m"}}}}`),
+		allowedBody("swarm init", "POST", "/v1.47/swarm/init", `{"ListenAddr":"0.0.0.0:2377","AdvertiseAddr":"","Spec":{"TaskDefaults":{}}}`),
+		allowedBody("swarm init, task defaults json-file", "POST", "/v1.47/swarm/init", `{"Spec":{"TaskDefaults":{"LogDriver":{"Name":"json-file"}}}}`),
+	}
+	for _, drv := range []string{"syslog", "journald", "gelf", "fluentd", "awslogs", "splunk", "gcplogs", "logentries", "etwlogs", "vieux/logger"} {
+		cases = append(cases, deniedBody("--log-driver "+drv, "POST", create, logConfig(drv, ``), "log-driver-not-allowed"))
+	}
+	runCases(t, p, cases)
+}
+
+func TestLogDriversFile(t *testing.T) {
+	p := mustParse(t, "logs", `allow: [{method: "*", path: "/*"}]
+create:
+  log_drivers: [syslog, vieux/logger]
+`)
+	runCases(t, p, []reqCase{
+		allowedBody("listed built-in", "POST", create, logConfig("syslog", `"syslog-address":"udp://10.0.0.1:514"`)),
+		allowedBody("listed plugin, with its tag", "POST", create, logConfig("vieux/logger:latest", ``)),
+		allowedBody("listed, service", "POST", svc, `{"TaskTemplate":{"LogDriver":{"Name":"syslog"}}}`),
+		allowedBody("json-file", "POST", create, logConfig("json-file", ``)),
+		deniedBody("not listed", "POST", create, logConfig("gelf", ``), "log-driver-not-allowed"),
+		deniedBody("an ID prefix", "POST", create, logConfig("3f2a", ``), "log-driver-not-allowed"),
+		deniedBody("the default driver, with an address", "POST", create, logConfig("", `"syslog-address":"udp://10.0.0.1:514"`), "log-driver-not-allowed"),
+	})
+	if _, err := Parse("t", []byte("allow: [{method: GET, path: /_ping}]\ncreate:\n  log_drivers: [json-file]\n")); err == nil || !strings.Contains(err.Error(), "line 3: create: log_drivers: json-file is built in and always allowed") {
+		t.Fatalf("Parse: got %v, want json-file refused as built in", err)
+	}
+	if _, err := Parse("t", []byte("allow: [{method: GET, path: /_ping}]\ncreate:\n  log_drivers: [beef]\n")); err == nil || !strings.Contains(err.Error(), "line 3:") || !strings.Contains(err.Error(), "plugin ID prefix") {
+		t.Fatalf("Parse: got %v, want beef refused as an ID prefix", err)
+	}
+}

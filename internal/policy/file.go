@@ -443,7 +443,7 @@ func methods(n *yaml.Node, what string) (methodSet, error) {
 }
 
 var createKeys = []string{"privileged", "cap_add", "devices", "host_namespaces", "unconfined",
-	"sysctls", "volumes_from", "annotations", "binds", "volume_types", "volume_drivers", "cgroup_parent"}
+	"sysctls", "volumes_from", "annotations", "binds", "volume_types", "volume_drivers", "cgroup_parent", "log_drivers"}
 
 func (fp *fileParser) create(n *yaml.Node, c *constraints) error {
 	return fields(n, "create", createKeys, func(key string, k, v *yaml.Node) error {
@@ -499,6 +499,8 @@ func (fp *fileParser) create(n *yaml.Node, c *constraints) error {
 			})
 		case "volume_drivers":
 			c.volumeDrivers, err = drivers(v, what, "local")
+		case "log_drivers":
+			c.logDrivers, err = drivers(v, what, logDriversBuiltIn...)
 		}
 		return err
 	})

@@ -40,6 +40,9 @@ type constraints struct {
 	// volumeDrivers are the volume plugins allowed besides the built-in
 	// local driver.
 	volumeDrivers driverList
+	// logDrivers are the log drivers allowed besides json-file, local and
+	// none: built-in ones by name, or plugins.
+	logDrivers driverList
 }
 
 // violation is why an inspected request is refused.
@@ -71,6 +74,8 @@ var inspections = []inspection{
 	{epCheckpointDelete, false, (*checker).checkpointDir},
 	{epBuild, false, (*checker).build},
 	{epNetworkConnect, true, (*checker).networkConnect},
+	{epSwarmInit, true, (*checker).swarmInit},
+	{epSwarmUpdate, true, (*checker).swarmUpdate},
 }
 
 func inspectionFor(m methodSet, path string) *inspection {
@@ -323,7 +328,7 @@ func (c *checker) hostConfig(pre string, hc *container.HostConfig) *violation {
 	if v := c.volumes(pre, hc); v != nil {
 		return v
 	}
-	return nil
+	return c.logDriver(pre+"LogConfig", "--log-driver", hc.LogConfig.Type, hc.LogConfig.Config)
 }
 
 // privileges checks Privileged and CapAdd.
@@ -579,6 +584,59 @@ func (c *checker) volumeDriver(field, flag, driver string) *violation {
 	return c.deny(RuleVolumeDriver, field, flag, what)
 }
 
+// logDriversBuiltIn are the log drivers every inspecting policy allows:
+// they write the container's output to files in its own directory, or
+// nowhere.
+var logDriversBuiltIn = []string{"json-file", "local", "none"}
+
+// defaultLogOpts are the log options allowed with the daemon's default
+// driver, whichever the administrator chose: those of json-file and local
+// (daemon/logger/jsonfilelog, daemon/logger/local), the options of every
+// driver (daemon/logger/factory.go ValidateLogOpts) and of the local cache
+// beside a remote driver (daemon/logger/loggerutils/cache), less "tag",
+// which names the source of the lines in a host log. None names a place.
+var defaultLogOpts = []string{"max-size", "max-file", "compress", "mode", "max-buffer-size",
+	"labels", "labels-regex", "env", "env-regex",
+	"cache-disabled", "cache-max-size", "cache-max-file", "cache-compress"}
+
+// logDriver checks a log driver and its options. dockerd itself runs the
+// driver, as root in the host's namespaces: syslog, fluentd and gelf
+// connect to the socket or address their options name, the daemon's own
+// included; splunk reads a CA file of the host; awslogs and gcplogs send
+// with the host's cloud credentials to any endpoint; journald writes to the
+// host's journal under any name. So drivers are allowed by a list. dockerd
+// looks a driver up by exact name among its own, then as a plugin by name,
+// full ID or ID prefix (daemon/logger/factory.go get, plugin.go). An empty
+// driver is the daemon's default (daemon/logs.go mergeAndVerifyLogConfig),
+// which takes the request's options too; so those are limited to options
+// that name no place.
+func (c *checker) logDriver(field, flag, driver string, opts map[string]string) *violation {
+	switch {
+	case driver == "":
+		for _, k := range slices.Sorted(maps.Keys(opts)) {
+			if !slices.Contains(defaultLogOpts, k) {
+				return c.deny(RuleLogDriver, field, "--log-opt", "a log option, with the daemon's default driver, beyond those of json-file and local")
+			}
+		}
+		return nil
+	case slices.Contains(logDriversBuiltIn, driver), c.logDrivers.allows(driver):
+		return nil
+	}
+	what := "a log driver other than json-file, local and none"
+	if len(c.logDrivers) > 0 {
+		what = "a log driver other than json-file, local, none and those of the policy's allowlist"
+	}
+	return c.deny(RuleLogDriver, field, flag, what)
+}
+
+// swarmLogDriver checks a swarm.Driver naming a log driver.
+func (c *checker) swarmLogDriver(field, flag string, d *swarm.Driver) *violation {
+	if d == nil {
+		return nil
+	}
+	return c.logDriver(field, flag, d.Name, d.Options)
+}
+
 // localOpts checks the options of a volume of the local driver, which
 // mounts with mount(2): o=bind or type=none binds the device, a host path;
 // other types mount a device, host disk or network share.
@@ -677,6 +735,9 @@ func (c *checker) service(r Request, _, _ string) *violation {
 	if v := c.networkAttachments("Networks", legacy.Networks); v != nil {
 		return v
 	}
+	if v := c.swarmLogDriver("TaskTemplate.LogDriver", "docker service create --log-driver", ts.LogDriver); v != nil {
+		return v
+	}
 	cs := ts.ContainerSpec
 	if cs == nil {
 		return nil
@@ -705,6 +766,33 @@ func (c *checker) service(r Request, _, _ string) *violation {
 		}
 	}
 	return nil
+}
+
+// swarmInit checks POST /swarm/init, whose body is swarm.InitRequest
+// (daemon/server/router/swarm/cluster_routes.go initCluster).
+func (c *checker) swarmInit(r Request, _, _ string) *violation {
+	var req swarm.InitRequest
+	if err := decodeJSON(r.Body, &req); err != nil {
+		return badBody("swarm init", err)
+	}
+	return c.swarmSpec("Spec.", &req.Spec)
+}
+
+// swarmUpdate checks POST /swarm/update, whose body is swarm.Spec
+// (cluster_routes.go updateCluster).
+func (c *checker) swarmUpdate(r Request, _, _ string) *violation {
+	var spec swarm.Spec
+	if err := decodeJSON(r.Body, &spec); err != nil {
+		return badBody("swarm update", err)
+	}
+	return c.swarmSpec("", &spec)
+}
+
+// swarmSpec checks a swarm's settings; pre prefixes field names.
+func (c *checker) swarmSpec(pre string, spec *swarm.Spec) *violation {
+	// The task defaults' log driver is every task's that names none
+	// (daemon/cluster/executor/container/container.go hostConfig).
+	return c.swarmLogDriver(pre+"TaskDefaults.LogDriver", "", spec.TaskDefaults.LogDriver)
 }
 
 func (c *checker) volumeCreate(r Request, _, _ string) *violation {

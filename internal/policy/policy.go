@@ -59,6 +59,7 @@ const (
 	RuleVolumeType    = "volume-type-not-allowed"
 	RuleVolumeDriver  = "volume-driver-not-allowed"
 	RuleCgroupParent  = "cgroup-parent-not-allowed"
+	RuleLogDriver     = "log-driver-not-allowed"
 )
 
 const (
