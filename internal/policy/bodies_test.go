@@ -328,3 +328,40 @@ func TestCgroupParent(t *testing.T) {
 		allowed("POST", "/v1.41/build?cgroupparent=%2F"),
 	})
 }
+
+func deviceRequest(fields string) string { return hc(`"DeviceRequests":[{` + fields + `}]`) }
+
+// TestDeviceRequests: --gpus works; any other device request, the CDI
+// driver above all (it injects any device its specs name), is refused.
+func TestDeviceRequests(t *testing.T) {
+	p := preset(t, "no-escalation")
+	cdiDev := `"DeviceIDs":["vendor.com/class=disk"]`
+	runCases(t, p, []reqCase{
+		deniedBody("driver cdi", "POST", create, deviceRequest(`"Driver":"cdi",`+cdiDev), "devices-not-allowed"),
+		deniedBody("driver cdi, lower-case keys", "POST", create, `{"hostconfig":{"devicerequests":[{"driver":"cdi","deviceids":["vendor.com/class=disk"]}]}}`, "devices-not-allowed"),
+		deniedBody("capability cdi", "POST", create, deviceRequest(`"Capabilities":[["cdi"]],`+cdiDev), "devices-not-allowed"),
+		deniedBody("capabilities gpu and cdi", "POST", create, deviceRequest(`"Capabilities":[["gpu","cdi"]]`), "devices-not-allowed"),
+		deniedBody("a second capability set without gpu", "POST", create, deviceRequest(`"Capabilities":[["gpu"],["cdi"]]`), "devices-not-allowed"),
+		deniedBody("an empty capability set matches any driver", "POST", create, deviceRequest(`"Capabilities":[[]],`+cdiDev), "devices-not-allowed"),
+		deniedBody("no capabilities", "POST", create, deviceRequest(`"Driver":"nvidia","Count":-1`), "devices-not-allowed"),
+		deniedBody("a CDI name through the nvidia driver", "POST", create, deviceRequest(`"Driver":"nvidia","Capabilities":[["gpu"]],`+cdiDev), "devices-not-allowed"),
+		deniedBody("a CDI name through the default driver", "POST", create, deviceRequest(`"Capabilities":[["gpu"]],`+cdiDev), "devices-not-allowed"),
+		deniedBody("a list in one ID", "POST", create, deviceRequest(`"Capabilities":[["gpu"]],"DeviceIDs":["0,1"]`), "devices-not-allowed"),
+		deniedBody("driver nvidia.cdi", "POST", create, deviceRequest(`"Driver":"nvidia.cdi","Capabilities":[["gpu"]],"DeviceIDs":["0"]`), "devices-not-allowed"),
+		deniedBody("another driver", "POST", create, deviceRequest(`"Driver":"vendor","Capabilities":[["gpu"]]`), "devices-not-allowed"),
+		deniedBody("driver options", "POST", create, deviceRequest(`"Capabilities":[["gpu"]],"Options":{"a":"b"}`), "devices-not-allowed"),
+		deniedBody("another capability", "POST", create, deviceRequest(`"Capabilities":[["gpu","tpu"]]`), "devices-not-allowed"),
+		deniedBody("top level (Docker 26 and older)", "POST", create, `{"Image":"alpine","DeviceRequests":[{"Driver":"cdi"}]}`, "devices-not-allowed"),
+		deniedBody("update", "POST", update, `{"DeviceRequests":[{"Driver":"cdi","DeviceIDs":["vendor.com/class=disk"]}]}`, "devices-not-allowed"),
+		allowedBody("--gpus all", "POST", create, deviceRequest(`"Driver":"","Count":-1,"Capabilities":[["gpu"]],"Options":{}`)),
+		allowedBody("--gpus 2", "POST", create, deviceRequest(`"Count":2,"Capabilities":[["gpu"]]`)),
+		allowedBody("--gpus device=0,1", "POST", create, deviceRequest(`"DeviceIDs":["0","1"],"Capabilities":[["gpu"]]`)),
+		allowedBody("--gpus by UUID", "POST", create, deviceRequest(`"DeviceIDs":["GPU-3a23c669-1f69-c64e-cf85-44e9b07e7a2a","MIG-GPU-3a23c669/1/0","0:1"],"Capabilities":[["gpu"]]`)),
+		allowedBody("--gpus driver=nvidia,capabilities=compute,utility", "POST", create, deviceRequest(`"Driver":"nvidia","Count":1,"Capabilities":[["compute","utility","gpu"]]`)),
+		allowedBody("two GPU requests", "POST", create, hc(`"DeviceRequests":[{"Count":1,"Capabilities":[["gpu"]]},{"DeviceIDs":["1"],"Capabilities":[["gpu","nvidia"]]}]`)),
+	})
+	f := mustParse(t, "dev", "allow: [{method: \"*\", path: \"/*\"}]\ncreate: {devices: true}\n")
+	runCases(t, f, []reqCase{
+		allowedBody("driver cdi", "POST", create, deviceRequest(`"Driver":"cdi",`+cdiDev)),
+	})
+}

@@ -350,6 +350,11 @@ func (c *checker) resources(pre string, r *container.Resources) *violation {
 		if len(r.DeviceCgroupRules) > 0 {
 			return c.deny(RuleDevices, pre+"DeviceCgroupRules", "--device-cgroup-rule", "")
 		}
+		for i, dr := range r.DeviceRequests {
+			if what := gpuRequestProblem(dr); what != "" {
+				return c.deny(RuleDevices, fmt.Sprintf("%sDeviceRequests[%d]", pre, i), "--gpus", what)
+			}
+		}
 	}
 	// dockerd puts the container's cgroup under this path of the host's
 	// cgroup tree (or systemd slice) instead of the daemon's own, with
@@ -358,6 +363,64 @@ func (c *checker) resources(pre string, r *container.Resources) *violation {
 		return c.deny(RuleCgroupParent, pre+"CgroupParent", "--cgroup-parent", "")
 	}
 	return nil
+}
+
+// gpuCapabilities are the capabilities of dockerd's GPU device drivers
+// (daemon/devices_nvidia_linux.go, daemon/devices_amd_linux.go).
+var gpuCapabilities = []string{"gpu", "nvidia", "amd", "compute", "compat32", "graphics", "utility", "video", "display"}
+
+// gpuRequestProblem says what makes a device request other than one of
+// docker run --gpus, or "". dockerd hands a request to the driver it names,
+// whatever its capabilities, or, when it names none, to a driver whose
+// capability set holds one of the request's sets (daemon/devices.go
+// handleDevice, daemon/internal/capabilities Match: an empty set matches
+// any driver). The cdi driver injects whatever host devices its specs name
+// (daemon/cdi.go), and the GPU drivers pass a device ID holding "=" to it
+// unchanged, as a CDI device name (daemon/devices_nvidia_linux.go
+// normalizeDeviceID). So the driver is "" or nvidia, every capability set
+// holds "gpu" and GPU capabilities only, and device IDs are plain GPU
+// indexes or UUIDs.
+func gpuRequestProblem(dr container.DeviceRequest) string {
+	if dr.Driver != "" && dr.Driver != "nvidia" {
+		return "a device driver other than nvidia"
+	}
+	if len(dr.Capabilities) == 0 {
+		return "a device request without the gpu capability"
+	}
+	for _, set := range dr.Capabilities {
+		if !slices.Contains(set, "gpu") {
+			return "a device request without the gpu capability"
+		}
+		for _, cp := range set {
+			if !slices.Contains(gpuCapabilities, cp) {
+				return "a device capability that is not a GPU's"
+			}
+		}
+	}
+	for _, id := range dr.DeviceIDs {
+		if !gpuID(id) {
+			return "a device ID that is not a GPU index or UUID"
+		}
+	}
+	if len(dr.Options) > 0 {
+		return "device driver options"
+	}
+	return ""
+}
+
+// gpuID reports whether id is a GPU index, UUID or MIG device name: no
+// "=" (a CDI device name) and no "," (a list).
+func gpuID(id string) bool {
+	if id == "" || len(id) > 128 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-_.:/", c) >= 0) {
+			return false
+		}
+	}
+	return true
 }
 
 // namespaces checks the namespace modes.
