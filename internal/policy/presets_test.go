@@ -215,8 +215,6 @@ func TestNoEscalationEndpoints(t *testing.T) {
 		allowed("PUT", "/v1.41/containers/3f2a/archive?path=/tmp"),
 		allowed("GET", "/v1.41/containers/3f2a/export"),
 		allowed("POST", "/v1.41/networks/create"),
-		allowed("POST", "/v1.41/plugins/vieux/sshfs/disable"),
-		allowed("DELETE", "/v1.41/plugins/vieux/sshfs"),
 		allowed("GET", "/v1.41/plugins/privileges?remote=vieux/sshfs"),
 		allowed("POST", "/v1.41/swarm/init"),
 		allowed("OPTIONS", "/v1.41/containers/json"),
@@ -244,5 +242,25 @@ func TestNoEscalationEndpoints(t *testing.T) {
 		denied("POST", "/v1.41/containers//create", 400, "path-not-canonical"),
 		denied("POST", "/v1.41/containers/create/", 400, "path-not-canonical"),
 		denied("POST", "/v1.41/containers/./create", 400, "path-not-canonical"),
+	})
+}
+
+// TestNoEscalationPlugins: disabling or removing any plugin is refused.
+// Disabling sockrelay takes every volume down; disabling an authorization
+// plugin lifts the host's authorization. A plugin is named by name, alias,
+// ID or ID prefix, so none is singled out.
+func TestNoEscalationPlugins(t *testing.T) {
+	p := preset(t, "no-escalation")
+	runCases(t, p, []reqCase{
+		denied("POST", "/v1.41/plugins/vieux/sshfs/disable", 403, "plugin-not-allowed"),
+		denied("POST", "/v1.41/plugins/3f2a/disable?force=1", 403, "plugin-not-allowed"),
+		denied("POST", "/v1.41/plugins/sockrelay:latest/disable", 403, "plugin-not-allowed"),
+		denied("DELETE", "/v1.41/plugins/vieux/sshfs", 403, "plugin-not-allowed"),
+		denied("DELETE", "/v1.41/plugins/3f2a?force=1", 403, "plugin-not-allowed"),
+		denied("DELETE", "/plugins/authz-broker", 403, "plugin-not-allowed"),
+		allowed("GET", "/v1.41/plugins"),
+		allowed("GET", "/v1.41/plugins/vieux/sshfs/json"),
+		allowed("GET", "/v1.41/plugins/privileges?remote=vieux/sshfs"),
+		allowed("POST", "/v1.41/plugins/vieux/sshfs/push"),
 	})
 }
