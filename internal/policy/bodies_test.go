@@ -365,3 +365,32 @@ func TestDeviceRequests(t *testing.T) {
 		allowedBody("driver cdi", "POST", create, deviceRequest(`"Driver":"cdi",`+cdiDev)),
 	})
 }
+
+// TestSwarmCA: a client-chosen signing CA, or an external CA of its own,
+// lets the client mint node certificates: a manager's among them, and a
+// manager runs anything on this host.
+func TestSwarmCA(t *testing.T) {
+	const (
+		init_ = "/v1.47/swarm/init"
+		upd   = "/v1.47/swarm/update?version=8"
+		pem   = `-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n`
+	)
+	p := preset(t, "no-escalation")
+	runCases(t, p, []reqCase{
+		deniedBody("init with a signing CA", "POST", init_, `{"ListenAddr":"0.0.0.0:2377","Spec":{"CAConfig":{"SigningCACert":"`+pem+`","SigningCAKey":"k"}}}`, "swarm-not-allowed"),
+		deniedBody("init with a signing CA key alone", "POST", init_, `{"Spec":{"CAConfig":{"SigningCAKey":"k"}}}`, "swarm-not-allowed"),
+		deniedBody("init with a signing CA cert alone", "POST", init_, `{"Spec":{"CAConfig":{"SigningCACert":"`+pem+`"}}}`, "swarm-not-allowed"),
+		deniedBody("init with an external CA", "POST", init_, `{"Spec":{"CAConfig":{"ExternalCAs":[{"Protocol":"cfssl","URL":"https://10.0.0.1/sign"}]}}}`, "swarm-not-allowed"),
+		deniedBody("init, lower-case keys", "POST", init_, `{"spec":{"caconfig":{"signingcacert":"`+pem+`","signingcakey":"k"}}}`, "swarm-not-allowed"),
+		deniedBody("update with a signing CA", "POST", upd, `{"CAConfig":{"SigningCACert":"`+pem+`","SigningCAKey":"k"}}`, "swarm-not-allowed"),
+		deniedBody("update with an external CA", "POST", upd, `{"caconfig":{"externalcas":[{"protocol":"cfssl","url":"https://10.0.0.1/sign"}]}}`, "swarm-not-allowed"),
+		allowedBody("init", "POST", init_, `{"ListenAddr":"0.0.0.0:2377","AdvertiseAddr":"127.0.0.1","ForceNewCluster":false,"Spec":{"Orchestration":{},"Raft":{},"Dispatcher":{},"CAConfig":{},"TaskDefaults":{}}}`),
+		allowedBody("init with --force-new-cluster", "POST", init_, `{"ListenAddr":"0.0.0.0:2377","ForceNewCluster":true}`),
+		allowedBody("update rotating the CA", "POST", upd, `{"CAConfig":{"NodeCertExpiry":7776000000000000,"ForceRotate":1}}`),
+		allowedBody("update with an empty external CA list", "POST", upd, `{"CAConfig":{"ExternalCAs":[]}}`),
+	})
+	f := mustParse(t, "swarm", "allow: [{method: \"*\", path: \"/*\"}]\ncreate: {swarm_ca: true}\n")
+	runCases(t, f, []reqCase{
+		allowedBody("init with a signing CA", "POST", init_, `{"Spec":{"CAConfig":{"SigningCACert":"`+pem+`","SigningCAKey":"k"}}}`),
+	})
+}

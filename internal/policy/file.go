@@ -443,7 +443,7 @@ func methods(n *yaml.Node, what string) (methodSet, error) {
 }
 
 var createKeys = []string{"privileged", "cap_add", "devices", "host_namespaces", "unconfined",
-	"sysctls", "volumes_from", "annotations", "binds", "volume_types", "volume_drivers", "cgroup_parent", "log_drivers"}
+	"sysctls", "volumes_from", "annotations", "binds", "volume_types", "volume_drivers", "cgroup_parent", "log_drivers", "swarm_ca"}
 
 func (fp *fileParser) create(n *yaml.Node, c *constraints) error {
 	return fields(n, "create", createKeys, func(key string, k, v *yaml.Node) error {
@@ -466,6 +466,8 @@ func (fp *fileParser) create(n *yaml.Node, c *constraints) error {
 			c.annotations, err = boolean(v, what)
 		case "cgroup_parent":
 			c.cgroupParent, err = boolean(v, what)
+		case "swarm_ca":
+			c.swarmCAs, err = boolean(v, what)
 		case "cap_add":
 			c.capAdd = []string{}
 			err = strList(v, what, func(n *yaml.Node, s string) error {

@@ -33,6 +33,7 @@ type constraints struct {
 	sysctls      bool
 	volumesFrom  bool
 	cgroupParent bool // HostConfig.CgroupParent, the build's cgroupparent
+	swarmCAs     bool // a swarm's signing CA or external CAs
 	annotations  bool
 	capAdd       []string // normalised ("CAP_SYS_PTRACE"); "ALL" allows any
 	binds        []string // cleaned absolute host paths; a bind source must lie at or below one
@@ -852,10 +853,34 @@ func (c *checker) swarmUpdate(r Request, _, _ string) *violation {
 }
 
 // swarmSpec checks a swarm's settings; pre prefixes field names.
+// ForceNewCluster is allowed: it makes this node the only manager of the
+// swarm it is in, which gives the client nothing that /swarm/leave and
+// /swarm/init do not.
 func (c *checker) swarmSpec(pre string, spec *swarm.Spec) *violation {
+	if v := c.swarmCA(pre+"CAConfig", &spec.CAConfig); v != nil {
+		return v
+	}
 	// The task defaults' log driver is every task's that names none
 	// (daemon/cluster/executor/container/container.go hostConfig).
 	return c.swarmLogDriver(pre+"TaskDefaults.LogDriver", "", spec.TaskDefaults.LogDriver)
+}
+
+// swarmCA checks a swarm's CA settings. A signing CA the client chose, or
+// an external CA of its own, lets it sign node certificates: a manager's
+// among them, and a swarm's managers run any service on this host. The
+// expiry of node certificates and a rotation to a CA the swarm makes
+// itself are allowed.
+func (c *checker) swarmCA(field string, ca *swarm.CAConfig) *violation {
+	if c.swarmCAs {
+		return nil
+	}
+	if ca.SigningCACert != "" || ca.SigningCAKey != "" {
+		return c.deny(RuleSwarm, field+".SigningCACert", "docker swarm ca --ca-cert --ca-key", "a signing CA chosen by the client")
+	}
+	if len(ca.ExternalCAs) > 0 {
+		return c.deny(RuleSwarm, field+".ExternalCAs", "--external-ca", "an external CA chosen by the client")
+	}
+	return nil
 }
 
 func (c *checker) volumeCreate(r Request, _, _ string) *violation {
