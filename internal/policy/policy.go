@@ -45,6 +45,7 @@ const (
 	RuleUpgrade    = "upgrade-not-allowed"
 	RulePlugin     = "plugin-not-allowed"
 	RuleSwarm      = "swarm-not-allowed"
+	RuleDebug      = "debug-not-allowed"
 	// 403: create constraints.
 	RulePrivileged    = "no-privileged"
 	RuleCapAdd        = "cap-add-not-allowed"

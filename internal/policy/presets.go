@@ -62,6 +62,9 @@ var noEscalation = &Policy{
 		denyRule(mPOST, "/swarm/join", RuleSwarm, "is not allowed by policy no-escalation: the swarm's managers could then run any container on this host"),
 		denyRule(mGET|mHEAD, "/swarm", RuleSwarm, "is not allowed by policy no-escalation: it returns the swarm join tokens"),
 		denyRule(mGET|mHEAD, "/swarm/unlockkey", RuleSwarm, "is not allowed by policy no-escalation: it returns the swarm unlock key"),
+		// dockerd serves these whatever its settings
+		// (daemon/server/router/debug/debug.go).
+		denyRule(mAll, "/debug/*", RuleDebug, "is not allowed by policy no-escalation: it shows the daemon's memory, goroutines and command line"),
 	},
 	defaultAllow: true,
 	cons: &constraints{

@@ -264,3 +264,26 @@ func TestNoEscalationPlugins(t *testing.T) {
 		allowed("POST", "/v1.41/plugins/vieux/sshfs/push"),
 	})
 }
+
+// TestDebug: dockerd always serves /debug/vars and /debug/pprof/*, which
+// show the daemon's memory, goroutines and command line.
+func TestDebug(t *testing.T) {
+	ne := preset(t, "no-escalation")
+	runCases(t, ne, []reqCase{
+		denied("GET", "/debug/vars", 403, "debug-not-allowed"),
+		denied("GET", "/debug/pprof/heap", 403, "debug-not-allowed"),
+		denied("GET", "/v1.41/debug/pprof/goroutine?debug=2", 403, "debug-not-allowed"),
+		denied("GET", "/debug/pprof/cmdline", 403, "debug-not-allowed"),
+		denied("GET", "/debug/pprof/profile?seconds=30", 403, "debug-not-allowed"),
+		denied("POST", "/debug/pprof/symbol", 403, "debug-not-allowed"),
+		denied("HEAD", "/debug", 403, "debug-not-allowed"),
+		denied("GET", "/debug/pprof/", 400, "path-not-canonical"),
+		allowed("GET", "/v1.41/containers/debug/json"),
+	})
+	ro := preset(t, "read-only")
+	runCases(t, ro, []reqCase{
+		denied("GET", "/debug/vars", 403, "read-only"),
+		denied("GET", "/debug/pprof/heap", 403, "read-only"),
+		denied("GET", "/v1.41/debug/pprof/goroutine", 403, "read-only"),
+	})
+}
