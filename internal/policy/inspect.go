@@ -27,7 +27,7 @@ import (
 // ask for. The zero value allows nothing.
 type constraints struct {
 	privileged   bool // privileged containers and execs, plugin services, any volume driver
-	devices      bool // Devices, DeviceCgroupRules
+	devices      bool // Devices, DeviceCgroupRules, DeviceRequests beyond --gpus
 	hostNS       bool // host network, pid, ipc, uts, cgroupns, userns
 	unconfined   bool // security options beyond the defaults, MaskedPaths/ReadonlyPaths
 	sysctls      bool
