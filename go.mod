@@ -3,6 +3,7 @@ module github.com/sockrelay/sockrelay
 go 1.26.8
 
 require (
+	github.com/distribution/reference v0.6.0
 	github.com/docker/go-plugins-helpers v0.0.0-20240701071450-45e2431495c8
 	github.com/moby/moby/api v1.57.0
 	go.yaml.in/yaml/v3 v3.0.6

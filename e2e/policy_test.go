@@ -97,6 +97,64 @@ func TestPolicyNoEscalation(t *testing.T) {
 	wantAudit(t, vol, `"rule":"no-privileged"`, `"decision":"deny"`)
 }
 
+// no-escalation against references that dockerd resolves, and against
+// settings that make dockerd itself reach the host: a plugin named by its
+// ID or an ID prefix, log drivers that connect where the client says, a
+// cgroup parent, endpoint sysctls on network connect, and turning a plugin
+// off. The plugin commands leave out -f, so that dockerd itself would
+// refuse them should the policy let one through.
+func TestPolicyNoEscalationReferences(t *testing.T) {
+	vol := newVolume(t, "policy=no-escalation")
+	id := strings.TrimSpace(must(t, "plugin", "inspect", "-f", "{{.Id}}", plugin))
+	if len(id) != 64 {
+		t.Fatalf("plugin ID: got %q, want 64 hex digits", id)
+	}
+	sib := uniqueName(t)
+	must(t, "run", "-d", "--name", sib, "--label", label, image, "srclient", "sleep", "3600")
+	t.Cleanup(func() { dockerOut("rm", "-f", sib) })
+	byID := uniqueName(t)
+	t.Cleanup(func() { removeVolume(byID) })
+
+	denied := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"volume", "create", "-d", id[:12], byID}, "volume-driver-not-allowed"},
+		{[]string{"volume", "create", "-d", id, byID}, "volume-driver-not-allowed"},
+		{[]string{"volume", "create", "-d", plugin, byID}, "volume-driver-not-allowed"},
+		{[]string{"run", "--rm", "--volume-driver", id[:12], "-v", byID + ":/s", image, "srclient", "echo"}, "volume-driver-not-allowed"},
+		{[]string{"run", "--rm", "--mount", "type=volume,src=" + byID + ",dst=/s,volume-driver=" + id[:12], image, "srclient", "echo"}, "volume-driver-not-allowed"},
+		{[]string{"run", "--rm", "--log-driver", "syslog", "--log-opt", "syslog-address=unix:///var/run/docker.sock", image, "srclient", "echo"}, "log-driver-not-allowed"},
+		{[]string{"run", "--rm", "--log-opt", "syslog-address=udp://127.0.0.1:514", image, "srclient", "echo"}, "log-driver-not-allowed"},
+		{[]string{"run", "--rm", "--cgroup-parent", "/", image, "srclient", "echo"}, "cgroup-parent-not-allowed"},
+		{[]string{"network", "connect", "--driver-opt", "com.docker.network.endpoint.sysctls=net.ipv4.conf.IFNAME.forwarding=1", "bridge", sib}, "sysctls-not-allowed"},
+		{[]string{"plugin", "disable", id[:12]}, "plugin-not-allowed"},
+		{[]string{"plugin", "rm", plugin}, "plugin-not-allowed"},
+	}
+	for _, d := range denied {
+		r := runClient(t, vol, append([]string{"docker"}, d.args...)...)
+		if r.err == nil || !strings.Contains(r.stderr, "Error response from daemon: sockrelay: "+d.want) {
+			t.Errorf("docker %s under no-escalation: got\n%s\nwant a refusal containing %q", strings.Join(d.args, " "), r, d.want)
+		}
+	}
+	if out, _ := dockerOut("volume", "ls", "-q", "--filter", "name="+byID); strings.TrimSpace(out) != "" {
+		t.Errorf("a volume of the plugin was created through the policy: %s", out)
+	}
+
+	// What stays allowed: the local driver, json-file with options, the
+	// daemon's default log driver with size options.
+	for _, args := range [][]string{
+		{"run", "--rm", "--label", label, "--log-driver", "json-file", "--log-opt", "max-size=1m", image, "srclient", "echo", "ok"},
+		{"run", "--rm", "--label", label, "--log-opt", "max-size=1m", "--mount", "type=volume,dst=/d,volume-driver=local", image, "srclient", "echo", "ok"},
+	} {
+		r := runClient(t, vol, append([]string{"docker"}, args...)...)
+		if r.err != nil || strings.TrimSpace(r.stdout) != "ok" {
+			t.Errorf("docker %s under no-escalation: got\n%s\nwant ok", strings.Join(args, " "), r)
+		}
+	}
+	wantAudit(t, vol, `"rule":"volume-driver-not-allowed"`, `"path":"/volumes/create"`)
+}
+
 // A policy file: enforced, changes picked up whole, a broken change
 // refused loudly with the previous policy kept; a broken file fails Create
 // with its line.

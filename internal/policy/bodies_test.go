@@ -148,7 +148,7 @@ func TestNoEscalationBodies(t *testing.T) {
 		allowedBody("volume create", "POST", volumeC, `{"Name":"data"}`),
 		allowedBody("volume create tmpfs", "POST", volumeC, `{"Name":"t","DriverOpts":{"type":"tmpfs","o":"size=64m","device":"tmpfs"}}`),
 		allowedBody("volume create size", "POST", volumeC, `{"Name":"q","DriverOpts":{"size":"1G"}}`),
-		allowedBody("volume create, another driver", "POST", volumeC, `{"Name":"x","Driver":"rexray/ebs","DriverOpts":{"type":"none","o":"bind","device":"/"}}`),
+		deniedBody("volume create, another driver", "POST", volumeC, `{"Name":"x","Driver":"rexray/ebs","DriverOpts":{"type":"none","o":"bind","device":"/"}}`, "volume-driver-not-allowed"),
 	})
 }
 
@@ -175,6 +175,11 @@ func TestBodyNeeded(t *testing.T) {
 		{ne, "POST", "/v1.41/services/create", true},
 		{ne, "POST", "/v1.41/services/x/update", true},
 		{ne, "POST", "/v1.41/volumes/create", true},
+		{ne, "POST", "/v1.41/networks/n/connect", true},
+		{ne, "POST", "/v1.41/networks/n/disconnect", false},
+		{ne, "POST", "/v1.41/swarm/init", true},
+		{ne, "POST", "/v1.41/swarm/update?version=3", true},
+		{ne, "POST", "/v1.41/swarm/join", false},
 		{ne, "POST", "/v1.41/build?t=x", false},
 		{ne, "POST", "/v1.41/images/load", false},
 		{ne, "POST", "/v1.41/images/create?fromSrc=-", false},
@@ -270,4 +275,125 @@ func TestBadBodyReason(t *testing.T) {
 			t.Errorf("body %s: got %d %s %q, want 400 bad-body %q", tc.body, d.Status, d.Rule, d.Reason, tc.want)
 		}
 	}
+}
+
+const connect = "/v1.47/networks/mynet/connect"
+
+// endpointSysctl is a DriverOpts member, under the key given.
+func endpointSysctl(key string) string {
+	return `"` + key + `":{"com.docker.network.endpoint.sysctls":"net.ipv4.conf.IFNAME.forwarding=1"}`
+}
+
+// TestEndpointSysctls: the endpoint sysctls driver option, wherever an
+// endpoint's settings reach dockerd.
+func TestEndpointSysctls(t *testing.T) {
+	p := preset(t, "no-escalation")
+	runCases(t, p, []reqCase{
+		deniedBody("create", "POST", create, `{"NetworkingConfig":{"EndpointsConfig":{"bridge":{`+endpointSysctl("DriverOpts")+`}}}}`, "sysctls-not-allowed"),
+		deniedBody("network connect", "POST", connect, `{"Container":"3f2a","EndpointConfig":{`+endpointSysctl("DriverOpts")+`}}`, "sysctls-not-allowed"),
+		deniedBody("network connect, lower-case keys", "POST", connect, `{"container":"3f2a","endpointconfig":{`+endpointSysctl("driveropts")+`}}`, "sysctls-not-allowed"),
+		deniedBody("network connect, a network name with a slash", "POST", "/v1.47/networks/a/b/connect", `{"Container":"3f2a","EndpointConfig":{`+endpointSysctl("DriverOpts")+`}}`, "sysctls-not-allowed"),
+		deniedBody("network connect to host", "POST", "/v1.47/networks/host/connect", `{"Container":"3f2a"}`, "host-namespace-not-allowed"),
+		deniedBody("network connect to HOST", "POST", "/v1.47/networks/HOST/connect", `{"Container":"3f2a"}`, "host-namespace-not-allowed"),
+		deniedBody("service network", "POST", svc, `{"TaskTemplate":{"ContainerSpec":{"Image":"alpine"},"Networks":[{"Target":"front",`+endpointSysctl("DriverOpts")+`}]}}`, "sysctls-not-allowed"),
+		deniedBody("service update network, lower case", "POST", svcUp, `{"tasktemplate":{"networks":[{"target":"front",`+endpointSysctl("driveropts")+`}]}}`, "sysctls-not-allowed"),
+		deniedBody("service legacy Networks", "POST", svc, `{"TaskTemplate":{"ContainerSpec":{"Image":"alpine"}},"Networks":[{"Target":"front",`+endpointSysctl("DriverOpts")+`}]}`, "sysctls-not-allowed"),
+		allowedBody("network connect", "POST", connect, `{"Container":"3f2a","EndpointConfig":{"Aliases":["web"],"DriverOpts":{"com.docker.network.endpoint.ifname":"eth9"}}}`),
+		allowedBody("network connect, no body", "POST", connect, ``),
+		allowedBody("service network", "POST", svc, `{"TaskTemplate":{"ContainerSpec":{"Image":"alpine"},"Networks":[{"Target":"front","Aliases":["web"]}]}}`),
+	})
+	f := mustParse(t, "sysctls", "allow: [{method: \"*\", path: \"/*\"}]\ncreate: {sysctls: true, host_namespaces: true}\n")
+	runCases(t, f, []reqCase{
+		allowedBody("network connect", "POST", connect, `{"Container":"3f2a","EndpointConfig":{`+endpointSysctl("DriverOpts")+`}}`),
+		allowedBody("network connect to host", "POST", "/v1.47/networks/host/connect", `{"Container":"3f2a"}`),
+		allowedBody("service network", "POST", svc, `{"TaskTemplate":{"Networks":[{"Target":"front",`+endpointSysctl("DriverOpts")+`}]}}`),
+	})
+}
+
+// TestCgroupParent: a cgroup parent puts the container's cgroup anywhere
+// in the host's tree, outside the daemon's.
+func TestCgroupParent(t *testing.T) {
+	p := preset(t, "no-escalation")
+	runCases(t, p, []reqCase{
+		deniedBody("--cgroup-parent", "POST", create, hc(`"CgroupParent":"/"`), "cgroup-parent-not-allowed"),
+		deniedBody("--cgroup-parent, lower case", "POST", create, `{"hostconfig":{"cgroupparent":"system.slice"}}`, "cgroup-parent-not-allowed"),
+		deniedBody("top-level CgroupParent (Docker 26 and older)", "POST", create, `{"Image":"alpine","CgroupParent":"/"}`, "cgroup-parent-not-allowed"),
+		deniedBody("start with a legacy HostConfig", "POST", start, `{"CgroupParent":"/"}`, "cgroup-parent-not-allowed"),
+		deniedBody("update", "POST", update, `{"CgroupParent":"/"}`, "cgroup-parent-not-allowed"),
+		denied("POST", "/v1.41/build?cgroupparent=%2F", 403, "cgroup-parent-not-allowed"),
+		denied("POST", "/v1.41/build?t=x&cgroupparent=system.slice", 403, "cgroup-parent-not-allowed"),
+		allowedBody("empty", "POST", create, hc(`"CgroupParent":""`)),
+		allowed("POST", "/v1.41/build?cgroupparent="),
+	})
+	f := mustParse(t, "cg", "allow: [{method: \"*\", path: \"/*\"}]\ncreate: {cgroup_parent: true}\n")
+	runCases(t, f, []reqCase{
+		allowedBody("--cgroup-parent", "POST", create, hc(`"CgroupParent":"/"`)),
+		allowed("POST", "/v1.41/build?cgroupparent=%2F"),
+	})
+}
+
+func deviceRequest(fields string) string { return hc(`"DeviceRequests":[{` + fields + `}]`) }
+
+// TestDeviceRequests: --gpus works; any other device request, the CDI
+// driver above all (it injects any device its specs name), is refused.
+func TestDeviceRequests(t *testing.T) {
+	p := preset(t, "no-escalation")
+	cdiDev := `"DeviceIDs":["vendor.com/class=disk"]`
+	runCases(t, p, []reqCase{
+		deniedBody("driver cdi", "POST", create, deviceRequest(`"Driver":"cdi",`+cdiDev), "devices-not-allowed"),
+		deniedBody("driver cdi, lower-case keys", "POST", create, `{"hostconfig":{"devicerequests":[{"driver":"cdi","deviceids":["vendor.com/class=disk"]}]}}`, "devices-not-allowed"),
+		deniedBody("capability cdi", "POST", create, deviceRequest(`"Capabilities":[["cdi"]],`+cdiDev), "devices-not-allowed"),
+		deniedBody("capabilities gpu and cdi", "POST", create, deviceRequest(`"Capabilities":[["gpu","cdi"]]`), "devices-not-allowed"),
+		deniedBody("a second capability set without gpu", "POST", create, deviceRequest(`"Capabilities":[["gpu"],["cdi"]]`), "devices-not-allowed"),
+		deniedBody("an empty capability set matches any driver", "POST", create, deviceRequest(`"Capabilities":[[]],`+cdiDev), "devices-not-allowed"),
+		deniedBody("no capabilities", "POST", create, deviceRequest(`"Driver":"nvidia","Count":-1`), "devices-not-allowed"),
+		deniedBody("a CDI name through the nvidia driver", "POST", create, deviceRequest(`"Driver":"nvidia","Capabilities":[["gpu"]],`+cdiDev), "devices-not-allowed"),
+		deniedBody("a CDI name through the default driver", "POST", create, deviceRequest(`"Capabilities":[["gpu"]],`+cdiDev), "devices-not-allowed"),
+		deniedBody("a list in one ID", "POST", create, deviceRequest(`"Capabilities":[["gpu"]],"DeviceIDs":["0,1"]`), "devices-not-allowed"),
+		deniedBody("driver nvidia.cdi", "POST", create, deviceRequest(`"Driver":"nvidia.cdi","Capabilities":[["gpu"]],"DeviceIDs":["0"]`), "devices-not-allowed"),
+		deniedBody("another driver", "POST", create, deviceRequest(`"Driver":"vendor","Capabilities":[["gpu"]]`), "devices-not-allowed"),
+		deniedBody("driver options", "POST", create, deviceRequest(`"Capabilities":[["gpu"]],"Options":{"a":"b"}`), "devices-not-allowed"),
+		deniedBody("another capability", "POST", create, deviceRequest(`"Capabilities":[["gpu","tpu"]]`), "devices-not-allowed"),
+		deniedBody("top level (Docker 26 and older)", "POST", create, `{"Image":"alpine","DeviceRequests":[{"Driver":"cdi"}]}`, "devices-not-allowed"),
+		deniedBody("update", "POST", update, `{"DeviceRequests":[{"Driver":"cdi","DeviceIDs":["vendor.com/class=disk"]}]}`, "devices-not-allowed"),
+		allowedBody("--gpus all", "POST", create, deviceRequest(`"Driver":"","Count":-1,"Capabilities":[["gpu"]],"Options":{}`)),
+		allowedBody("--gpus 2", "POST", create, deviceRequest(`"Count":2,"Capabilities":[["gpu"]]`)),
+		allowedBody("--gpus device=0,1", "POST", create, deviceRequest(`"DeviceIDs":["0","1"],"Capabilities":[["gpu"]]`)),
+		allowedBody("--gpus by UUID", "POST", create, deviceRequest(`"DeviceIDs":["GPU-3a23c669-1f69-c64e-cf85-44e9b07e7a2a","MIG-GPU-3a23c669/1/0","0:1"],"Capabilities":[["gpu"]]`)),
+		allowedBody("--gpus driver=nvidia,capabilities=compute,utility", "POST", create, deviceRequest(`"Driver":"nvidia","Count":1,"Capabilities":[["compute","utility","gpu"]]`)),
+		allowedBody("two GPU requests", "POST", create, hc(`"DeviceRequests":[{"Count":1,"Capabilities":[["gpu"]]},{"DeviceIDs":["1"],"Capabilities":[["gpu","nvidia"]]}]`)),
+	})
+	f := mustParse(t, "dev", "allow: [{method: \"*\", path: \"/*\"}]\ncreate: {devices: true}\n")
+	runCases(t, f, []reqCase{
+		allowedBody("driver cdi", "POST", create, deviceRequest(`"Driver":"cdi",`+cdiDev)),
+	})
+}
+
+// TestSwarmCA: a client-chosen signing CA, or an external CA of its own,
+// lets the client mint node certificates: a manager's among them, and a
+// manager runs anything on this host.
+func TestSwarmCA(t *testing.T) {
+	const (
+		init_ = "/v1.47/swarm/init"
+		upd   = "/v1.47/swarm/update?version=8"
+		pem   = `-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n`
+	)
+	p := preset(t, "no-escalation")
+	runCases(t, p, []reqCase{
+		deniedBody("init with a signing CA", "POST", init_, `{"ListenAddr":"0.0.0.0:2377","Spec":{"CAConfig":{"SigningCACert":"`+pem+`","SigningCAKey":"k"}}}`, "swarm-not-allowed"),
+		deniedBody("init with a signing CA key alone", "POST", init_, `{"Spec":{"CAConfig":{"SigningCAKey":"k"}}}`, "swarm-not-allowed"),
+		deniedBody("init with a signing CA cert alone", "POST", init_, `{"Spec":{"CAConfig":{"SigningCACert":"`+pem+`"}}}`, "swarm-not-allowed"),
+		deniedBody("init with an external CA", "POST", init_, `{"Spec":{"CAConfig":{"ExternalCAs":[{"Protocol":"cfssl","URL":"https://10.0.0.1/sign"}]}}}`, "swarm-not-allowed"),
+		deniedBody("init, lower-case keys", "POST", init_, `{"spec":{"caconfig":{"signingcacert":"`+pem+`","signingcakey":"k"}}}`, "swarm-not-allowed"),
+		deniedBody("update with a signing CA", "POST", upd, `{"CAConfig":{"SigningCACert":"`+pem+`","SigningCAKey":"k"}}`, "swarm-not-allowed"),
+		deniedBody("update with an external CA", "POST", upd, `{"caconfig":{"externalcas":[{"protocol":"cfssl","url":"https://10.0.0.1/sign"}]}}`, "swarm-not-allowed"),
+		allowedBody("init", "POST", init_, `{"ListenAddr":"0.0.0.0:2377","AdvertiseAddr":"127.0.0.1","ForceNewCluster":false,"Spec":{"Orchestration":{},"Raft":{},"Dispatcher":{},"CAConfig":{},"TaskDefaults":{}}}`),
+		allowedBody("init with --force-new-cluster", "POST", init_, `{"ListenAddr":"0.0.0.0:2377","ForceNewCluster":true}`),
+		allowedBody("update rotating the CA", "POST", upd, `{"CAConfig":{"NodeCertExpiry":7776000000000000,"ForceRotate":1}}`),
+		allowedBody("update with an empty external CA list", "POST", upd, `{"CAConfig":{"ExternalCAs":[]}}`),
+	})
+	f := mustParse(t, "swarm", "allow: [{method: \"*\", path: \"/*\"}]\ncreate: {swarm_ca: true}\n")
+	runCases(t, f, []reqCase{
+		allowedBody("init with a signing CA", "POST", init_, `{"Spec":{"CAConfig":{"SigningCACert":"`+pem+`","SigningCAKey":"k"}}}`),
+	})
 }

@@ -443,7 +443,7 @@ func methods(n *yaml.Node, what string) (methodSet, error) {
 }
 
 var createKeys = []string{"privileged", "cap_add", "devices", "host_namespaces", "unconfined",
-	"sysctls", "volumes_from", "annotations", "binds", "volume_types"}
+	"sysctls", "volumes_from", "annotations", "binds", "volume_types", "volume_drivers", "cgroup_parent", "log_drivers", "swarm_ca"}
 
 func (fp *fileParser) create(n *yaml.Node, c *constraints) error {
 	return fields(n, "create", createKeys, func(key string, k, v *yaml.Node) error {
@@ -464,6 +464,10 @@ func (fp *fileParser) create(n *yaml.Node, c *constraints) error {
 			c.volumesFrom, err = boolean(v, what)
 		case "annotations":
 			c.annotations, err = boolean(v, what)
+		case "cgroup_parent":
+			c.cgroupParent, err = boolean(v, what)
+		case "swarm_ca":
+			c.swarmCAs, err = boolean(v, what)
 		case "cap_add":
 			c.capAdd = []string{}
 			err = strList(v, what, func(n *yaml.Node, s string) error {
@@ -495,9 +499,41 @@ func (fp *fileParser) create(n *yaml.Node, c *constraints) error {
 				c.volumeTypes = append(c.volumeTypes, strings.ToLower(s))
 				return nil
 			})
+		case "volume_drivers":
+			c.volumeDrivers, err = drivers(v, what, "local")
+		case "log_drivers":
+			c.logDrivers, err = drivers(v, what, logDriversBuiltIn...)
 		}
 		return err
 	})
+}
+
+// drivers reads a list of plugin drivers. builtIn are the drivers that
+// every policy allows; listing one of them is an error, since the same
+// name with a tag would be a plugin.
+func drivers(n *yaml.Node, what string, builtIn ...string) (driverList, error) {
+	l := driverList{}
+	err := strList(n, what, func(n *yaml.Node, s string) error {
+		if slices.Contains(builtIn, s) {
+			return errAt(n, "%s: %s is built in and always allowed; %s:latest would be a plugin of that name", what, s, s)
+		}
+		ref, err := pluginRef(s)
+		switch {
+		case errors.Is(err, errIDPrefix), errors.Is(err, errDigest):
+			return errAt(n, "%s: %s %v; write it with its tag, like %s", what, quoteShort(s), err, quoteShort(nameOnly(s)+":latest"))
+		case err != nil:
+			return errAt(n, "%s: %s %v (like vieux/sshfs or vieux/sshfs:latest)", what, quoteShort(s), err)
+		}
+		l = append(l, driverName{written: s, plugin: ref})
+		return nil
+	})
+	return l, err
+}
+
+// nameOnly cuts a digest off a reference, for a suggestion.
+func nameOnly(s string) string {
+	name, _, _ := strings.Cut(s, "@")
+	return name
 }
 
 func fsType(s string) bool {

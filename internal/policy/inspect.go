@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"mime"
+	"net/http"
 	"net/url"
 	"path"
 	"slices"
@@ -24,16 +26,24 @@ import (
 // constraints are the create constraints: what a create-like request may
 // ask for. The zero value allows nothing.
 type constraints struct {
-	privileged  bool // privileged containers and execs, plugin services, sockrelay volumes
-	devices     bool // Devices, DeviceCgroupRules
-	hostNS      bool // host network, pid, ipc, uts, cgroupns, userns
-	unconfined  bool // security options beyond the defaults, MaskedPaths/ReadonlyPaths
-	sysctls     bool
-	volumesFrom bool
-	annotations bool
-	capAdd      []string // normalised ("CAP_SYS_PTRACE"); "ALL" allows any
-	binds       []string // cleaned absolute host paths; a bind source must lie at or below one
-	volumeTypes []string // local-driver mount types allowed besides bind ("tmpfs", "nfs")
+	privileged   bool // privileged containers and execs, plugin services, any volume driver
+	devices      bool // Devices, DeviceCgroupRules, DeviceRequests beyond --gpus
+	hostNS       bool // host network, pid, ipc, uts, cgroupns, userns
+	unconfined   bool // security options beyond the defaults, MaskedPaths/ReadonlyPaths
+	sysctls      bool
+	volumesFrom  bool
+	cgroupParent bool // HostConfig.CgroupParent, the build's cgroupparent
+	swarmCAs     bool // a swarm's signing CA or external CAs
+	annotations  bool
+	capAdd       []string // normalised ("CAP_SYS_PTRACE"); "ALL" allows any
+	binds        []string // cleaned absolute host paths; a bind source must lie at or below one
+	volumeTypes  []string // local-driver mount types allowed besides bind ("tmpfs", "nfs")
+	// volumeDrivers are the volume plugins allowed besides the built-in
+	// local driver.
+	volumeDrivers driverList
+	// logDrivers are the log drivers allowed besides json-file, local and
+	// none: built-in ones by name, or plugins.
+	logDrivers driverList
 }
 
 // violation is why an inspected request is refused.
@@ -47,7 +57,7 @@ type violation struct {
 type inspection struct {
 	endpoint
 	body  bool // BodyNeeded
-	check func(c *checker, r Request, query string) *violation
+	check func(c *checker, r Request, path, query string) *violation
 }
 
 // inspections follow dockerd's handlers: which body type each decodes and
@@ -64,6 +74,9 @@ var inspections = []inspection{
 	{epCheckpointList, false, (*checker).checkpointDir},
 	{epCheckpointDelete, false, (*checker).checkpointDir},
 	{epBuild, false, (*checker).build},
+	{epNetworkConnect, true, (*checker).networkConnect},
+	{epSwarmInit, true, (*checker).swarmInit},
+	{epSwarmUpdate, true, (*checker).swarmUpdate},
 }
 
 func inspectionFor(m methodSet, path string) *inspection {
@@ -75,9 +88,9 @@ func inspectionFor(m methodSet, path string) *inspection {
 	return nil
 }
 
-func (ins *inspection) run(p *Policy, r Request, query string) *violation {
+func (ins *inspection) run(p *Policy, r Request, path, query string) *violation {
 	c := checker{constraints: p.cons, policy: p.name}
-	return ins.check(&c, r, query)
+	return ins.check(&c, r, path, query)
 }
 
 // checker applies one policy's constraints and names it in reasons.
@@ -178,7 +191,7 @@ type removedCreateFields struct {
 	HostConfig *removedHostFields
 }
 
-func (c *checker) containerCreate(r Request, _ string) *violation {
+func (c *checker) containerCreate(r Request, _, _ string) *violation {
 	var req container.CreateRequest
 	if err := decodeJSON(r.Body, &req); err != nil {
 		return badBody("container create", err)
@@ -219,70 +232,251 @@ func (c *checker) containerCreate(r Request, _ string) *violation {
 // sysctls (docker run --network name=x,driver-opt=...).
 const endpointSysctls = "com.docker.network.endpoint.sysctls"
 
+// endpoints checks NetworkingConfig.EndpointsConfig: the networks a
+// container joins, each with its endpoint's settings.
 func (c *checker) endpoints(field string, eps map[string]*network.EndpointSettings) *violation {
 	for _, name := range slices.Sorted(maps.Keys(eps)) {
-		if !c.hostNS && strings.EqualFold(name, "host") {
-			return c.deny(RuleHostNamespace, field, "--network host", "the host network")
+		if v := c.networkName(field, "--network host", name); v != nil {
+			return v
 		}
-		if es := eps[name]; es != nil && !c.sysctls {
-			if _, ok := es.DriverOpts[endpointSysctls]; ok {
-				return c.deny(RuleSysctls, field+".DriverOpts", "--network driver-opt", "endpoint sysctls")
-			}
+		if v := c.endpointSettings(field, eps[name]); v != nil {
+			return v
 		}
 	}
 	return nil
 }
 
-// hostConfig checks a HostConfig; pre prefixes field names.
+// networkName checks a network a container or task joins, as the request
+// names it.
+func (c *checker) networkName(field, flag, name string) *violation {
+	if !c.hostNS && strings.EqualFold(name, "host") {
+		return c.deny(RuleHostNamespace, field, flag, "the host network")
+	}
+	return nil
+}
+
+// endpointSettings checks one endpoint's settings, which dockerd applies
+// when the container joins the network (daemon/network.go
+// buildCreateEndpointOptions and buildJoinOptions pass DriverOpts to the
+// driver; daemon/container_operations.go reads the sysctls). The other
+// settings (addresses, aliases, links, a MAC address, a gateway priority)
+// stay within the network.
+func (c *checker) endpointSettings(field string, es *network.EndpointSettings) *violation {
+	if es == nil {
+		return nil
+	}
+	return c.driverOpts(field+".DriverOpts", "--network driver-opt", es.DriverOpts)
+}
+
+// driverOpts checks an endpoint's driver options.
+func (c *checker) driverOpts(field, flag string, opts map[string]string) *violation {
+	if _, ok := opts[endpointSysctls]; ok && !c.sysctls {
+		return c.deny(RuleSysctls, field, flag, "endpoint sysctls")
+	}
+	return nil
+}
+
+// networkAttachments checks a service's networks, which become its tasks'
+// endpoints (daemon/cluster/executor/container/container.go passes
+// DriverOpts on as the endpoint's).
+func (c *checker) networkAttachments(field string, nets []swarm.NetworkAttachmentConfig) *violation {
+	for i, n := range nets {
+		f := fmt.Sprintf("%s[%d]", field, i)
+		if v := c.networkName(f, "--network host", n.Target); v != nil {
+			return v
+		}
+		if v := c.driverOpts(f+".DriverOpts", "--network driver-opt", n.DriverOpts); v != nil {
+			return v
+		}
+	}
+	return nil
+}
+
+// networkConnect checks POST /networks/{id}/connect
+// (daemon/server/router/network/network_routes.go postNetworkConnect). dockerd
+// refuses to connect a container to the host network unless it was created
+// there; the policy refuses the host network by name anyway.
+func (c *checker) networkConnect(r Request, path, _ string) *violation {
+	var req network.ConnectRequest
+	if err := decodeJSON(r.Body, &req); err != nil {
+		return badBody("network connect", err)
+	}
+	id := decode(strings.TrimSuffix(strings.TrimPrefix(path, "/networks/"), "/connect"))
+	if v := c.networkName("POST /networks/{id}/connect", "docker network connect host", id); v != nil {
+		return v
+	}
+	return c.endpointSettings("EndpointConfig", req.EndpointConfig)
+}
+
+// hostConfig checks a HostConfig, one family of fields at a time; pre
+// prefixes field names.
 func (c *checker) hostConfig(pre string, hc *container.HostConfig) *violation {
+	if v := c.privileges(pre, hc); v != nil {
+		return v
+	}
+	if v := c.resources(pre, &hc.Resources); v != nil {
+		return v
+	}
+	if v := c.namespaces(pre, hc); v != nil {
+		return v
+	}
+	if v := c.confinement(pre, hc); v != nil {
+		return v
+	}
+	if v := c.kernelSettings(pre, hc); v != nil {
+		return v
+	}
+	if v := c.volumes(pre, hc); v != nil {
+		return v
+	}
+	return c.logDriver(pre+"LogConfig", "--log-driver", hc.LogConfig.Type, hc.LogConfig.Config)
+}
+
+// privileges checks Privileged and CapAdd.
+func (c *checker) privileges(pre string, hc *container.HostConfig) *violation {
 	if hc.Privileged && !c.privileged {
 		return c.deny(RulePrivileged, pre+"Privileged", "--privileged", "")
 	}
-	if v := c.capList(pre+"CapAdd", "--cap-add", hc.CapAdd); v != nil {
-		return v
-	}
+	return c.capList(pre+"CapAdd", "--cap-add", hc.CapAdd)
+}
+
+// resources checks the Resources that reach the host beyond a share of
+// it: host devices and the cgroup tree. Container create and update carry
+// them.
+func (c *checker) resources(pre string, r *container.Resources) *violation {
 	if !c.devices {
-		if len(hc.Devices) > 0 {
+		if len(r.Devices) > 0 {
 			return c.deny(RuleDevices, pre+"Devices", "--device", "")
 		}
-		if len(hc.DeviceCgroupRules) > 0 {
+		if len(r.DeviceCgroupRules) > 0 {
 			return c.deny(RuleDevices, pre+"DeviceCgroupRules", "--device-cgroup-rule", "")
 		}
-	}
-	if !c.hostNS {
-		for _, ns := range []struct{ field, flag, mode string }{
-			{"NetworkMode", "--network host", string(hc.NetworkMode)},
-			{"PidMode", "--pid host", string(hc.PidMode)},
-			{"IpcMode", "--ipc host", string(hc.IpcMode)},
-			{"UTSMode", "--uts host", string(hc.UTSMode)},
-			{"CgroupnsMode", "--cgroupns host", string(hc.CgroupnsMode)},
-			{"UsernsMode", "--userns host", string(hc.UsernsMode)},
-		} {
-			if strings.EqualFold(ns.mode, "host") {
-				return c.deny(RuleHostNamespace, pre+ns.field, ns.flag, "")
+		for i, dr := range r.DeviceRequests {
+			if what := gpuRequestProblem(dr); what != "" {
+				return c.deny(RuleDevices, fmt.Sprintf("%sDeviceRequests[%d]", pre, i), "--gpus", what)
 			}
 		}
 	}
-	if !c.unconfined {
-		for i, opt := range hc.SecurityOpt {
-			if what := securityOptProblem(opt); what != "" {
-				return c.deny(RuleUnconfined, fmt.Sprintf("%sSecurityOpt[%d]", pre, i), "--security-opt", what)
+	// dockerd puts the container's cgroup under this path of the host's
+	// cgroup tree (or systemd slice) instead of the daemon's own, with
+	// whatever limits and delegation that place has.
+	if r.CgroupParent != "" && !c.cgroupParent {
+		return c.deny(RuleCgroupParent, pre+"CgroupParent", "--cgroup-parent", "")
+	}
+	return nil
+}
+
+// gpuCapabilities are the capabilities of dockerd's GPU device drivers
+// (daemon/devices_nvidia_linux.go, daemon/devices_amd_linux.go).
+var gpuCapabilities = []string{"gpu", "nvidia", "amd", "compute", "compat32", "graphics", "utility", "video", "display"}
+
+// gpuRequestProblem says what makes a device request other than one of
+// docker run --gpus, or "". dockerd hands a request to the driver it names,
+// whatever its capabilities, or, when it names none, to a driver whose
+// capability set holds one of the request's sets (daemon/devices.go
+// handleDevice, daemon/internal/capabilities Match: an empty set matches
+// any driver). The cdi driver injects whatever host devices its specs name
+// (daemon/cdi.go), and the GPU drivers pass a device ID holding "=" to it
+// unchanged, as a CDI device name (daemon/devices_nvidia_linux.go
+// normalizeDeviceID). So the driver is "" or nvidia, every capability set
+// holds "gpu" and GPU capabilities only, and device IDs are plain GPU
+// indexes or UUIDs.
+func gpuRequestProblem(dr container.DeviceRequest) string {
+	if dr.Driver != "" && dr.Driver != "nvidia" {
+		return "a device driver other than nvidia"
+	}
+	if len(dr.Capabilities) == 0 {
+		return "a device request without the gpu capability"
+	}
+	for _, set := range dr.Capabilities {
+		if !slices.Contains(set, "gpu") {
+			return "a device request without the gpu capability"
+		}
+		for _, cp := range set {
+			if !slices.Contains(gpuCapabilities, cp) {
+				return "a device capability that is not a GPU's"
 			}
 		}
-		if hc.MaskedPaths != nil {
-			return c.deny(RuleUnconfined, pre+"MaskedPaths", "--security-opt systempaths=unconfined", "")
-		}
-		if hc.ReadonlyPaths != nil {
-			return c.deny(RuleUnconfined, pre+"ReadonlyPaths", "--security-opt systempaths=unconfined", "")
+	}
+	for _, id := range dr.DeviceIDs {
+		if !gpuID(id) {
+			return "a device ID that is not a GPU index or UUID"
 		}
 	}
+	if len(dr.Options) > 0 {
+		return "device driver options"
+	}
+	return ""
+}
+
+// gpuID reports whether id is a GPU index, UUID or MIG device name: no
+// "=" (a CDI device name) and no "," (a list).
+func gpuID(id string) bool {
+	if id == "" || len(id) > 128 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-_.:/", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// namespaces checks the namespace modes.
+func (c *checker) namespaces(pre string, hc *container.HostConfig) *violation {
+	if c.hostNS {
+		return nil
+	}
+	for _, ns := range []struct{ field, flag, mode string }{
+		{"NetworkMode", "--network host", string(hc.NetworkMode)},
+		{"PidMode", "--pid host", string(hc.PidMode)},
+		{"IpcMode", "--ipc host", string(hc.IpcMode)},
+		{"UTSMode", "--uts host", string(hc.UTSMode)},
+		{"CgroupnsMode", "--cgroupns host", string(hc.CgroupnsMode)},
+		{"UsernsMode", "--userns host", string(hc.UsernsMode)},
+	} {
+		if strings.EqualFold(ns.mode, "host") {
+			return c.deny(RuleHostNamespace, pre+ns.field, ns.flag, "")
+		}
+	}
+	return nil
+}
+
+// confinement checks SecurityOpt, MaskedPaths and ReadonlyPaths.
+func (c *checker) confinement(pre string, hc *container.HostConfig) *violation {
+	if c.unconfined {
+		return nil
+	}
+	for i, opt := range hc.SecurityOpt {
+		if what := securityOptProblem(opt); what != "" {
+			return c.deny(RuleUnconfined, fmt.Sprintf("%sSecurityOpt[%d]", pre, i), "--security-opt", what)
+		}
+	}
+	if hc.MaskedPaths != nil {
+		return c.deny(RuleUnconfined, pre+"MaskedPaths", "--security-opt systempaths=unconfined", "")
+	}
+	if hc.ReadonlyPaths != nil {
+		return c.deny(RuleUnconfined, pre+"ReadonlyPaths", "--security-opt systempaths=unconfined", "")
+	}
+	return nil
+}
+
+// kernelSettings checks Sysctls and Annotations.
+func (c *checker) kernelSettings(pre string, hc *container.HostConfig) *violation {
 	if len(hc.Sysctls) > 0 && !c.sysctls {
 		return c.deny(RuleSysctls, pre+"Sysctls", "--sysctl", "")
 	}
 	if len(hc.Annotations) > 0 && !c.annotations {
 		return c.deny(RuleAnnotations, pre+"Annotations", "--annotation", "")
 	}
-	if v := c.driver(pre+"VolumeDriver", "--volume-driver", hc.VolumeDriver); v != nil {
+	return nil
+}
+
+// volumes checks VolumeDriver, Binds, Mounts and VolumesFrom.
+func (c *checker) volumes(pre string, hc *container.HostConfig) *violation {
+	if v := c.volumeDriver(pre+"VolumeDriver", "--volume-driver", hc.VolumeDriver); v != nil {
 		return v
 	}
 	for i, b := range hc.Binds {
@@ -417,7 +611,7 @@ func (c *checker) mount(field string, m mount.Mount) *violation {
 	case string(mount.TypeVolume):
 		if vo := m.VolumeOptions; vo != nil && vo.DriverConfig != nil {
 			dc := vo.DriverConfig
-			if v := c.driver(field+".VolumeOptions.DriverConfig.Name", "--mount volume-driver", dc.Name); v != nil {
+			if v := c.volumeDriver(field+".VolumeOptions.DriverConfig.Name", "--mount volume-driver", dc.Name); v != nil {
 				return v
 			}
 			if isLocal(dc.Name) {
@@ -431,25 +625,80 @@ func (c *checker) mount(field string, m mount.Mount) *violation {
 	return nil
 }
 
+// isLocal reports whether a volume driver is the built-in local driver:
+// dockerd finds it by this exact name (daemon/volume/drivers/extpoint.go
+// lookup), and uses it when none is named. Any other spelling, "local:latest"
+// included, goes to the plugin store.
 func isLocal(driver string) bool { return driver == "" || driver == "local" }
 
-// isSockrelay reports whether a volume driver name names this plugin
-// ("sockrelay", "sockrelay:latest", "someone/sockrelay:1.0"): a volume of
-// it is a Docker socket, possibly without any policy.
-func isSockrelay(driver string) bool {
-	name, _, _ := strings.Cut(driver, "@")
-	if i := strings.LastIndexByte(name, '/'); i >= 0 {
-		name = name[i+1:]
+// volumeDriver allows the local driver and the policy's allowlist. A plugin
+// may hand a container anything as a volume, a Docker socket without a
+// policy included, and dockerd finds a plugin by name, alias, full ID or
+// any unique ID prefix; so this is an allowlist, not a list of names to
+// refuse. A privileged container is the host's root already, so a policy
+// that allows those allows every driver.
+func (c *checker) volumeDriver(field, flag, driver string) *violation {
+	if isLocal(driver) || c.privileged || c.volumeDrivers.allows(driver) {
+		return nil
 	}
-	name, _, _ = strings.Cut(name, ":")
-	return strings.EqualFold(name, "sockrelay")
+	what := "a volume driver other than local"
+	if len(c.volumeDrivers) > 0 {
+		what = "a volume driver other than local and those of the policy's allowlist"
+	}
+	return c.deny(RuleVolumeDriver, field, flag, what)
 }
 
-func (c *checker) driver(field, flag, driver string) *violation {
-	if isSockrelay(driver) && !c.privileged {
-		return c.deny(RuleVolumeDriver, field, flag, "a sockrelay volume is a Docker socket")
+// logDriversBuiltIn are the log drivers every inspecting policy allows:
+// they write the container's output to files in its own directory, or
+// nowhere.
+var logDriversBuiltIn = []string{"json-file", "local", "none"}
+
+// defaultLogOpts are the log options allowed with the daemon's default
+// driver, whichever the administrator chose: those of json-file and local
+// (daemon/logger/jsonfilelog, daemon/logger/local), the options of every
+// driver (daemon/logger/factory.go ValidateLogOpts) and of the local cache
+// beside a remote driver (daemon/logger/loggerutils/cache), less "tag",
+// which names the source of the lines in a host log. None names a place.
+var defaultLogOpts = []string{"max-size", "max-file", "compress", "mode", "max-buffer-size",
+	"labels", "labels-regex", "env", "env-regex",
+	"cache-disabled", "cache-max-size", "cache-max-file", "cache-compress"}
+
+// logDriver checks a log driver and its options. dockerd itself runs the
+// driver, as root in the host's namespaces: syslog, fluentd and gelf
+// connect to the socket or address their options name, the daemon's own
+// included; splunk reads a CA file of the host; awslogs and gcplogs send
+// with the host's cloud credentials to any endpoint; journald writes to the
+// host's journal under any name. So drivers are allowed by a list. dockerd
+// looks a driver up by exact name among its own, then as a plugin by name,
+// full ID or ID prefix (daemon/logger/factory.go get, plugin.go). An empty
+// driver is the daemon's default (daemon/logs.go mergeAndVerifyLogConfig),
+// which takes the request's options too; so those are limited to options
+// that name no place.
+func (c *checker) logDriver(field, flag, driver string, opts map[string]string) *violation {
+	switch {
+	case driver == "":
+		for _, k := range slices.Sorted(maps.Keys(opts)) {
+			if !slices.Contains(defaultLogOpts, k) {
+				return c.deny(RuleLogDriver, field, "--log-opt", "a log option, with the daemon's default driver, beyond those of json-file and local")
+			}
+		}
+		return nil
+	case slices.Contains(logDriversBuiltIn, driver), c.logDrivers.allows(driver):
+		return nil
 	}
-	return nil
+	what := "a log driver other than json-file, local and none"
+	if len(c.logDrivers) > 0 {
+		what = "a log driver other than json-file, local, none and those of the policy's allowlist"
+	}
+	return c.deny(RuleLogDriver, field, flag, what)
+}
+
+// swarmLogDriver checks a swarm.Driver naming a log driver.
+func (c *checker) swarmLogDriver(field, flag string, d *swarm.Driver) *violation {
+	if d == nil {
+		return nil
+	}
+	return c.logDriver(field, flag, d.Name, d.Options)
 }
 
 // localOpts checks the options of a volume of the local driver, which
@@ -504,23 +753,17 @@ func (c *checker) bindAllowed(src string) bool {
 	return false
 }
 
-func (c *checker) containerUpdate(r Request, _ string) *violation {
+func (c *checker) containerUpdate(r Request, _, _ string) *violation {
 	var uc container.UpdateConfig
 	if err := decodeJSON(r.Body, &uc); err != nil {
 		return badBody("container update", err)
 	}
-	if !c.devices {
-		if len(uc.Devices) > 0 {
-			return c.deny(RuleDevices, "Devices", "--device", "")
-		}
-		if len(uc.DeviceCgroupRules) > 0 {
-			return c.deny(RuleDevices, "DeviceCgroupRules", "--device-cgroup-rule", "")
-		}
-	}
-	return nil
+	// Today's dockerd applies neither devices nor a cgroup parent on
+	// update, but the body carries them; they are checked as on create.
+	return c.resources("", &uc.Resources)
 }
 
-func (c *checker) execCreate(r Request, _ string) *violation {
+func (c *checker) execCreate(r Request, _, _ string) *violation {
 	var ec container.ExecCreateRequest
 	if err := decodeJSON(r.Body, &ec); err != nil {
 		return badBody("exec create", err)
@@ -537,7 +780,7 @@ type legacyServiceSpec struct {
 	Networks []swarm.NetworkAttachmentConfig
 }
 
-func (c *checker) service(r Request, _ string) *violation {
+func (c *checker) service(r Request, _, _ string) *violation {
 	var spec swarm.ServiceSpec
 	if err := decodeJSON(r.Body, &spec); err != nil {
 		return badBody("service", err)
@@ -550,17 +793,14 @@ func (c *checker) service(r Request, _ string) *violation {
 	if (ts.PluginSpec != nil || strings.EqualFold(string(ts.Runtime), string(swarm.RuntimePlugin))) && !c.privileged {
 		return c.deny(RulePlugin, "TaskTemplate.PluginSpec", "", "a plugin service installs a plugin, with its privileges, on every node")
 	}
-	if !c.hostNS {
-		for i, n := range ts.Networks {
-			if strings.EqualFold(n.Target, "host") {
-				return c.deny(RuleHostNamespace, fmt.Sprintf("TaskTemplate.Networks[%d]", i), "--network host", "")
-			}
-		}
-		for i, n := range legacy.Networks {
-			if strings.EqualFold(n.Target, "host") {
-				return c.deny(RuleHostNamespace, fmt.Sprintf("Networks[%d]", i), "--network host", "")
-			}
-		}
+	if v := c.networkAttachments("TaskTemplate.Networks", ts.Networks); v != nil {
+		return v
+	}
+	if v := c.networkAttachments("Networks", legacy.Networks); v != nil {
+		return v
+	}
+	if v := c.swarmLogDriver("TaskTemplate.LogDriver", "docker service create --log-driver", ts.LogDriver); v != nil {
+		return v
 	}
 	cs := ts.ContainerSpec
 	if cs == nil {
@@ -592,12 +832,63 @@ func (c *checker) service(r Request, _ string) *violation {
 	return nil
 }
 
-func (c *checker) volumeCreate(r Request, _ string) *violation {
+// swarmInit checks POST /swarm/init, whose body is swarm.InitRequest
+// (daemon/server/router/swarm/cluster_routes.go initCluster).
+func (c *checker) swarmInit(r Request, _, _ string) *violation {
+	var req swarm.InitRequest
+	if err := decodeJSON(r.Body, &req); err != nil {
+		return badBody("swarm init", err)
+	}
+	return c.swarmSpec("Spec.", &req.Spec)
+}
+
+// swarmUpdate checks POST /swarm/update, whose body is swarm.Spec
+// (cluster_routes.go updateCluster).
+func (c *checker) swarmUpdate(r Request, _, _ string) *violation {
+	var spec swarm.Spec
+	if err := decodeJSON(r.Body, &spec); err != nil {
+		return badBody("swarm update", err)
+	}
+	return c.swarmSpec("", &spec)
+}
+
+// swarmSpec checks a swarm's settings; pre prefixes field names.
+// ForceNewCluster is allowed: it makes this node the only manager of the
+// swarm it is in, which gives the client nothing that /swarm/leave and
+// /swarm/init do not.
+func (c *checker) swarmSpec(pre string, spec *swarm.Spec) *violation {
+	if v := c.swarmCA(pre+"CAConfig", &spec.CAConfig); v != nil {
+		return v
+	}
+	// The task defaults' log driver is every task's that names none
+	// (daemon/cluster/executor/container/container.go hostConfig).
+	return c.swarmLogDriver(pre+"TaskDefaults.LogDriver", "", spec.TaskDefaults.LogDriver)
+}
+
+// swarmCA checks a swarm's CA settings. A signing CA the client chose, or
+// an external CA of its own, lets it sign node certificates: a manager's
+// among them, and a swarm's managers run any service on this host. The
+// expiry of node certificates and a rotation to a CA the swarm makes
+// itself are allowed.
+func (c *checker) swarmCA(field string, ca *swarm.CAConfig) *violation {
+	if c.swarmCAs {
+		return nil
+	}
+	if ca.SigningCACert != "" || ca.SigningCAKey != "" {
+		return c.deny(RuleSwarm, field+".SigningCACert", "docker swarm ca --ca-cert --ca-key", "a signing CA chosen by the client")
+	}
+	if len(ca.ExternalCAs) > 0 {
+		return c.deny(RuleSwarm, field+".ExternalCAs", "--external-ca", "an external CA chosen by the client")
+	}
+	return nil
+}
+
+func (c *checker) volumeCreate(r Request, _, _ string) *violation {
 	var req volume.CreateRequest
 	if err := decodeJSON(r.Body, &req); err != nil {
 		return badBody("volume create", err)
 	}
-	if v := c.driver("Driver", "docker volume create --driver", req.Driver); v != nil {
+	if v := c.volumeDriver("Driver", "docker volume create --driver", req.Driver); v != nil {
 		return v
 	}
 	if isLocal(req.Driver) {
@@ -608,10 +899,7 @@ func (c *checker) volumeCreate(r Request, _ string) *violation {
 
 // containerStart checks what a start may carry. Daemons before API 1.24
 // applied a HostConfig body; checkpoint-dir names a host directory.
-func (c *checker) containerStart(r Request, query string) *violation {
-	if v := formBody(r); v != nil {
-		return v
-	}
+func (c *checker) containerStart(r Request, _, query string) *violation {
 	var hc container.HostConfig
 	if err := decodeJSON(r.Body, &hc); err != nil {
 		return badBody("container start", err)
@@ -622,10 +910,7 @@ func (c *checker) containerStart(r Request, query string) *violation {
 	return c.queryDir(query, "checkpoint-dir", "docker start --checkpoint-dir")
 }
 
-func (c *checker) checkpointCreate(r Request, query string) *violation {
-	if v := formBody(r); v != nil {
-		return v
-	}
+func (c *checker) checkpointCreate(r Request, _, _ string) *violation {
 	var req checkpoint.CreateRequest
 	if err := decodeJSON(r.Body, &req); err != nil {
 		return badBody("checkpoint create", err)
@@ -636,7 +921,7 @@ func (c *checker) checkpointCreate(r Request, query string) *violation {
 	return nil
 }
 
-func (c *checker) checkpointDir(_ Request, query string) *violation {
+func (c *checker) checkpointDir(_ Request, _, query string) *violation {
 	return c.queryDir(query, "dir", "--checkpoint-dir")
 }
 
@@ -653,12 +938,14 @@ func (c *checker) queryDir(query, key, flag string) *violation {
 	return nil
 }
 
-// build checks the classic builder's query parameters that reach the build
-// containers' HostConfig. The build context is streamed, never buffered.
-func (c *checker) build(r Request, query string) *violation {
-	if v := formBody(r); v != nil {
-		return v
-	}
+// build checks the classic builder's query parameters that reach the
+// build containers' HostConfig beyond a share of the host
+// (daemon/server/router/build/build_routes.go newImageBuildOptions,
+// daemon/builder/dockerfile/internals.go hostConfigFromOptions):
+// networkmode, cgroupparent and securityopt. BuildKit reads networkmode=host
+// too, as the network.host entitlement. The build context is streamed,
+// never buffered.
+func (c *checker) build(_ Request, _, query string) *violation {
 	q, err := url.ParseQuery(query)
 	if err != nil {
 		return badQuery()
@@ -667,6 +954,13 @@ func (c *checker) build(r Request, query string) *violation {
 		for _, nm := range q["networkmode"] {
 			if strings.EqualFold(nm, "host") {
 				return c.deny(RuleHostNamespace, "query parameter networkmode", "docker build --network host", "")
+			}
+		}
+	}
+	if !c.cgroupParent {
+		for _, cp := range q["cgroupparent"] {
+			if cp != "" {
+				return c.deny(RuleCgroupParent, "query parameter cgroupparent", "docker build --cgroup-parent", "")
 			}
 		}
 	}
@@ -684,20 +978,49 @@ func badQuery() *violation {
 	return &violation{status: StatusBadRequest, rule: RuleBadQuery, reason: "the query string is malformed"}
 }
 
-// formBody refuses a form-encoded body where the policy reads the query:
-// Go's ParseForm, which dockerd uses, would take parameters from it too.
-// The Docker API never sends form bodies.
-func formBody(r Request) *violation {
-	for k, vs := range r.Header {
+// Form media types: net/http reads parameters from a body of these types
+// (Request.ParseForm, ParseMultipartForm).
+const (
+	typeURLEncoded = "application/x-www-form-urlencoded"
+	typeMultipart  = "multipart/form-data"
+)
+
+// formBody refuses a request whose body net/http could read as a form.
+// Every dockerd handler calls httputils.ParseForm
+// (daemon/server/httputils/httputils.go), whose r.ParseForm takes the
+// parameters of a form-encoded POST, PUT or PATCH body before the query's;
+// and r.FormValue, which the build router calls, also reads a multipart
+// body, of any method, for parameters the query lacks. So a parameter the
+// policy checks in the query could come from the body instead. The Docker
+// API never sends either type, so they are refused on every endpoint.
+//
+// Every Content-Type header counts, whatever the case of its name, though
+// net/http reads the first only. A value is parsed as net/http parses it,
+// with mime.ParseMediaType, and, as net/http does, a media type is taken
+// even when its parameters are invalid. A value that does not parse at all
+// but names a form type is refused too.
+func formBody(h http.Header) *violation {
+	for k, vs := range h {
 		if !strings.EqualFold(k, "Content-Type") {
 			continue
 		}
 		for _, v := range vs {
-			if strings.HasPrefix(strings.ToLower(strings.TrimSpace(v)), "application/x-www-form-urlencoded") {
+			if formType(v) {
 				return &violation{status: StatusBadRequest, rule: RuleFormBody,
-					reason: "a form-encoded body (Content-Type application/x-www-form-urlencoded) is not allowed here"}
+					reason: "a form body (Content-Type " + typeURLEncoded + " or " + typeMultipart + ") is not allowed: dockerd would read request parameters from it"}
 			}
 		}
 	}
 	return nil
+}
+
+func formType(v string) bool {
+	switch mt, _, err := mime.ParseMediaType(v); {
+	case mt == typeURLEncoded || mt == typeMultipart:
+		return true
+	case mt == "" && err != nil:
+		l := strings.ToLower(v)
+		return strings.Contains(l, typeURLEncoded) || strings.Contains(l, typeMultipart)
+	}
+	return false
 }

@@ -45,6 +45,7 @@ const (
 	RuleUpgrade    = "upgrade-not-allowed"
 	RulePlugin     = "plugin-not-allowed"
 	RuleSwarm      = "swarm-not-allowed"
+	RuleDebug      = "debug-not-allowed"
 	// 403: create constraints.
 	RulePrivileged    = "no-privileged"
 	RuleCapAdd        = "cap-add-not-allowed"
@@ -58,6 +59,8 @@ const (
 	RuleMountType     = "mount-type-not-allowed"
 	RuleVolumeType    = "volume-type-not-allowed"
 	RuleVolumeDriver  = "volume-driver-not-allowed"
+	RuleCgroupParent  = "cgroup-parent-not-allowed"
+	RuleLogDriver     = "log-driver-not-allowed"
 )
 
 const (
@@ -184,13 +187,18 @@ func (p *Policy) Decide(r Request) Decision {
 	if !allowed {
 		return refuse(StatusForbidden, id, path, why)
 	}
+	if p.cons != nil {
+		if v := formBody(r.Header); v != nil {
+			return refuse(v.status, v.rule, path, v.reason)
+		}
+	}
 	if len(r.Body) > MaxBody {
 		return refuse(StatusTooLarge, RuleBodyTooLarge, path, fmt.Sprintf("the request body is larger than %d bytes", MaxBody))
 	}
 	d := Decision{Allow: true, Path: path}
 	if p.cons != nil {
 		if ins := inspectionFor(m, path); ins != nil {
-			if v := ins.run(p, r, query); v != nil {
+			if v := ins.run(p, r, path, query); v != nil {
 				return refuse(v.status, v.rule, path, v.reason)
 			}
 		}

@@ -57,9 +57,14 @@ var noEscalation = &Policy{
 		denyRule(mPOST, "/plugins/{name}/upgrade", RulePlugin, pluginWhy),
 		denyRule(mPOST, "/plugins/{name}/enable", RulePlugin, pluginWhy),
 		denyRule(mPOST, "/plugins/{name}/set", RulePlugin, pluginWhy),
+		denyRule(mPOST, "/plugins/{name}/disable", RulePlugin, pluginOffWhy),
+		denyRule(mDELETE, "/plugins/{name}", RulePlugin, pluginOffWhy),
 		denyRule(mPOST, "/swarm/join", RuleSwarm, "is not allowed by policy no-escalation: the swarm's managers could then run any container on this host"),
 		denyRule(mGET|mHEAD, "/swarm", RuleSwarm, "is not allowed by policy no-escalation: it returns the swarm join tokens"),
 		denyRule(mGET|mHEAD, "/swarm/unlockkey", RuleSwarm, "is not allowed by policy no-escalation: it returns the swarm unlock key"),
+		// dockerd serves these whatever its settings
+		// (daemon/server/router/debug/debug.go).
+		denyRule(mAll, "/debug/*", RuleDebug, "is not allowed by policy no-escalation: it shows the daemon's memory, goroutines and command line"),
 	},
 	defaultAllow: true,
 	cons: &constraints{
@@ -69,6 +74,12 @@ var noEscalation = &Policy{
 }
 
 const pluginWhy = "is not allowed by policy no-escalation: a plugin runs with the privileges it asks for"
+
+// pluginOffWhy: disabling sockrelay takes down every volume it serves, and
+// disabling an authorization plugin lifts the checks it makes on the
+// daemon's API. dockerd finds a plugin by name, alias, ID or ID prefix, so
+// every plugin is refused rather than some by name.
+const pluginOffWhy = "is not allowed by policy no-escalation: it takes down what the plugin serves, volumes or the daemon's authorization checks"
 
 var full = &Policy{
 	name:         presetFull,

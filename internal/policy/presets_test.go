@@ -215,8 +215,6 @@ func TestNoEscalationEndpoints(t *testing.T) {
 		allowed("PUT", "/v1.41/containers/3f2a/archive?path=/tmp"),
 		allowed("GET", "/v1.41/containers/3f2a/export"),
 		allowed("POST", "/v1.41/networks/create"),
-		allowed("POST", "/v1.41/plugins/vieux/sshfs/disable"),
-		allowed("DELETE", "/v1.41/plugins/vieux/sshfs"),
 		allowed("GET", "/v1.41/plugins/privileges?remote=vieux/sshfs"),
 		allowed("POST", "/v1.41/swarm/init"),
 		allowed("OPTIONS", "/v1.41/containers/json"),
@@ -244,5 +242,48 @@ func TestNoEscalationEndpoints(t *testing.T) {
 		denied("POST", "/v1.41/containers//create", 400, "path-not-canonical"),
 		denied("POST", "/v1.41/containers/create/", 400, "path-not-canonical"),
 		denied("POST", "/v1.41/containers/./create", 400, "path-not-canonical"),
+	})
+}
+
+// TestNoEscalationPlugins: disabling or removing any plugin is refused.
+// Disabling sockrelay takes every volume down; disabling an authorization
+// plugin lifts the host's authorization. A plugin is named by name, alias,
+// ID or ID prefix, so none is singled out.
+func TestNoEscalationPlugins(t *testing.T) {
+	p := preset(t, "no-escalation")
+	runCases(t, p, []reqCase{
+		denied("POST", "/v1.41/plugins/vieux/sshfs/disable", 403, "plugin-not-allowed"),
+		denied("POST", "/v1.41/plugins/3f2a/disable?force=1", 403, "plugin-not-allowed"),
+		denied("POST", "/v1.41/plugins/sockrelay:latest/disable", 403, "plugin-not-allowed"),
+		denied("DELETE", "/v1.41/plugins/vieux/sshfs", 403, "plugin-not-allowed"),
+		denied("DELETE", "/v1.41/plugins/3f2a?force=1", 403, "plugin-not-allowed"),
+		denied("DELETE", "/plugins/authz-broker", 403, "plugin-not-allowed"),
+		allowed("GET", "/v1.41/plugins"),
+		allowed("GET", "/v1.41/plugins/vieux/sshfs/json"),
+		allowed("GET", "/v1.41/plugins/privileges?remote=vieux/sshfs"),
+		allowed("POST", "/v1.41/plugins/vieux/sshfs/push"),
+	})
+}
+
+// TestDebug: dockerd always serves /debug/vars and /debug/pprof/*, which
+// show the daemon's memory, goroutines and command line.
+func TestDebug(t *testing.T) {
+	ne := preset(t, "no-escalation")
+	runCases(t, ne, []reqCase{
+		denied("GET", "/debug/vars", 403, "debug-not-allowed"),
+		denied("GET", "/debug/pprof/heap", 403, "debug-not-allowed"),
+		denied("GET", "/v1.41/debug/pprof/goroutine?debug=2", 403, "debug-not-allowed"),
+		denied("GET", "/debug/pprof/cmdline", 403, "debug-not-allowed"),
+		denied("GET", "/debug/pprof/profile?seconds=30", 403, "debug-not-allowed"),
+		denied("POST", "/debug/pprof/symbol", 403, "debug-not-allowed"),
+		denied("HEAD", "/debug", 403, "debug-not-allowed"),
+		denied("GET", "/debug/pprof/", 400, "path-not-canonical"),
+		allowed("GET", "/v1.41/containers/debug/json"),
+	})
+	ro := preset(t, "read-only")
+	runCases(t, ro, []reqCase{
+		denied("GET", "/debug/vars", 403, "read-only"),
+		denied("GET", "/debug/pprof/heap", 403, "read-only"),
+		denied("GET", "/v1.41/debug/pprof/goroutine", 403, "read-only"),
 	})
 }

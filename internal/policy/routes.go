@@ -76,6 +76,9 @@ var (
 	epServiceUpdate    = ep(mPOST, "/services/{id}/update")
 	epVolumeCreate     = ep(mPOST, "/volumes/create")
 	epBuild            = ep(mPOST, "/build")
+	epNetworkConnect   = ep(mPOST, "/networks/{id}/connect")
+	epSwarmInit        = ep(mPOST, "/swarm/init")
+	epSwarmUpdate      = ep(mPOST, "/swarm/update")
 
 	epAttach    = ep(mPOST, "/containers/{name}/attach")
 	epAttachWS  = ep(mGET, "/containers/{name}/attach/ws")
