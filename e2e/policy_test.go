@@ -155,6 +155,69 @@ func TestPolicyNoEscalationReferences(t *testing.T) {
 	wantAudit(t, vol, `"rule":"volume-driver-not-allowed"`, `"path":"/volumes/create"`)
 }
 
+// no-escalation decides on the objects dockerd will act on, whatever
+// reference names them: the host network by its ID or an ID prefix, a
+// host-network container's namespace, a sockrelay volume someone else
+// made, and exec, attach and cp into containers the policy would not have
+// created (privileged, with a host bind, with an unfiltered socket), each
+// by name, full ID and ID prefix. The same plain objects stay usable.
+func TestPolicyNoEscalationResolves(t *testing.T) {
+	vol := newVolume(t, "policy=no-escalation")
+	relay := newVolume(t) // someone else's unfiltered socket
+	hostNet := strings.TrimSpace(must(t, "network", "inspect", "-f", "{{.Id}}", "host"))
+
+	// The admin's containers, made on the host.
+	start := func(args ...string) (name, id string) {
+		name = uniqueName(t)
+		must(t, append(append([]string{"run", "-d", "--name", name, "--label", label}, args...), image, "srclient", "sleep", "3600")...)
+		t.Cleanup(func() { dockerOut("rm", "-f", name) })
+		return name, strings.TrimSpace(must(t, "inspect", "-f", "{{.Id}}", name))
+	}
+	privName, privID := start("--userns=host", "--privileged")
+	bindName, bindID := start("-v", "/etc:/hostetc:ro")
+	sockName, _ := start("-v", relay+":/var/run")
+	netName, _ := start("--userns=host", "--network=host")
+	plainName, plainID := start()
+
+	denied := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"run", "--rm", "--network", hostNet[:12], image, "srclient", "echo"}, "host-namespace-not-allowed"},
+		{[]string{"run", "--rm", "--network", hostNet, image, "srclient", "echo"}, "host-namespace-not-allowed"},
+		{[]string{"network", "connect", hostNet[:10], plainName}, "host-namespace-not-allowed"},
+		{[]string{"run", "--rm", "--network", "container:" + netName, image, "srclient", "echo"}, "host-namespace-not-allowed"},
+		{[]string{"run", "--rm", "-v", relay + ":/x", image, "srclient", "echo"}, "volume-driver-not-allowed"},
+		{[]string{"run", "--rm", "--mount", "type=volume,src=" + relay + ",dst=/x", image, "srclient", "echo"}, "volume-driver-not-allowed"},
+		{[]string{"exec", privName, "srclient", "echo"}, "no-privileged"},
+		{[]string{"exec", privID, "srclient", "echo"}, "no-privileged"},
+		{[]string{"exec", privID[:6], "srclient", "echo"}, "no-privileged"},
+		{[]string{"exec", bindID[:8], "srclient", "echo"}, "bind-not-allowed"},
+		{[]string{"cp", bindName + ":/hostetc/hostname", "/tmp/x"}, "bind-not-allowed"},
+		{[]string{"exec", sockName, "docker", "ps"}, "volume-driver-not-allowed"},
+		{[]string{"attach", privName}, "no-privileged"},
+	}
+	for _, d := range denied {
+		r := runClient(t, vol, append([]string{"docker"}, d.args...)...)
+		if r.err == nil || !strings.Contains(r.stderr, "sockrelay: "+d.want) {
+			t.Errorf("docker %s under no-escalation: got\n%s\nwant a refusal containing %q", strings.Join(d.args, " "), r, d.want)
+		}
+	}
+	// What stays allowed, by every spelling.
+	for _, args := range [][]string{
+		{"exec", plainName, "srclient", "echo", "ok"},
+		{"exec", plainID[:7], "srclient", "echo", "ok"},
+		{"run", "--rm", "--label", label, "--network", "container:" + plainName, image, "srclient", "echo", "ok"},
+		{"run", "--rm", "--label", label, "--network", "bridge", image, "srclient", "echo", "ok"},
+	} {
+		r := runClient(t, vol, append([]string{"docker"}, args...)...)
+		if r.err != nil || strings.TrimSpace(r.stdout) != "ok" {
+			t.Errorf("docker %s under no-escalation: got\n%s\nwant ok", strings.Join(args, " "), r)
+		}
+	}
+	wantAudit(t, vol, `"rule":"no-privileged"`, `"path":"/containers/`)
+}
+
 // A policy file: enforced, changes picked up whole, a broken change
 // refused loudly with the previous policy kept; a broken file fails Create
 // with its line.

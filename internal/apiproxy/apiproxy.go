@@ -28,6 +28,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sockrelay/sockrelay/internal/daemon"
 	"github.com/sockrelay/sockrelay/internal/policy"
 	"github.com/sockrelay/sockrelay/internal/relay"
 )
@@ -266,7 +267,8 @@ func (cc *clientConn) one(x *exchange) bool {
 			return false
 		}
 	}
-	dec := pol.Decide(policy.Request{Method: req.Method, Target: req.RequestURI, Header: req.Header, Body: body})
+	dec := pol.Decide(policy.Request{Method: req.Method, Target: req.RequestURI, Header: req.Header, Body: body,
+		Daemon: daemon.Lookup{Client: daemon.Client{Socket: p.Upstream}, Ctx: context.Background()}})
 	x.path, x.rule = dec.Path, dec.Rule
 	if dec.Allow && isUpgrade(req.Header) && !dec.Upgrade {
 		dec = policy.Decision{Status: http.StatusForbidden, Rule: "upgrade-not-allowed", Path: dec.Path,
@@ -281,6 +283,14 @@ func (cc *clientConn) one(x *exchange) bool {
 		return false
 	}
 	x.allow = true
+	// The references the policy resolved go to the daemon as the full
+	// IDs it checked.
+	if dec.Target != "" {
+		req.RequestURI = dec.Target
+	}
+	if dec.Body != nil {
+		body = dec.Body
+	}
 
 	if _, _, err := cc.upstream(); err != nil {
 		p.Log.Warn("upstream unreachable", "volume", p.Volume, "err", err)

@@ -51,6 +51,23 @@ func (c Client) VolumeInUse(ctx context.Context, name string) (bool, error) {
 	return len(list) > 0, nil
 }
 
+// StatusError is an answer other than 200 OK.
+type StatusError struct {
+	Code    int
+	Message string // the daemon's message, if it gave one
+}
+
+func (e *StatusError) Error() string {
+	if e.Message == "" {
+		return fmt.Sprintf("status %d", e.Code)
+	}
+	m := e.Message
+	if len(m) > 200 {
+		m = m[:200] + "…"
+	}
+	return fmt.Sprintf("status %d: %s", e.Code, m)
+}
+
 // get decodes the JSON answer to GET path?query into v.
 func (c Client) get(ctx context.Context, path string, query url.Values, v any) error {
 	ctx, cancel := context.WithTimeout(ctx, Timeout)
@@ -77,7 +94,10 @@ func (c Client) get(ctx context.Context, path string, query url.Values, v any) e
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: status %d", what, resp.StatusCode)
+		var e struct{ Message string }
+		json.NewDecoder(io.LimitReader(resp.Body, 4<<10)).Decode(&e)
+		err := &StatusError{Code: resp.StatusCode, Message: e.Message}
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, maxAnswer)).Decode(v); err != nil {
 		return fmt.Errorf("%s: %w", what, err)

@@ -75,6 +75,10 @@ var inspections = []inspection{
 	{epCheckpointDelete, false, (*checker).checkpointDir},
 	{epBuild, false, (*checker).build},
 	{epNetworkConnect, true, (*checker).networkConnect},
+	{epAttach, false, (*checker).attach},
+	{epAttachWS, false, (*checker).attachWS},
+	{epArchive, false, (*checker).archive},
+	{epExecStart, false, (*checker).execStart},
 	{epSwarmInit, true, (*checker).swarmInit},
 	{epSwarmUpdate, true, (*checker).swarmUpdate},
 }
@@ -88,15 +92,35 @@ func inspectionFor(m methodSet, path string) *inspection {
 	return nil
 }
 
-func (ins *inspection) run(p *Policy, r Request, path, query string) *violation {
-	c := checker{constraints: p.cons, policy: p.name}
-	return ins.check(&c, r, path, query)
+// run checks r. Besides a violation it returns the request-target and
+// the body to forward when the check resolved references in them ("" and
+// nil: as sent).
+func (ins *inspection) run(p *Policy, r Request, path, query string) (string, []byte, *violation) {
+	c := checker{constraints: p.cons, policy: p.name, daemon: r.Daemon}
+	if v := ins.check(&c, r, path, query); v != nil {
+		return "", nil, v
+	}
+	var body []byte
+	if len(c.rewrites) > 0 && r.Body != nil {
+		b, err := rewriteJSON(r.Body, c.rewrites)
+		if err != nil {
+			return "", nil, badBody("request", err)
+		}
+		body = b
+	}
+	return c.target, body, nil
 }
 
 // checker applies one policy's constraints and names it in reasons.
 type checker struct {
 	*constraints
 	policy string
+	daemon Daemon // nil: references that need the daemon are refused
+
+	// What the checks resolved: the body's references (rewrites) and the
+	// request-target (target, "" when unchanged) to forward instead.
+	rewrites []rewrite
+	target   string
 }
 
 func (c *checker) deny(rule, field, flag, what string) *violation {
@@ -249,10 +273,7 @@ func (c *checker) endpoints(field string, eps map[string]*network.EndpointSettin
 // networkName checks a network a container or task joins, as the request
 // names it.
 func (c *checker) networkName(field, flag, name string) *violation {
-	if !c.hostNS && strings.EqualFold(name, "host") {
-		return c.deny(RuleHostNamespace, field, flag, "the host network")
-	}
-	return nil
+	return c.networkRef(field, flag, name)
 }
 
 // endpointSettings checks one endpoint's settings, which dockerd applies
@@ -441,6 +462,19 @@ func (c *checker) namespaces(pre string, hc *container.HostConfig) *violation {
 			return c.deny(RuleHostNamespace, pre+ns.field, ns.flag, "")
 		}
 	}
+	if v := c.networkRef(pre+"NetworkMode", "--network", string(hc.NetworkMode)); v != nil {
+		return v
+	}
+	for _, ns := range []struct{ kind, field, flag, mode string }{
+		{"pid", "PidMode", "--pid container:", string(hc.PidMode)},
+		{"ipc", "IpcMode", "--ipc container:", string(hc.IpcMode)},
+	} {
+		if ref, ok := strings.CutPrefix(ns.mode, "container:"); ok {
+			if v := c.joinContainer(pre+ns.field, ns.flag, ns.kind, ref, 0); v != nil {
+				return v
+			}
+		}
+	}
 	return nil
 }
 
@@ -479,13 +513,21 @@ func (c *checker) volumes(pre string, hc *container.HostConfig) *violation {
 	if v := c.volumeDriver(pre+"VolumeDriver", "--volume-driver", hc.VolumeDriver); v != nil {
 		return v
 	}
+	// As dockerd's Linux mount parser: "dst" alone is an anonymous
+	// volume; in "src:dst[:mode]" an absolute source is a bind, anything
+	// else a volume name. Binds first: they need no lookup.
 	for i, b := range hc.Binds {
-		// As dockerd's Linux mount parser: "dst" alone is an anonymous
-		// volume; in "src:dst[:mode]" an absolute source is a bind, anything
-		// else a volume name.
 		src, _, found := strings.Cut(b, ":")
 		if found && path.IsAbs(src) && !c.bindAllowed(src) {
 			return c.deny(RuleBind, fmt.Sprintf("%sBinds[%d]", pre, i), "-v /host/path:/path", c.bindWhat())
+		}
+	}
+	for i, b := range hc.Binds {
+		src, _, found := strings.Cut(b, ":")
+		if found && !path.IsAbs(src) {
+			if v := c.namedVolume(fmt.Sprintf("%sBinds[%d]", pre, i), "-v name:/path", src); v != nil {
+				return v
+			}
 		}
 	}
 	for i, m := range hc.Mounts {
@@ -609,6 +651,11 @@ func (c *checker) mount(field string, m mount.Mount) *violation {
 			return c.deny(RuleBind, field, "--mount type=bind", c.bindWhat())
 		}
 	case string(mount.TypeVolume):
+		if m.Source != "" {
+			if v := c.namedVolume(field+".Source", "--mount source", m.Source); v != nil {
+				return v
+			}
+		}
 		if vo := m.VolumeOptions; vo != nil && vo.DriverConfig != nil {
 			dc := vo.DriverConfig
 			if v := c.volumeDriver(field+".VolumeOptions.DriverConfig.Name", "--mount volume-driver", dc.Name); v != nil {
@@ -763,7 +810,7 @@ func (c *checker) containerUpdate(r Request, _, _ string) *violation {
 	return c.resources("", &uc.Resources)
 }
 
-func (c *checker) execCreate(r Request, _, _ string) *violation {
+func (c *checker) execCreate(r Request, path, _ string) *violation {
 	var ec container.ExecCreateRequest
 	if err := decodeJSON(r.Body, &ec); err != nil {
 		return badBody("exec create", err)
@@ -771,7 +818,75 @@ func (c *checker) execCreate(r Request, _, _ string) *violation {
 	if ec.Privileged && !c.privileged {
 		return c.deny(RulePrivileged, "Privileged", "docker exec --privileged", "")
 	}
+	return c.inContainer(r, path, "/exec", "an exec in")
+}
+
+// inContainer checks the container named by path, /containers/{name}
+// followed by suffix, as existingContainer does, and forwards the request
+// with its full ID.
+func (c *checker) inContainer(r Request, path, suffix, what string) *violation {
+	name := decode(strings.TrimSuffix(strings.TrimPrefix(path, "/containers/"), suffix))
+	id, v := c.existingContainer(what, name)
+	if v != nil || id == "" {
+		return v
+	}
+	c.target = withContainerID(r.Target, suffix, id)
 	return nil
+}
+
+// withContainerID rewrites a request-target /…/containers/{name}SUFFIX?query
+// (with its version prefix, if any) to name the container by id.
+func withContainerID(target, suffix, id string) string {
+	rawPath, rawQuery, hasQuery := strings.Cut(target, "?")
+	const seg = "/containers/"
+	i := strings.Index(rawPath, seg)
+	if i < 0 || !strings.HasSuffix(rawPath, suffix) {
+		return target // not reached: the endpoint's pattern matched
+	}
+	t := rawPath[:i] + seg + id + suffix
+	if hasQuery {
+		t += "?" + rawQuery
+	}
+	return t
+}
+
+// attach checks docker attach (and docker start -a, docker run's
+// attach): its input goes to the container's main process.
+func (c *checker) attach(r Request, path, _ string) *violation {
+	return c.inContainer(r, path, "/attach", "attaching to")
+}
+
+func (c *checker) attachWS(r Request, path, _ string) *violation {
+	return c.inContainer(r, path, "/attach/ws", "attaching to")
+}
+
+// archive checks docker cp, in and out: through a container's binds it
+// reads and writes the host's files.
+func (c *checker) archive(r Request, path, _ string) *violation {
+	return c.inContainer(r, path, "/archive", "copying files in or out of")
+}
+
+// execStart checks POST /exec/{id}/start: an exec made through this
+// policy was checked at its create, but one made by anyone else may be
+// started by its ID (docker inspect lists them).
+func (c *checker) execStart(_ Request, path, _ string) *violation {
+	id := decode(strings.TrimSuffix(strings.TrimPrefix(path, "/exec/"), "/start"))
+	if c.daemon == nil {
+		return c.lookupFailed("exec instance", errNoDaemon)
+	}
+	ex, err := c.daemon.Exec(id)
+	switch {
+	case errors.Is(err, ErrNoSuchObject):
+		return nil
+	case err != nil:
+		return c.lookupFailed("exec instance", err)
+	}
+	if pc := ex.ProcessConfig; pc != nil && pc.Privileged != nil && *pc.Privileged && !c.privileged {
+		return c.deny(RulePrivileged, "the exec instance's Privileged", "docker exec --privileged", "")
+	}
+	// An exec's container is fixed: its ID, as dockerd reports it.
+	_, v := c.existingContainer("an exec in", ex.ContainerID)
+	return v
 }
 
 // legacyServiceSpec holds ServiceSpec.Networks, which older daemons honour
@@ -945,17 +1060,27 @@ func (c *checker) queryDir(query, key, flag string) *violation {
 // networkmode, cgroupparent and securityopt. BuildKit reads networkmode=host
 // too, as the network.host entitlement. The build context is streamed,
 // never buffered.
-func (c *checker) build(_ Request, _, query string) *violation {
+func (c *checker) build(r Request, _, query string) *violation {
 	q, err := url.ParseQuery(query)
 	if err != nil {
 		return badQuery()
 	}
-	if !c.hostNS {
-		for _, nm := range q["networkmode"] {
-			if strings.EqualFold(nm, "host") {
-				return c.deny(RuleHostNamespace, "query parameter networkmode", "docker build --network host", "")
+	for _, nm := range q["networkmode"] {
+		if v := c.networkRef("query parameter networkmode", "docker build --network", nm); v != nil {
+			return v
+		}
+	}
+	if len(c.rewrites) > 0 {
+		// container:X, forwarded as the container checked.
+		for i, nm := range q["networkmode"] {
+			for _, rw := range c.rewrites {
+				if nm == rw.from {
+					q["networkmode"][i] = rw.to
+				}
 			}
 		}
+		rawPath, _, _ := strings.Cut(r.Target, "?")
+		c.target, c.rewrites = rawPath+"?"+q.Encode(), nil
 	}
 	if !c.cgroupParent {
 		for _, cp := range q["cgroupparent"] {

@@ -108,6 +108,9 @@ type Request struct {
 	Target string      // the raw request-target as sent, e.g. "/v1.41/containers/create?name=x"
 	Header http.Header // as received
 	Body   []byte      // the whole body when BodyNeeded said so, else nil
+	// Daemon answers what the policy must ask dockerd about the objects
+	// the request names; without it such requests are refused.
+	Daemon Daemon
 }
 
 // Decision is the policy's answer for one request.
@@ -118,6 +121,11 @@ type Decision struct {
 	Reason  string // why, for the user: "sockrelay: <Rule>: <Reason>"
 	Path    string // normalised path (version prefix stripped); "" if the path was refused
 	Upgrade bool   // this endpoint may switch protocols (101) or hijack the connection
+	// Target and Body, when set, are what to forward instead of the
+	// request's own: the references the policy resolved, spelled as the
+	// full IDs of the objects it checked.
+	Target string
+	Body   []byte
 }
 
 // Name is the policy's name: a preset's name or "file:NAME".
@@ -198,9 +206,11 @@ func (p *Policy) Decide(r Request) Decision {
 	d := Decision{Allow: true, Path: path}
 	if p.cons != nil {
 		if ins := inspectionFor(m, path); ins != nil {
-			if v := ins.run(p, r, path, query); v != nil {
+			target, body, v := ins.run(p, r, path, query)
+			if v != nil {
 				return refuse(v.status, v.rule, path, v.reason)
 			}
+			d.Target, d.Body = target, body
 		}
 	}
 	for _, h := range hijackEndpoints {

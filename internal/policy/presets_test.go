@@ -46,7 +46,7 @@ func runCases(t *testing.T, p *Policy, cases []reqCase) {
 	t.Helper()
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			r := Request{Method: tc.method, Target: tc.target, Header: tc.header}
+			r := Request{Method: tc.method, Target: tc.target, Header: tc.header, Daemon: testDaemon}
 			if r.Header == nil {
 				r.Header = http.Header{}
 			}

@@ -80,6 +80,8 @@ var (
 	epSwarmInit        = ep(mPOST, "/swarm/init")
 	epSwarmUpdate      = ep(mPOST, "/swarm/update")
 
+	epArchive = ep(mGET|mHEAD|mPUT, "/containers/{name}/archive")
+
 	epAttach    = ep(mPOST, "/containers/{name}/attach")
 	epAttachWS  = ep(mGET, "/containers/{name}/attach/ws")
 	epExecStart = ep(mPOST, "/exec/{name}/start")
