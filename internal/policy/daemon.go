@@ -208,6 +208,10 @@ func (c *checker) existingContainer(what, ref string) (string, *violation) {
 	// the driver of volumes yet to be made do not matter once it exists.
 	hc.Binds, hc.Mounts, hc.VolumeDriver = nil, nil, ""
 	hc.LogConfig = container.LogConfig{}
+	// The cgroup namespace mode the daemon chose: "host" is its default on
+	// cgroup v1. A create that asks for it is refused; one that did not
+	// ask gets it anyway, so here it says nothing of the client.
+	hc.CgroupnsMode = ""
 	v = c.hostConfig("HostConfig.", &hc)
 	if v == nil {
 		v = c.mountPoints(info.Mounts)

@@ -30,6 +30,7 @@ func ctr(idPrefix, name string, edit func(*container.InspectResponse)) *containe
 		MaskedPaths:   []string{"/proc/kcore"},
 		ReadonlyPaths: []string{"/proc/sys"},
 		LogConfig:     container.LogConfig{Type: "syslog"}, // the daemon's default; not the client's
+		CgroupnsMode:  "host",                              // the daemon's default on cgroup v1
 	}}
 	if edit != nil {
 		edit(c)
