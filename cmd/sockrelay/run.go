@@ -21,6 +21,7 @@ import (
 	"github.com/sockrelay/sockrelay/internal/driver"
 	"github.com/sockrelay/sockrelay/internal/idmap"
 	"github.com/sockrelay/sockrelay/internal/owner"
+	"github.com/sockrelay/sockrelay/internal/policy"
 	"github.com/sockrelay/sockrelay/internal/state"
 )
 
@@ -113,7 +114,6 @@ func runPlugin(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout
 	defer cancelRelays()
 	userns := &idmap.Namespaces{}
 	defer userns.Close()
-	policies := driver.Policies{Dir: cfg.PolicyDir, Shown: cfg.PolicyDirHost}
 	// The audit log is JSON whatever LOG_FORMAT says: one line a request.
 	audit := apiproxy.NewAuditLog(stdout)
 	defer audit.Close()
@@ -124,15 +124,10 @@ func runPlugin(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout
 		VolumeRoot:     cfg.VolumeRoot,
 		HostSocketDir:  cfg.HostSocketDir,
 		SocketDirMount: cfg.SocketDirMount,
-		Modes: map[string]driver.StartFunc{
-			"relay":  driver.RelayMode(log),
-			"idmap":  driver.IdmapMode(log, userns),
-			"policy": driver.PolicyMode(log, audit, policies),
-		},
-		Checks: map[string]driver.CheckFunc{
-			"idmap":  driver.IdmapCheck(userns),
-			"policy": driver.PolicyCheck(policies),
-		},
+		Modes: driver.Modes(driver.ModeDeps{
+			Log: log, Userns: userns, Audit: audit,
+			Policies: policy.Source{Dir: cfg.PolicyDir, Shown: cfg.PolicyDirHost},
+		}),
 		InUse: daemon.Client{Socket: daemonSocket}.VolumeInUse,
 	})
 	if err != nil {

@@ -211,7 +211,9 @@ const ServeUsage = `usage: sockrelay serve --listen PATH [--target PATH] [--uid 
   --policy SPEC   serve through a policy: read-only, no-escalation, full, or
                   file:NAME for NAME.yaml in --policy-dir (default
                   /etc/sockrelay/policies); one JSON audit line per request
-                  on stdout. The file is read once, at start.`
+                  on stdout. A policy file is read again within 2 s of a
+                  change; an invalid change is refused and logged, and the
+                  policy in force stays.`
 
 // Logger builds the logger of `sockrelay serve`.
 func (s *Serve) Logger(w io.Writer) *slog.Logger {

@@ -40,28 +40,6 @@ type Resolver interface {
 	Resolve(ctx context.Context) (owner.Range, error)
 }
 
-// Server is what serves one mounted volume's socket.
-type Server interface {
-	// Stop stops serving and removes the socket; it returns when every
-	// goroutine of the server has ended.
-	Stop() error
-	// Status adds live figures to a volume's Status.
-	Status(map[string]any)
-}
-
-// StartFunc starts serving volume v's socket in dir until ctx ends or
-// Stop is called. upstream is the plugin-side path of v.Target. dir's
-// files are the caller's: a server dups what it keeps.
-type StartFunc func(ctx context.Context, dir Dir, v *state.Volume, upstream string) (Server, error)
-
-// Dir is a served volume's directory, open twice. RW is the directory
-// itself, where the plugin makes sockets and mount points. View is the
-// read-only bind of it that dockerd hands to containers (its Mountpoint):
-// a mount that containers must see goes onto View.
-type Dir struct {
-	RW, View *os.File
-}
-
 // Config wires a Driver.
 type Config struct {
 	Log   *slog.Logger
@@ -72,21 +50,14 @@ type Config struct {
 	// HostSocketDir is the host's socket directory; SocketDirMount is where
 	// it is mounted here. Targets are host paths below HostSocketDir.
 	HostSocketDir, SocketDirMount string
-	// Modes maps a mode name to how it serves a volume.
-	Modes map[string]StartFunc
-	// Checks maps a mode name to what Create checks beyond the options:
-	// that the kernel can serve the volume that way, for instance.
-	Checks map[string]CheckFunc
+	// Modes are the modes volumes may name (Modes gives this build's).
+	Modes []Mode
 	// InUse asks the daemon whether a container, running or not, still
 	// uses a volume. Remove asks it about a volume this plugin still counts
 	// mounts of (an Unmount that never reached the plugin); nil refuses
 	// such a Remove.
 	InUse func(ctx context.Context, name string) (bool, error)
 }
-
-// CheckFunc vets a new volume v at Create; upstream is the plugin-side
-// path of v.Target. Its error reaches the user.
-type CheckFunc func(v *state.Volume, upstream string) error
 
 // Driver is the VolumeDriver. Create it with New, then Reconcile once the
 // plugin socket listens, and Close at shutdown.
@@ -113,6 +84,13 @@ var _ volume.Driver = (*Driver)(nil)
 
 // New loads the state. It does not start any relay: call Reconcile.
 func New(ctx context.Context, cfg Config) (*Driver, error) {
+	seen := map[string]bool{}
+	for _, m := range cfg.Modes {
+		if seen[m.Name()] {
+			return nil, fmt.Errorf("mode %s is listed twice", m.Name())
+		}
+		seen[m.Name()] = true
+	}
 	vols, err := cfg.Store.Load()
 	if err != nil {
 		return nil, err
@@ -124,7 +102,13 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("volume root: %w", err)
 	}
-	return &Driver{cfg: cfg, log: cfg.Log, ctx: ctx, root: root, vols: vols, live: map[string]*served{}}, nil
+	d := &Driver{cfg: cfg, log: cfg.Log, ctx: ctx, root: root, vols: vols, live: map[string]*served{}}
+	for _, rec := range vols {
+		if rec.Options == nil {
+			rec.Options = d.legacyOptions(rec) // written so at the next change
+		}
+	}
+	return d, nil
 }
 
 // Reconcile re-creates the directory of every volume and the socket of
@@ -204,17 +188,18 @@ func (d *Driver) commit(name string, v *state.Volume) error {
 	return nil
 }
 
-// Create validates the name and options, resolves the socket's owner and
-// records the volume. Bad input changes nothing.
+// Create validates the name and options, resolves the daemon's remap
+// range and records the volume. Bad input changes nothing.
 func (d *Driver) Create(r *volume.CreateRequest) error {
 	if err := ValidateName(r.Name); err != nil {
 		return err
 	}
-	spec, err := ParseOptions(r.Options, d.cfg.HostSocketDir)
+	v, err := ParseOptions(r.Options, d.cfg.HostSocketDir, d.cfg.Modes)
 	if err != nil {
 		return err
 	}
-	if err := d.checkTarget(spec.Target); err != nil {
+	v.Name, v.Upstream = r.Name, d.upstream(v.Target)
+	if err := d.checkTarget(v.Target); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(d.ctx, createTimeout)
@@ -223,27 +208,19 @@ func (d *Driver) Create(r *volume.CreateRequest) error {
 	if err != nil {
 		return fmt.Errorf("cannot choose the socket's owner: %w", err)
 	}
-	uid, gid, err := rg.Map(spec.UID, spec.GID)
-	if err != nil {
-		return fmt.Errorf("%w: options uid/gid: %v", ErrInvalid, err)
-	}
-	v := &state.Volume{
-		Name: r.Name, CreatedAt: time.Now().UTC().Truncate(time.Second), Mode: spec.Mode,
-		UID: uid, GID: gid, Perm: uint32(spec.Perm), Socket: spec.Socket, Target: spec.Target, Policy: spec.Policy,
-	}
 	if rg.Remapped {
-		v.Remap = &state.Remap{UID: rg.UID, GID: rg.GID, Size: rg.Size}
+		v.Remap = &rg
 	}
-	if check := d.cfg.Checks[v.Mode]; check != nil {
-		if err := check(v, d.upstream(v.Target)); err != nil {
-			return err
-		}
+	mode := findMode(d.cfg.Modes, v.Mode)
+	if err := mode.Check(v); err != nil {
+		return err
 	}
+	rec := recordOf(v, time.Now().UTC().Truncate(time.Second), nil)
 
 	unlock := d.locks.lock(r.Name)
 	defer unlock()
 	if old := d.volume(r.Name); old != nil {
-		if sameSpec(old, v) {
+		if d.sameVolume(old, rec) {
 			return nil
 		}
 		return fmt.Errorf("volume %q: %w; remove it first or pick another name", r.Name, ErrExists)
@@ -251,17 +228,12 @@ func (d *Driver) Create(r *volume.CreateRequest) error {
 	if err := d.makeDir(r.Name); err != nil {
 		return err
 	}
-	if err := d.commit(r.Name, v); err != nil {
+	if err := d.commit(r.Name, rec); err != nil {
 		d.removeDir(r.Name)
 		return err
 	}
-	d.log.Info("volume created", "volume", r.Name, "mode", v.Mode, "owner", ownerString(v), "owner_source", rg.Source)
+	d.log.Info("volume created", "volume", r.Name, "mode", v.Mode, "remap_source", rg.Source)
 	return nil
-}
-
-func sameSpec(a, b *state.Volume) bool {
-	return a.Mode == b.Mode && a.UID == b.UID && a.GID == b.GID && a.Perm == b.Perm && a.Socket == b.Socket && a.Target == b.Target && a.Policy == b.Policy &&
-		(a.Remap == nil) == (b.Remap == nil) && (a.Remap == nil || *a.Remap == *b.Remap)
 }
 
 // checkTarget makes sure the upstream exists and is a socket, without
@@ -433,29 +405,26 @@ func (d *Driver) Capabilities() *volume.CapabilitiesResponse {
 	return &volume.CapabilitiesResponse{Capabilities: volume.Capability{Scope: "local"}}
 }
 
-func (d *Driver) describe(v *state.Volume, status bool) *volume.Volume {
-	out := &volume.Volume{Name: v.Name, Mountpoint: d.mountpoint(v.Name), CreatedAt: v.CreatedAt.Format(time.RFC3339)}
+func (d *Driver) describe(rec *state.Volume, status bool) *volume.Volume {
+	out := &volume.Volume{Name: rec.Name, Mountpoint: d.mountpoint(rec.Name), CreatedAt: rec.CreatedAt.Format(time.RFC3339)}
 	if !status {
 		return out
 	}
+	v := d.view(rec)
 	st := map[string]any{
 		"mode":   v.Mode,
 		"socket": v.Socket,
 		"target": v.Target,
-		"mounts": v.MountCount(),
+		"mounts": rec.MountCount(),
 	}
-	if v.Mode != "idmap" { // idmap shows the daemon's own owner and mode
-		st["owner"] = ownerString(v)
-		st["perm"] = fmt.Sprintf("%04o", v.Perm)
-	}
-	if v.Policy != "" {
-		st["policy"] = v.Policy
+	if m := findMode(d.cfg.Modes, v.Mode); m != nil {
+		m.Describe(v, st)
 	}
 	if v.Remap != nil {
 		st["remap"] = fmt.Sprintf("%d:%d/%d", v.Remap.UID, v.Remap.GID, v.Remap.Size)
 	}
 	d.mu.Lock()
-	s := d.live[v.Name]
+	s := d.live[rec.Name]
 	d.mu.Unlock()
 	st["serving"] = s != nil && s.srv != nil
 	if s != nil {
@@ -471,8 +440,6 @@ func (d *Driver) describe(v *state.Volume, status bool) *volume.Volume {
 	return out
 }
 
-func ownerString(v *state.Volume) string { return fmt.Sprintf("%d:%d", v.UID, v.GID) }
-
 func (d *Driver) mountpoint(name string) string { return filepath.Join(d.cfg.VolumeRoot, name) }
 
 func (d *Driver) serving(name string) bool {
@@ -482,17 +449,18 @@ func (d *Driver) serving(name string) bool {
 	return s != nil && s.srv != nil
 }
 
-// start serves v's socket. Callers hold v's key lock.
-func (d *Driver) start(v *state.Volume) error {
-	startFn := d.cfg.Modes[v.Mode]
-	if startFn == nil {
+// start serves rec's socket. Callers hold its key lock.
+func (d *Driver) start(rec *state.Volume) error {
+	v := d.view(rec)
+	mode := findMode(d.cfg.Modes, v.Mode)
+	if mode == nil {
 		return d.recordErr(v.Name, fmt.Errorf("mode %q is not available in this build", v.Mode))
 	}
 	dir, err := d.openServed(v.Name)
 	if err != nil {
 		return d.recordErr(v.Name, err)
 	}
-	srv, err := startFn(d.ctx, dir, v, d.upstream(v.Target))
+	srv, err := mode.Start(d.ctx, dir, v)
 	dir.RW.Close()
 	dir.View.Close()
 	if err != nil {

@@ -57,7 +57,7 @@ type testEnv struct {
 	res      *fakeResolver
 	upConns  atomic.Int64
 	upLn     net.Listener
-	modes    map[string]StartFunc
+	modes    []Mode
 	inUse    func(ctx context.Context, name string) (bool, error)
 }
 
@@ -85,7 +85,7 @@ func newEnv(t testing.TB) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.modes = map[string]StartFunc{"relay": RelayMode(testLog(t))}
+	e.modes = Modes(ModeDeps{Log: testLog(t)})
 	return e
 }
 
@@ -960,15 +960,18 @@ func TestStateWriteFailures(t *testing.T) {
 	}
 }
 
+// failingMode is the relay mode, but its Start fails.
+type failingMode struct{ *RelayMode }
+
+func (failingMode) Start(context.Context, Dir, *Volume) (Server, error) {
+	return nil, errors.New("test start failure")
+}
+
 // A failing start is reported in Status and leaves the count alone.
 func TestMountStartFailureInStatus(t *testing.T) {
 	requireRoot(t)
 	e := newEnv(t)
-	e.modes = map[string]StartFunc{
-		"relay": func(ctx context.Context, dir Dir, v *state.Volume, upstream string) (Server, error) {
-			return nil, errors.New("test start failure")
-		},
-	}
+	e.modes = []Mode{failingMode{&RelayMode{Log: testLog(t)}}}
 	d := e.driver()
 	create(t, d, "v", nil)
 	if _, err := d.Mount(&volume.MountRequest{Name: "v", ID: "id"}); err == nil {
@@ -989,7 +992,7 @@ func TestMountStartFailureInStatus(t *testing.T) {
 	}
 
 	// A mode missing from this build is reported the same way.
-	e.modes = map[string]StartFunc{}
+	e.modes = []Mode{&IdmapMode{}}
 	d2 := e.driver()
 	if _, err := d2.Mount(&volume.MountRequest{Name: "v", ID: "id"}); err == nil {
 		t.Fatal("Mount of a mode this build lacks: got nil, want an error")
@@ -1467,4 +1470,57 @@ func readOnly(t *testing.T, path string) bool {
 		t.Fatal(err)
 	}
 	return st.Flags&unix.ST_RDONLY != 0
+}
+
+// Records written before records kept their options are read as they
+// were meant: the owner in host ids, the mode bits and the policy become
+// the options; a Create with the same options is the same volume; and a
+// record written now still carries the fields an older build reads.
+func TestLegacyRecords(t *testing.T) {
+	requireRoot(t)
+	e := newEnv(t)
+	legacy := map[string]*state.Volume{
+		"r": {Name: "r", Mode: "relay", UID: 101000, GID: 100050, Perm: 0o600, Socket: "docker.sock", Target: "/var/run/docker.sock",
+			Remap: &state.Remap{UID: 100000, GID: 100000, Size: 65536}},
+		"p": {Name: "p", Mode: "policy", UID: 100000, GID: 100000, Perm: 0o660, Socket: "docker.sock", Target: "/var/run/docker.sock",
+			Policy: "read-only", Remap: &state.Remap{UID: 100000, GID: 100000, Size: 65536}},
+	}
+	if err := e.store.Save(legacy); err != nil {
+		t.Fatal(err)
+	}
+	d := e.driver()
+	st := status(t, d, "r")
+	if st["owner"] != "101000:100050" || st["perm"] != "0600" {
+		t.Fatalf("legacy relay volume: got owner %v perm %v, want 101000:100050 0600", st["owner"], st["perm"])
+	}
+	if st := status(t, d, "p"); st["policy"] != "read-only" || st["owner"] != "100000:100000" {
+		t.Fatalf("legacy policy volume: got %v, want policy read-only owned 100000:100000", st)
+	}
+	create(t, d, "r", map[string]string{"uid": "1000", "gid": "50", "perm": "0600"})
+	if err := d.Create(&volume.CreateRequest{Name: "r", Options: map[string]string{"uid": "1000"}}); !errors.Is(err, ErrExists) {
+		t.Fatalf("Create of r with other options: got %v, want ErrExists", err)
+	}
+	mount(t, d, "r", "id")
+	var fst unix.Stat_t
+	if err := unix.Lstat(e.sockPath("r"), &fst); err != nil || fst.Uid != 101000 || fst.Gid != 100050 || fst.Mode&0o777 != 0o600 {
+		t.Fatalf("legacy volume's socket: %v, %d:%d %o, want 101000:100050 0600", err, fst.Uid, fst.Gid, fst.Mode&0o777)
+	}
+
+	// Written back with its options, and the fields an older build reads.
+	vols, err := e.store.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := vols["r"]
+	if r.Options["uid"] != "1000" || r.Options["gid"] != "50" || r.Options["perm"] != "0600" {
+		t.Errorf("record options: got %v, want uid 1000 gid 50 perm 0600", r.Options)
+	}
+	if r.UID != 101000 || r.GID != 100050 || r.Perm != 0o600 {
+		t.Errorf("record's older fields: got %d:%d %o, want 101000:100050 600", r.UID, r.GID, r.Perm)
+	}
+	create(t, d, "n", map[string]string{"policy": "no-escalation", "uid": "7"})
+	vols, _ = e.store.Load()
+	if n := vols["n"]; n.Policy != "no-escalation" || n.UID != 100007 || n.Perm != 0o660 || n.Options["policy"] != "no-escalation" {
+		t.Errorf("new record: got %+v, want the options and the older fields (policy, uid 100007, perm 660)", n)
+	}
 }

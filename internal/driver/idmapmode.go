@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -13,7 +14,6 @@ import (
 
 	"github.com/sockrelay/sockrelay/internal/idmap"
 	"github.com/sockrelay/sockrelay/internal/mounts"
-	"github.com/sockrelay/sockrelay/internal/state"
 	"github.com/sockrelay/sockrelay/internal/unixsock"
 )
 
@@ -23,56 +23,72 @@ import (
 // bind of the old one is dead.
 const IdmapWatch = time.Second
 
-func mappingOf(v *state.Volume) (idmap.Mapping, error) {
-	if v.Remap == nil {
+func mappingOf(v *Volume) (idmap.Mapping, error) {
+	if v.Remap == nil || !v.Remap.Remapped {
 		return idmap.Mapping{}, errors.New("mode=idmap needs a userns-remapped daemon; use mode=relay")
 	}
 	return idmap.Mapping{UID: v.Remap.UID, GID: v.Remap.GID, Size: v.Remap.Size}, nil
 }
 
-// IdmapCheck refuses, at Create, an idmap volume the kernel or the
-// filesystem of the daemon's socket cannot serve.
-func IdmapCheck(ns *idmap.Namespaces) CheckFunc {
-	return func(v *state.Volume, upstream string) error {
-		m, err := mappingOf(v)
-		if err != nil {
-			return fmt.Errorf("%w: %v", ErrInvalid, err)
-		}
-		if err := ns.Probe(upstream, m); err != nil {
-			return fmt.Errorf("%w: mode=idmap: %v; use mode=relay", ErrInvalid, err)
-		}
-		return nil
-	}
+// IdmapMode serves a volume with an idmapped bind mount of the daemon's
+// socket: the container connects straight to the daemon, and sees the
+// daemon's socket with its owner and mode mapped through the remap.
+type IdmapMode struct {
+	Log    *slog.Logger
+	Userns *idmap.Namespaces
 }
 
-// IdmapMode serves a volume with an idmapped bind mount of the daemon's
-// socket: the container connects straight to the daemon.
-func IdmapMode(log *slog.Logger, ns *idmap.Namespaces) StartFunc {
-	return func(ctx context.Context, dir Dir, v *state.Volume, upstream string) (Server, error) {
-		m, err := mappingOf(v)
-		if err != nil {
-			return nil, err
-		}
-		rw, err := unixsock.DupDir(dir.RW)
-		if err != nil {
-			return nil, err
-		}
-		view, err := unixsock.DupDir(dir.View)
-		if err != nil {
-			rw.Close()
-			return nil, err
-		}
-		s := &idmapServer{log: log.With("volume", v.Name), ns: ns, m: m, dir: rw, view: view, name: v.Socket, upstream: upstream, done: make(chan struct{})}
-		if err := s.mount(); err != nil {
-			s.unmount()
-			rw.Close()
-			view.Close()
-			return nil, err
-		}
-		ctx, s.cancel = context.WithCancel(ctx)
-		go s.watch(ctx)
-		return s, nil
+func (*IdmapMode) Name() string      { return "idmap" }
+func (*IdmapMode) Options() []Option { return nil }
+
+// Hint says why the owner options are not idmap's.
+func (*IdmapMode) Hint(key string) string {
+	if slices.ContainsFunc(ownerOptions, func(o Option) bool { return o.Key == key }) {
+		return "the socket is the daemon's own, with its owner and mode seen through the remap; use mode=relay to choose them"
 	}
+	return ""
+}
+
+// Check refuses, at Create, an idmap volume the kernel or the filesystem
+// of the daemon's socket cannot serve.
+func (m *IdmapMode) Check(v *Volume) error {
+	mp, err := mappingOf(v)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if err := m.Userns.Probe(v.Upstream, mp); err != nil {
+		return fmt.Errorf("%w: mode=idmap: %v; use mode=relay", ErrInvalid, err)
+	}
+	return nil
+}
+
+// Describe adds nothing: the socket's owner and mode are the daemon's.
+func (*IdmapMode) Describe(*Volume, map[string]any) {}
+
+func (m *IdmapMode) Start(ctx context.Context, dir Dir, v *Volume) (Server, error) {
+	mp, err := mappingOf(v)
+	if err != nil {
+		return nil, err
+	}
+	rw, err := unixsock.DupDir(dir.RW)
+	if err != nil {
+		return nil, err
+	}
+	view, err := unixsock.DupDir(dir.View)
+	if err != nil {
+		rw.Close()
+		return nil, err
+	}
+	s := &idmapServer{log: m.Log.With("volume", v.Name), ns: m.Userns, m: mp, dir: rw, view: view, name: v.Socket, upstream: v.Upstream, done: make(chan struct{})}
+	if err := s.mount(); err != nil {
+		s.unmount()
+		rw.Close()
+		view.Close()
+		return nil, err
+	}
+	ctx, s.cancel = context.WithCancel(ctx)
+	go s.watch(ctx)
+	return s, nil
 }
 
 type idmapServer struct {

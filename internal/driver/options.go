@@ -2,7 +2,6 @@ package driver
 
 import (
 	"fmt"
-	"os"
 	"path"
 	"regexp"
 	"slices"
@@ -10,17 +9,21 @@ import (
 	"strings"
 )
 
-// OptionKeys are the volume options sockrelay understands.
-var OptionKeys = []string{"uid", "gid", "perm", "socket", "target", "mode", "policy"}
+// The options of every volume, whatever its mode.
+const (
+	optMode   = "mode"
+	optSocket = "socket"
+	optTarget = "target"
+)
 
-// Modes lists the serving modes a volume may name.
-var Modes = []string{"relay", "idmap", "policy"}
+// DefaultMode serves a volume that names no mode and no option only one
+// mode takes.
+const DefaultMode = "relay"
 
 const (
 	maxNameLen   = 100
 	maxOptionLen = 256
 	maxOptions   = 32
-	defaultPerm  = 0o660
 	// DefaultSocket is the socket's file name in the volume directory.
 	DefaultSocket = "docker.sock"
 )
@@ -37,26 +40,57 @@ func ValidateName(name string) error {
 	return nil
 }
 
-// Spec is a volume's parsed options.
-type Spec struct {
-	Mode string
-	// UID and GID are the socket's owner as seen inside the container.
-	UID, GID uint32
-	Perm     os.FileMode
-	Socket   string
-	// Target is the upstream socket as a host path.
-	Target string
-	// Policy is the policy of mode=policy: a preset or file:NAME.
-	Policy string
+// OptionKeys lists every option key of modes: the default mode's, then
+// those of every volume, then the other modes'.
+func OptionKeys(modes []Mode) []string {
+	var keys []string
+	add := func(k string) {
+		if !slices.Contains(keys, k) {
+			keys = append(keys, k)
+		}
+	}
+	if m := findMode(modes, DefaultMode); m != nil {
+		for _, o := range m.Options() {
+			add(o.Key)
+		}
+	}
+	for _, k := range []string{optSocket, optTarget, optMode} {
+		add(k)
+	}
+	for _, m := range modes {
+		for _, o := range m.Options() {
+			add(o.Key)
+		}
+	}
+	return keys
 }
 
-// ParseOptions checks the options of a Create. Errors name the option and
-// what it wants, never the value given. hostSockDir is the host's socket
-// directory (/var/run); a target must lie below it.
-func ParseOptions(opts map[string]string, hostSockDir string) (Spec, error) {
-	s := Spec{Mode: "relay", Perm: defaultPerm, Socket: DefaultSocket, Target: path.Join(hostSockDir, "docker.sock")}
+func findMode(modes []Mode, name string) Mode {
+	for _, m := range modes {
+		if m.Name() == name {
+			return m
+		}
+	}
+	return nil
+}
+
+func modeNames(modes []Mode) []string {
+	names := make([]string, len(modes))
+	for i, m := range modes {
+		names[i] = m.Name()
+	}
+	return names
+}
+
+// ParseOptions checks the options of a Create against modes and returns
+// the volume they describe (without its name, upstream and remap range).
+// Errors name the option and what it wants, never the value given.
+// hostSockDir is the host's socket directory (/var/run); a target must
+// lie below it.
+func ParseOptions(opts map[string]string, hostSockDir string, modes []Mode) (*Volume, error) {
+	all := OptionKeys(modes)
 	if len(opts) > maxOptions {
-		return s, fmt.Errorf("%w: too many options; valid options are %s", ErrInvalid, strings.Join(OptionKeys, ", "))
+		return nil, fmt.Errorf("%w: too many options; valid options are %s", ErrInvalid, strings.Join(all, ", "))
 	}
 	keys := make([]string, 0, len(opts))
 	for k := range opts {
@@ -64,91 +98,119 @@ func ParseOptions(opts map[string]string, hostSockDir string) (Spec, error) {
 	}
 	slices.Sort(keys) // report the same first error every time
 	for _, k := range keys {
-		v := opts[k]
-		if !slices.Contains(OptionKeys, k) {
-			return s, fmt.Errorf("%w: unknown option %s; valid options are %s", ErrInvalid, quoteShort(k), strings.Join(OptionKeys, ", "))
+		if !slices.Contains(all, k) {
+			return nil, fmt.Errorf("%w: unknown option %s; valid options are %s", ErrInvalid, quoteShort(k), strings.Join(all, ", "))
 		}
-		if len(v) > maxOptionLen {
-			return s, fmt.Errorf("%w: option %s: value longer than %d bytes", ErrInvalid, k, maxOptionLen)
+		if len(opts[k]) > maxOptionLen {
+			return nil, fmt.Errorf("%w: option %s: value longer than %d bytes", ErrInvalid, k, maxOptionLen)
 		}
+	}
+
+	m, err := pickMode(opts, modes)
+	if err != nil {
+		return nil, err
+	}
+	v := &Volume{Mode: m.Name(), Socket: DefaultSocket, Target: path.Join(hostSockDir, "docker.sock"), Options: map[string]string{}}
+	own := m.Options()
+	for _, k := range keys {
+		val := opts[k]
 		var err error
 		switch k {
-		case "uid":
-			s.UID, err = parseID(v)
-		case "gid":
-			s.GID, err = parseID(v)
-		case "perm":
-			s.Perm, err = parsePerm(v)
-		case "socket":
-			s.Socket, err = parseSocketName(v)
-		case "target":
-			s.Target, err = parseTarget(v, hostSockDir)
-		case "mode":
-			if !slices.Contains(Modes, v) {
-				err = fmt.Errorf("want one of %s", strings.Join(Modes, ", "))
+		case optMode:
+			continue
+		case optSocket:
+			v.Socket, err = parseSocketName(val)
+		case optTarget:
+			v.Target, err = parseTarget(val, hostSockDir)
+		default:
+			i := slices.IndexFunc(own, func(o Option) bool { return o.Key == k })
+			if i < 0 {
+				return nil, notForMode(m, k, modes)
 			}
-			s.Mode = v
-		case "policy":
-			s.Policy, err = parsePolicyRef(v)
+			v.Options[k], err = own[i].Parse(val)
 		}
 		if err != nil {
-			return s, fmt.Errorf("%w: option %s: %v", ErrInvalid, k, err)
+			return nil, fmt.Errorf("%w: option %s: %v", ErrInvalid, k, err)
 		}
 	}
-	if s.Policy != "" {
-		if m, ok := opts["mode"]; ok && m != "policy" {
-			return s, fmt.Errorf("%w: option policy needs mode=policy (or no mode option)", ErrInvalid)
+	for _, o := range own {
+		if _, ok := v.Options[o.Key]; ok {
+			continue
 		}
-		s.Mode = "policy"
+		if o.Required {
+			return nil, fmt.Errorf("%w: mode=%s needs option %s: %s", ErrInvalid, m.Name(), o.Key, o.Help)
+		}
+		if o.Default != "" {
+			v.Options[o.Key] = o.Default
+		}
 	}
-	if s.Mode == "policy" && s.Policy == "" {
-		return s, fmt.Errorf("%w: mode=policy needs option policy: %s", ErrInvalid, policyHelp)
+	return v, nil
+}
+
+// pickMode is the mode the options name; without one, the mode of an
+// option that only one mode takes (policy=… is a policy volume), or
+// DefaultMode.
+func pickMode(opts map[string]string, modes []Mode) (Mode, error) {
+	if name, ok := opts[optMode]; ok {
+		if m := findMode(modes, name); m != nil {
+			return m, nil
+		}
+		return nil, fmt.Errorf("%w: option mode: want one of %s", ErrInvalid, strings.Join(modeNames(modes), ", "))
 	}
-	if s.Mode == "idmap" {
-		for _, k := range []string{"uid", "gid", "perm"} {
-			if _, ok := opts[k]; ok {
-				return s, fmt.Errorf("%w: option %s does not apply to mode=idmap: the socket is the daemon's own, with its owner and mode seen through the remap; use mode=relay to choose them", ErrInvalid, k)
+	var only Mode
+	for k := range opts {
+		var takers []Mode
+		for _, m := range modes {
+			if slices.ContainsFunc(m.Options(), func(o Option) bool { return o.Key == k }) {
+				takers = append(takers, m)
 			}
 		}
-	}
-	return s, nil
-}
-
-const policyHelp = "read-only, no-escalation, full, or file:NAME for a file in the plugin's policy directory"
-
-// parsePolicyRef checks the form of a policy reference; whether the
-// preset or file exists is checked at Create by the policy mode.
-func parsePolicyRef(v string) (string, error) {
-	if name, ok := strings.CutPrefix(v, "file:"); ok {
-		if len(name) > 64 || !nameRE.MatchString(name) {
-			return "", fmt.Errorf("file:NAME wants a NAME of letters, digits, '_', '.' and '-', starting with a letter or digit")
+		if len(takers) == 1 && (only == nil || only == takers[0]) {
+			only = takers[0]
 		}
-		return v, nil
 	}
-	switch v {
-	case "read-only", "no-escalation", "full":
-		return v, nil
+	if only != nil {
+		return only, nil
 	}
-	return "", fmt.Errorf("want %s", policyHelp)
+	if m := findMode(modes, DefaultMode); m != nil {
+		return m, nil
+	}
+	return nil, fmt.Errorf("%w: this build has no mode %s; pick one of %s", ErrInvalid, DefaultMode, strings.Join(modeNames(modes), ", "))
 }
 
-func parseID(v string) (uint32, error) {
+// notForMode refuses an option that mode m does not take.
+func notForMode(m Mode, key string, modes []Mode) error {
+	if h, ok := m.(Hinter); ok {
+		if hint := h.Hint(key); hint != "" {
+			return fmt.Errorf("%w: option %s does not apply to mode=%s: %s", ErrInvalid, key, m.Name(), hint)
+		}
+	}
+	var takers []string
+	for _, o := range modes {
+		if slices.ContainsFunc(o.Options(), func(opt Option) bool { return opt.Key == key }) {
+			takers = append(takers, "mode="+o.Name())
+		}
+	}
+	return fmt.Errorf("%w: option %s does not apply to mode=%s; it is an option of %s", ErrInvalid, key, m.Name(), strings.Join(takers, " and "))
+}
+
+func parseID(v string) (string, error) {
 	n, err := strconv.ParseUint(v, 10, 32)
 	if err != nil || n > 65535 {
-		return 0, fmt.Errorf("want a number from 0 to 65535, the id inside the container")
+		return "", fmt.Errorf("want a number from 0 to 65535, the id inside the container")
 	}
-	return uint32(n), nil
+	return strconv.FormatUint(n, 10), nil
 }
 
-func parsePerm(v string) (os.FileMode, error) {
+func parsePerm(v string) (string, error) {
 	n, err := strconv.ParseUint(v, 8, 32)
 	if err != nil || n > 0o777 || len(v) > 4 {
-		return 0, fmt.Errorf("want octal permission bits such as 0660 or 0600 (no setuid, setgid or sticky bits)")
+		return "", fmt.Errorf("want octal permission bits such as 0660 or 0600 (no setuid, setgid or sticky bits)")
 	}
 	if n&0o600 != 0o600 {
-		return 0, fmt.Errorf("the owner needs read and write (0600) to use a socket")
+		return "", fmt.Errorf("the owner needs read and write (0600) to use a socket")
 	}
-	return os.FileMode(n), nil
+	return fmt.Sprintf("%04o", n), nil
 }
 
 func parseSocketName(v string) (string, error) {

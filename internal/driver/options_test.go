@@ -85,18 +85,43 @@ func TestValidateNameErrorShort(t *testing.T) {
 
 const sock = "/var/run"
 
+// testModes are this build's modes, for their option tables.
+var testModes = Modes(ModeDeps{})
+
+// spec is a parsed volume as these tests compare it: the socket's owner
+// and mode as the options give them (not remapped), its name and target.
+type spec struct {
+	Mode           string
+	UID, GID       uint32
+	Perm           os.FileMode
+	Socket, Target string
+	Policy         string
+}
+
+func parse(opts map[string]string, dir string) (spec, error) {
+	v, err := ParseOptions(opts, dir, testModes)
+	if err != nil {
+		return spec{}, err
+	}
+	s := spec{Mode: v.Mode, Socket: v.Socket, Target: v.Target, Policy: v.Options["policy"]}
+	if o, err := v.SocketOwner(); err == nil {
+		s.UID, s.GID, s.Perm = uint32(o.UID), uint32(o.GID), o.Perm
+	}
+	return s, nil
+}
+
 func TestParseOptionsDefaults(t *testing.T) {
 	for _, opts := range []map[string]string{nil, {}} {
-		s, err := ParseOptions(opts, sock)
+		s, err := parse(opts, sock)
 		if err != nil {
-			t.Fatalf("ParseOptions(%v): got %v, want nil", opts, err)
+			t.Fatalf("parse(%v): got %v, want nil", opts, err)
 		}
-		want := Spec{Mode: "relay", Perm: 0o660, Socket: DefaultSocket, Target: "/var/run/docker.sock"}
+		want := spec{Mode: "relay", Perm: 0o660, Socket: DefaultSocket, Target: "/var/run/docker.sock"}
 		if s != want {
-			t.Errorf("ParseOptions(%v): got %+v, want %+v", opts, s, want)
+			t.Errorf("parse(%v): got %+v, want %+v", opts, s, want)
 		}
 	}
-	s, err := ParseOptions(nil, "/srv/socks")
+	s, err := parse(nil, "/srv/socks")
 	if err != nil || s.Target != "/srv/socks/docker.sock" {
 		t.Errorf("default target below /srv/socks: got %q, %v, want %q, nil", s.Target, err, "/srv/socks/docker.sock")
 	}
@@ -106,33 +131,33 @@ func TestParseOptionsGood(t *testing.T) {
 	tests := []struct {
 		key, val string
 		dir      string // host socket directory; sock when empty
-		check    func(s Spec) (got, want any)
+		check    func(s spec) (got, want any)
 	}{
-		{"uid", "0", "", func(s Spec) (any, any) { return s.UID, uint32(0) }},
-		{"uid", "1000", "", func(s Spec) (any, any) { return s.UID, uint32(1000) }},
-		{"uid", "65535", "", func(s Spec) (any, any) { return s.UID, uint32(65535) }},
-		{"uid", "007", "", func(s Spec) (any, any) { return s.UID, uint32(7) }},
-		{"gid", "0", "", func(s Spec) (any, any) { return s.GID, uint32(0) }},
-		{"gid", "999", "", func(s Spec) (any, any) { return s.GID, uint32(999) }},
-		{"gid", "65535", "", func(s Spec) (any, any) { return s.GID, uint32(65535) }},
-		{"perm", "0600", "", func(s Spec) (any, any) { return s.Perm, os.FileMode(0o600) }},
-		{"perm", "0660", "", func(s Spec) (any, any) { return s.Perm, os.FileMode(0o660) }},
-		{"perm", "0777", "", func(s Spec) (any, any) { return s.Perm, os.FileMode(0o777) }},
-		{"perm", "666", "", func(s Spec) (any, any) { return s.Perm, os.FileMode(0o666) }},
-		{"perm", "0700", "", func(s Spec) (any, any) { return s.Perm, os.FileMode(0o700) }},
-		{"socket", "docker.sock", "", func(s Spec) (any, any) { return s.Socket, "docker.sock" }},
-		{"socket", "a", "", func(s Spec) (any, any) { return s.Socket, "a" }},
-		{"socket", "api_v2-x.sock", "", func(s Spec) (any, any) { return s.Socket, "api_v2-x.sock" }},
-		{"socket", strings.Repeat("s", 64), "", func(s Spec) (any, any) { return s.Socket, strings.Repeat("s", 64) }},
-		{"target", "/var/run/docker.sock", "", func(s Spec) (any, any) { return s.Target, "/var/run/docker.sock" }},
-		{"target", "/var/run/containerd/containerd.sock", "", func(s Spec) (any, any) { return s.Target, "/var/run/containerd/containerd.sock" }},
-		{"target", "/run/docker.sock", "", func(s Spec) (any, any) { return s.Target, "/var/run/docker.sock" }},
-		{"target", "/run/user/1000/docker.sock", "", func(s Spec) (any, any) { return s.Target, "/var/run/user/1000/docker.sock" }},
-		{"target", "/var/run/docker.sock", "/run", func(s Spec) (any, any) { return s.Target, "/run/docker.sock" }},
-		{"target", "/run/docker.sock", "/run", func(s Spec) (any, any) { return s.Target, "/run/docker.sock" }},
-		{"target", "/srv/socks/d.sock", "/srv/socks", func(s Spec) (any, any) { return s.Target, "/srv/socks/d.sock" }},
-		{"target", "/var/run/" + strings.Repeat("t", 247), "", func(s Spec) (any, any) { return len(s.Target), 256 }},
-		{"mode", "relay", "", func(s Spec) (any, any) { return s.Mode, "relay" }},
+		{"uid", "0", "", func(s spec) (any, any) { return s.UID, uint32(0) }},
+		{"uid", "1000", "", func(s spec) (any, any) { return s.UID, uint32(1000) }},
+		{"uid", "65535", "", func(s spec) (any, any) { return s.UID, uint32(65535) }},
+		{"uid", "007", "", func(s spec) (any, any) { return s.UID, uint32(7) }},
+		{"gid", "0", "", func(s spec) (any, any) { return s.GID, uint32(0) }},
+		{"gid", "999", "", func(s spec) (any, any) { return s.GID, uint32(999) }},
+		{"gid", "65535", "", func(s spec) (any, any) { return s.GID, uint32(65535) }},
+		{"perm", "0600", "", func(s spec) (any, any) { return s.Perm, os.FileMode(0o600) }},
+		{"perm", "0660", "", func(s spec) (any, any) { return s.Perm, os.FileMode(0o660) }},
+		{"perm", "0777", "", func(s spec) (any, any) { return s.Perm, os.FileMode(0o777) }},
+		{"perm", "666", "", func(s spec) (any, any) { return s.Perm, os.FileMode(0o666) }},
+		{"perm", "0700", "", func(s spec) (any, any) { return s.Perm, os.FileMode(0o700) }},
+		{"socket", "docker.sock", "", func(s spec) (any, any) { return s.Socket, "docker.sock" }},
+		{"socket", "a", "", func(s spec) (any, any) { return s.Socket, "a" }},
+		{"socket", "api_v2-x.sock", "", func(s spec) (any, any) { return s.Socket, "api_v2-x.sock" }},
+		{"socket", strings.Repeat("s", 64), "", func(s spec) (any, any) { return s.Socket, strings.Repeat("s", 64) }},
+		{"target", "/var/run/docker.sock", "", func(s spec) (any, any) { return s.Target, "/var/run/docker.sock" }},
+		{"target", "/var/run/containerd/containerd.sock", "", func(s spec) (any, any) { return s.Target, "/var/run/containerd/containerd.sock" }},
+		{"target", "/run/docker.sock", "", func(s spec) (any, any) { return s.Target, "/var/run/docker.sock" }},
+		{"target", "/run/user/1000/docker.sock", "", func(s spec) (any, any) { return s.Target, "/var/run/user/1000/docker.sock" }},
+		{"target", "/var/run/docker.sock", "/run", func(s spec) (any, any) { return s.Target, "/run/docker.sock" }},
+		{"target", "/run/docker.sock", "/run", func(s spec) (any, any) { return s.Target, "/run/docker.sock" }},
+		{"target", "/srv/socks/d.sock", "/srv/socks", func(s spec) (any, any) { return s.Target, "/srv/socks/d.sock" }},
+		{"target", "/var/run/" + strings.Repeat("t", 247), "", func(s spec) (any, any) { return len(s.Target), 256 }},
+		{"mode", "relay", "", func(s spec) (any, any) { return s.Mode, "relay" }},
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprintf("%s=%.40s", tt.key, tt.val), func(t *testing.T) {
@@ -140,7 +165,7 @@ func TestParseOptionsGood(t *testing.T) {
 			if dir == "" {
 				dir = sock
 			}
-			s, err := ParseOptions(map[string]string{tt.key: tt.val}, dir)
+			s, err := parse(map[string]string{tt.key: tt.val}, dir)
 			if err != nil {
 				t.Fatalf("ParseOptions: got %v, want nil", err)
 			}
@@ -152,13 +177,13 @@ func TestParseOptionsGood(t *testing.T) {
 }
 
 func TestParseOptionsAllTogether(t *testing.T) {
-	s, err := ParseOptions(map[string]string{
+	s, err := parse(map[string]string{
 		"uid": "1", "gid": "2", "perm": "0600", "socket": "d.sock", "target": "/run/x.sock", "mode": "relay",
 	}, sock)
 	if err != nil {
 		t.Fatalf("ParseOptions: got %v, want nil", err)
 	}
-	want := Spec{Mode: "relay", UID: 1, GID: 2, Perm: 0o600, Socket: "d.sock", Target: "/var/run/x.sock"}
+	want := spec{Mode: "relay", UID: 1, GID: 2, Perm: 0o600, Socket: "d.sock", Target: "/var/run/x.sock"}
 	if s != want {
 		t.Errorf("ParseOptions: got %+v, want %+v", s, want)
 	}
@@ -240,9 +265,9 @@ func TestParseOptionsBad(t *testing.T) {
 			if dir == "" {
 				dir = sock
 			}
-			_, err := ParseOptions(tt.opts, dir)
+			_, err := parse(tt.opts, dir)
 			if err == nil {
-				t.Fatalf("ParseOptions(%q): got nil, want an error", tt.opts)
+				t.Fatalf("parse(%q): got nil, want an error", tt.opts)
 			}
 			if !errors.Is(err, ErrInvalid) {
 				t.Errorf("ParseOptions: got %v, want an error wrapping ErrInvalid", err)
@@ -266,36 +291,36 @@ func TestParseOptionsBad(t *testing.T) {
 // Errors never show option values, whatever they hold.
 func TestParseOptionsNeverEchoesValues(t *testing.T) {
 	const secret = "Zq7-SECRET-9xK"
-	for _, k := range OptionKeys {
+	for _, k := range OptionKeys(testModes) {
 		for _, v := range []string{secret, "/var/run/" + secret, secret + "/../x", "0" + secret, strings.Repeat(secret, 40)} {
-			_, err := ParseOptions(map[string]string{k: v}, sock)
+			_, err := parse(map[string]string{k: v}, sock)
 			if err == nil {
 				continue // a good socket name or target: nothing to show
 			}
 			if strings.Contains(err.Error(), "SECRET") {
-				t.Errorf("ParseOptions(%s=...): got %q, want it without the value", k, err)
+				t.Errorf("parse(%s=...): got %q, want it without the value", k, err)
 			}
 		}
 	}
 	// Nor does an unknown key's error show its value.
-	_, err := ParseOptions(map[string]string{"password": secret}, sock)
+	_, err := parse(map[string]string{"password": secret}, sock)
 	if err == nil || strings.Contains(err.Error(), "SECRET") {
 		t.Errorf("unknown key: got %v, want an error without the value", err)
 	}
 }
 
 func TestParseOptionsUnknownKeyListsValidKeys(t *testing.T) {
-	_, err := ParseOptions(map[string]string{"bogus": "1"}, sock)
+	_, err := parse(map[string]string{"bogus": "1"}, sock)
 	if err == nil {
-		t.Fatal("ParseOptions(bogus=1): got nil, want an error")
+		t.Fatal("parse(bogus=1): got nil, want an error")
 	}
-	for _, k := range OptionKeys {
+	for _, k := range OptionKeys(testModes) {
 		if !strings.Contains(err.Error(), k) {
 			t.Errorf("error: got %q, want it to list %q", err, k)
 		}
 	}
 	// A 4 KiB key is cut short in the message.
-	_, err = ParseOptions(map[string]string{strings.Repeat("k", 4096): "1"}, sock)
+	_, err = parse(map[string]string{strings.Repeat("k", 4096): "1"}, sock)
 	if err == nil || len(err.Error()) > 400 {
 		t.Errorf("4 KiB key: got %d bytes of error, want an error of at most 400", len(fmt.Sprint(err)))
 	}
@@ -308,7 +333,7 @@ func TestParseOptionsManyOptions(t *testing.T) {
 			for i := range n {
 				opts[fmt.Sprintf("k%d", i)] = fmt.Sprintf("SECRET%d", i)
 			}
-			_, err := ParseOptions(opts, sock)
+			_, err := parse(opts, sock)
 			if !errors.Is(err, ErrInvalid) {
 				t.Fatalf("ParseOptions of %d options: got %v, want an error wrapping ErrInvalid", n, err)
 			}
@@ -326,7 +351,7 @@ func TestParseOptionsManyOptions(t *testing.T) {
 	for i := range 33 {
 		opts[fmt.Sprintf("uid%d", i)] = "0"
 	}
-	if _, err := ParseOptions(opts, sock); err == nil || !strings.Contains(err.Error(), "too many options") {
+	if _, err := parse(opts, sock); err == nil || !strings.Contains(err.Error(), "too many options") {
 		t.Errorf("33 options: got %v, want %q", err, "too many options")
 	}
 }
@@ -334,9 +359,9 @@ func TestParseOptionsManyOptions(t *testing.T) {
 // The same bad options always give the same first error.
 func TestParseOptionsDeterministic(t *testing.T) {
 	opts := map[string]string{"uid": "x", "gid": "y", "perm": "z", "socket": "/", "mode": "m", "target": "t"}
-	_, first := ParseOptions(opts, sock)
+	_, first := parse(opts, sock)
 	for range 50 {
-		_, err := ParseOptions(opts, sock)
+		_, err := parse(opts, sock)
 		if err == nil || err.Error() != first.Error() {
 			t.Fatalf("ParseOptions: got %v, want %v", err, first)
 		}
@@ -381,10 +406,10 @@ func FuzzParseOptions(f *testing.F) {
 			dir = sock
 		}
 		opts := map[string]string{k1: v1, k2: v2}
-		s, err := ParseOptions(opts, dir)
+		s, err := parse(opts, dir)
 		if err != nil {
 			if !errors.Is(err, ErrInvalid) {
-				t.Fatalf("ParseOptions(%q): got %v, want an error wrapping ErrInvalid", opts, err)
+				t.Fatalf("parse(%q): got %v, want an error wrapping ErrInvalid", opts, err)
 			}
 		} else {
 			checkSpec(t, opts, dir, s)
@@ -397,54 +422,54 @@ func FuzzParseOptions(f *testing.F) {
 			func(v string) string { return v + "\x00SECRET" },
 		} {
 			marked := map[string]string{k1: mark(v1), k2: mark(v2)}
-			_, err := ParseOptions(marked, dir)
+			_, err := parse(marked, dir)
 			if err == nil {
-				t.Fatalf("ParseOptions(%q): got nil, want an error", marked)
+				t.Fatalf("parse(%q): got nil, want an error", marked)
 			}
 			if !errors.Is(err, ErrInvalid) {
-				t.Fatalf("ParseOptions(%q): got %v, want an error wrapping ErrInvalid", marked, err)
+				t.Fatalf("parse(%q): got %v, want an error wrapping ErrInvalid", marked, err)
 			}
 			msg := err.Error()
 			// Keys may be quoted back (unknown keys); values may not.
 			if !strings.Contains(k1+k2, "SECRET") && strings.Contains(msg, "SECRET") {
-				t.Fatalf("ParseOptions(%q): got %q, want no value in it", marked, msg)
+				t.Fatalf("parse(%q): got %q, want no value in it", marked, msg)
 			}
 		}
 	})
 }
 
-// checkSpec checks what an accepted Spec must hold.
-func checkSpec(t *testing.T, opts map[string]string, dir string, s Spec) {
+// checkSpec checks what an accepted spec must hold.
+func checkSpec(t *testing.T, opts map[string]string, dir string, s spec) {
 	t.Helper()
-	if !slices.Contains(Modes, s.Mode) {
-		t.Errorf("ParseOptions(%q): mode got %q, want one of %v", opts, s.Mode, Modes)
+	if !slices.Contains(modeNames(testModes), s.Mode) {
+		t.Errorf("parse(%q): mode got %q, want one of %v", opts, s.Mode, modeNames(testModes))
 	}
 	if m, ok := opts["mode"]; ok && m != s.Mode {
-		t.Errorf("ParseOptions(%q): mode got %q, want %q as asked", opts, s.Mode, m)
+		t.Errorf("parse(%q): mode got %q, want %q as asked", opts, s.Mode, m)
 	}
 	if s.UID > 65535 || s.GID > 65535 {
-		t.Errorf("ParseOptions(%q): ids got %d:%d, want at most 65535", opts, s.UID, s.GID)
+		t.Errorf("parse(%q): ids got %d:%d, want at most 65535", opts, s.UID, s.GID)
 	}
-	if s.Perm&^0o777 != 0 || s.Perm&0o600 != 0o600 {
-		t.Errorf("ParseOptions(%q): perm got %o, want owner rw and no special bits", opts, s.Perm)
+	if s.Mode != "idmap" && (s.Perm&^0o777 != 0 || s.Perm&0o600 != 0o600) {
+		t.Errorf("parse(%q): perm got %o, want owner rw and no special bits", opts, s.Perm)
 	}
 	if len(s.Socket) == 0 || len(s.Socket) > 64 || !nameRE.MatchString(s.Socket) || path.Base(s.Socket) != s.Socket {
-		t.Errorf("ParseOptions(%q): socket got %q, want a plain file name", opts, s.Socket)
+		t.Errorf("parse(%q): socket got %q, want a plain file name", opts, s.Socket)
 	}
 	if !path.IsAbs(s.Target) || path.Clean(s.Target) != s.Target || strings.ContainsRune(s.Target, 0) {
-		t.Errorf("ParseOptions(%q): target got %q, want a clean absolute path", opts, s.Target)
+		t.Errorf("parse(%q): target got %q, want a clean absolute path", opts, s.Target)
 	}
 	rel, ok := strings.CutPrefix(s.Target, dir+"/")
 	if !ok || rel == "" || rel == ".." || strings.HasPrefix(rel, "../") {
-		t.Errorf("ParseOptions(%q): target got %q, want it strictly below %s", opts, s.Target, dir)
+		t.Errorf("parse(%q): target got %q, want it strictly below %s", opts, s.Target, dir)
 	}
 	for k := range opts {
 		known := false
-		for _, ok := range OptionKeys {
+		for _, ok := range OptionKeys(testModes) {
 			known = known || k == ok
 		}
 		if !known {
-			t.Errorf("ParseOptions(%q): got nil, want unknown option %q refused", opts, k)
+			t.Errorf("parse(%q): got nil, want unknown option %q refused", opts, k)
 		}
 	}
 }

@@ -4,117 +4,99 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
 	"strings"
 	"sync"
-	"sync/atomic"
-	"time"
 
 	"github.com/sockrelay/sockrelay/internal/apiproxy"
 	"github.com/sockrelay/sockrelay/internal/policy"
-	"github.com/sockrelay/sockrelay/internal/state"
 	"github.com/sockrelay/sockrelay/internal/unixsock"
 )
 
-// Policies finds the policy a volume names: a preset, or file:NAME in Dir.
-// Shown is Dir as the host names it, for messages.
-type Policies struct {
-	Dir, Shown string
+// optPolicy names a policy mode volume's policy: a preset or file:NAME.
+const optPolicy = "policy"
+
+// PolicyMode serves a volume through the policy proxy, on a socket owned
+// as the volume's uid, gid and perm say. Audit gets one line per request.
+type PolicyMode struct {
+	Log      *slog.Logger
+	Audit    *apiproxy.AuditLog
+	Policies policy.Source
 }
 
-func (ps Policies) load(ref string) (*policy.Policy, error) {
-	p, err := policy.FromSpec(ref, ps.Dir)
-	if err != nil && ps.Shown != "" {
-		return nil, &shownError{msg: strings.ReplaceAll(err.Error(), ps.Dir, ps.Shown), err: err}
+func (*PolicyMode) Name() string { return "policy" }
+
+func (*PolicyMode) Options() []Option {
+	return append(ownerOptions[:len(ownerOptions):len(ownerOptions)],
+		Option{Key: optPolicy, Required: true, Help: policyHelp, Parse: parsePolicyRef})
+}
+
+const policyHelp = "read-only, no-escalation, full, or file:NAME for a file in the plugin's policy directory"
+
+// Check refuses a policy that does not exist or does not parse; the error
+// names the file, the line and the reason.
+func (m *PolicyMode) Check(v *Volume) error {
+	if _, err := v.SocketOwner(); err != nil {
+		return err
 	}
-	return p, err
-}
-
-// shownError says an error with host paths in place of the plugin's.
-type shownError struct {
-	msg string
-	err error
-}
-
-func (e *shownError) Error() string { return e.msg }
-func (e *shownError) Unwrap() error { return e.err }
-
-// PolicyCheck refuses, at Create, a policy that does not exist or does
-// not parse; the error names the file, the line and the reason.
-func PolicyCheck(ps Policies) CheckFunc {
-	return func(v *state.Volume, _ string) error {
-		if _, err := ps.load(v.Policy); err != nil {
-			return fmt.Errorf("%w: option policy: %v", ErrInvalid, err)
-		}
-		return nil
+	if _, err := m.Policies.Load(v.Options[optPolicy]); err != nil {
+		return fmt.Errorf("%w: option policy: %v", ErrInvalid, err)
 	}
+	return nil
 }
 
-// PolicyMode serves a volume through the policy proxy. audit gets one
-// line per request.
-func PolicyMode(log *slog.Logger, audit *apiproxy.AuditLog, ps Policies) StartFunc {
-	return func(ctx context.Context, dir Dir, v *state.Volume, upstream string) (Server, error) {
-		pol, err := ps.load(v.Policy)
-		if err != nil {
-			return nil, err
-		}
-		ln, err := unixsock.Listen(dir.RW, v.Socket, unixsock.Owner{UID: int(v.UID), GID: int(v.GID), Perm: os.FileMode(v.Perm)})
-		if err != nil {
-			return nil, err
-		}
-		ctx, cancel := context.WithCancel(ctx)
-		s := &policyServer{log: log.With("volume", v.Name), ps: ps, ref: v.Policy, cancel: cancel}
-		s.cur.Store(pol)
-		s.proxy = apiproxy.Proxy{
-			Volume: v.Name, Upstream: upstream, Policy: s.cur.Load,
-			Log: log, Audit: audit, Stats: &apiproxy.Stats{},
-		}
-		s.wg.Go(func() {
-			s.proxy.Serve(ctx, ln)
-			ln.Close()
-		})
-		if strings.HasPrefix(v.Policy, "file:") {
-			s.wg.Go(func() { s.watch(ctx) })
-		}
-		return s, nil
+func (*PolicyMode) Describe(v *Volume, st map[string]any) {
+	describeOwner(v, st)
+	st["policy"] = v.Options[optPolicy]
+}
+
+func (m *PolicyMode) Start(ctx context.Context, dir Dir, v *Volume) (Server, error) {
+	own, err := v.SocketOwner()
+	if err != nil {
+		return nil, err
 	}
+	live, err := policy.NewLive(v.Options[optPolicy], m.Policies)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := unixsock.Listen(dir.RW, v.Socket, own)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	s := &policyServer{live: live, cancel: cancel}
+	s.proxy = apiproxy.Proxy{
+		Volume: v.Name, Upstream: v.Upstream, Policy: live.Policy,
+		Log: m.Log, Audit: m.Audit, Stats: &apiproxy.Stats{},
+	}
+	s.wg.Go(func() {
+		s.proxy.Serve(ctx, ln)
+		ln.Close()
+	})
+	s.wg.Go(func() { live.Watch(ctx, m.Log.With("volume", v.Name)) })
+	return s, nil
+}
+
+// parsePolicyRef checks the form of a policy reference; whether the
+// preset or file exists is Check's.
+func parsePolicyRef(v string) (string, error) {
+	if name, ok := strings.CutPrefix(v, "file:"); ok {
+		if len(name) > 64 || !nameRE.MatchString(name) {
+			return "", fmt.Errorf("file:NAME wants a NAME of letters, digits, '_', '.' and '-', starting with a letter or digit")
+		}
+		return v, nil
+	}
+	if _, err := policy.Preset(v); err == nil {
+		return v, nil
+	}
+	return "", fmt.Errorf("want %s", policyHelp)
 }
 
 type policyServer struct {
-	log    *slog.Logger
-	ps     Policies
-	ref    string
+	live   *policy.Live
 	proxy  apiproxy.Proxy
-	cur    atomic.Pointer[policy.Policy]
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	once   sync.Once
-
-	mu       sync.Mutex
-	reloads  int
-	lastErr  string
-	lastErrT time.Time
-}
-
-// watch picks up a changed policy file whole, or refuses it loudly and
-// keeps the policy in force: a policy never half-applies.
-func (s *policyServer) watch(ctx context.Context) {
-	load := func() (*policy.Policy, error) { return s.ps.load(s.ref) }
-	policy.Watch(ctx, policy.WatchEvery, &s.cur, load, func(c policy.Change) {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		switch {
-		case c.Err != nil:
-			s.log.Error("policy file changed but is refused; the previous policy stays in force", "policy", s.ref, "err", c.Err)
-			s.lastErr, s.lastErrT = c.Err.Error(), time.Now().UTC()
-		case c.Reloaded:
-			s.lastErr = ""
-			s.reloads++
-			s.log.Info("policy file changed; new policy in force", "policy", s.ref)
-		default:
-			s.lastErr = "" // back to the file in force
-		}
-	})
 }
 
 func (s *policyServer) Stop() error {
@@ -126,17 +108,10 @@ func (s *policyServer) Stop() error {
 }
 
 func (s *policyServer) Status(st map[string]any) {
-	st["policy"] = s.ref
+	s.live.Status(st)
 	st["connections"] = s.proxy.Stats.Active.Load()
 	st["requests"] = s.proxy.Stats.Requests.Load()
 	st["denied"] = s.proxy.Stats.Denied.Load()
 	st["bytes_relayed"] = s.proxy.Stats.Bytes.Load()
 	st["upstream_idle"] = s.proxy.IdleUpstreams()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	st["policy_reloads"] = s.reloads
-	if s.lastErr != "" {
-		st["policy_error"] = s.lastErr
-		st["policy_error_at"] = s.lastErrT.Format(time.RFC3339)
-	}
 }

@@ -3,35 +3,50 @@ package driver
 import (
 	"context"
 	"log/slog"
-	"os"
 	"sync"
 	"time"
 
 	"github.com/sockrelay/sockrelay/internal/relay"
-	"github.com/sockrelay/sockrelay/internal/state"
 	"github.com/sockrelay/sockrelay/internal/unixsock"
 )
 
-// RelayMode serves a volume with a byte relay to its upstream.
-func RelayMode(log *slog.Logger) StartFunc {
-	return func(ctx context.Context, dir Dir, v *state.Volume, upstream string) (Server, error) {
-		ln, err := unixsock.Listen(dir.RW, v.Socket, unixsock.Owner{UID: int(v.UID), GID: int(v.GID), Perm: os.FileMode(v.Perm)})
-		if err != nil {
-			return nil, err
-		}
-		ctx, cancel := context.WithCancel(ctx)
-		r := &relayServer{
-			srv:    relay.Server{Upstream: upstream, Log: log.With("volume", v.Name), Stats: &relay.Stats{}},
-			cancel: cancel,
-			done:   make(chan struct{}),
-		}
-		go func() {
-			defer close(r.done)
-			r.srv.Serve(ctx, ln)
-			r.closeErr = ln.Close()
-		}()
-		return r, nil
+// RelayMode serves a volume with a byte relay to its upstream, on a
+// socket owned as the volume's uid, gid and perm say.
+type RelayMode struct {
+	Log *slog.Logger
+}
+
+func (*RelayMode) Name() string      { return "relay" }
+func (*RelayMode) Options() []Option { return ownerOptions }
+
+func (*RelayMode) Check(v *Volume) error {
+	_, err := v.SocketOwner()
+	return err
+}
+
+func (*RelayMode) Describe(v *Volume, st map[string]any) { describeOwner(v, st) }
+
+func (m *RelayMode) Start(ctx context.Context, dir Dir, v *Volume) (Server, error) {
+	own, err := v.SocketOwner()
+	if err != nil {
+		return nil, err
 	}
+	ln, err := unixsock.Listen(dir.RW, v.Socket, own)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	r := &relayServer{
+		srv:    relay.Server{Upstream: v.Upstream, Log: m.Log.With("volume", v.Name), Stats: &relay.Stats{}},
+		cancel: cancel,
+		done:   make(chan struct{}),
+	}
+	go func() {
+		defer close(r.done)
+		r.srv.Serve(ctx, ln)
+		r.closeErr = ln.Close()
+	}()
+	return r, nil
 }
 
 type relayServer struct {

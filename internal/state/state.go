@@ -33,16 +33,20 @@ type Volume struct {
 	Name      string    `json:"name"`
 	CreatedAt time.Time `json:"created_at"`
 	Mode      string    `json:"mode"`
-	// UID and GID are host ids that own the socket.
-	UID  uint32 `json:"uid"`
-	GID  uint32 `json:"gid"`
-	Perm uint32 `json:"perm"`
 	// Socket is the socket's file name in the volume directory.
 	Socket string `json:"socket"`
 	// Target is the upstream socket as a host path.
 	Target string `json:"target"`
-	// Policy names the policy of a policy-mode volume: a preset or
-	// file:NAME.
+	// Options are the mode's options, checked and in canonical form.
+	// Records written before they were kept have none: their options are
+	// the fields below.
+	Options map[string]string `json:"options,omitempty"`
+	// UID and GID (host ids that own the socket), Perm and Policy are the
+	// options as the first layout kept them. They are still written, so
+	// that an older build reads the record as before (a downgrade).
+	UID    uint32 `json:"uid"`
+	GID    uint32 `json:"gid"`
+	Perm   uint32 `json:"perm"`
 	Policy string `json:"policy,omitempty"`
 	// Remap is the daemon's remap range when the volume was created; nil
 	// for a daemon without userns-remap.
@@ -64,6 +68,7 @@ type Remap struct {
 func (v *Volume) Clone() *Volume {
 	c := *v
 	c.Mounts = maps.Clone(v.Mounts)
+	c.Options = maps.Clone(v.Options)
 	if v.Remap != nil {
 		r := *v.Remap
 		c.Remap = &r

@@ -1,0 +1,26 @@
+package driver
+
+import (
+	"log/slog"
+
+	"github.com/sockrelay/sockrelay/internal/apiproxy"
+	"github.com/sockrelay/sockrelay/internal/idmap"
+	"github.com/sockrelay/sockrelay/internal/policy"
+)
+
+// ModeDeps are what the modes need of the process that serves them.
+type ModeDeps struct {
+	Log      *slog.Logger
+	Userns   *idmap.Namespaces  // idmap's user namespaces
+	Audit    *apiproxy.AuditLog // policy's audit log
+	Policies policy.Source      // where policy=file:NAME is read
+}
+
+// Modes are the modes of this build: the one list a mode is added to.
+func Modes(deps ModeDeps) []Mode {
+	return []Mode{
+		&RelayMode{Log: deps.Log},
+		&IdmapMode{Log: deps.Log, Userns: deps.Userns},
+		&PolicyMode{Log: deps.Log, Audit: deps.Audit, Policies: deps.Policies},
+	}
+}
