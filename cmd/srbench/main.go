@@ -19,7 +19,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/sockrelay/sockrelay/internal/bench"
+	"github.com/sockrelay/sockrelay/cmd/srbench/internal/bench"
 	"github.com/sockrelay/sockrelay/internal/idmap"
 )
 

@@ -432,7 +432,7 @@ func TestRunQuick(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the whole harness for about 15 s")
 	}
-	bin, err := filepath.Abs("../../bin/sockrelay")
+	bin, err := filepath.Abs("../../../../bin/sockrelay")
 	if err != nil {
 		t.Fatal(err)
 	}
