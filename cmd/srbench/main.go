@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/sockrelay/sockrelay/cmd/srbench/internal/bench"
+	"github.com/sockrelay/sockrelay/cmd/srbench/internal/upstream"
 	"github.com/sockrelay/sockrelay/internal/idmap"
 )
 
@@ -42,8 +43,8 @@ func main() {
 // run is main without the process, so that tests can call it.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	// The bench starts this very program again as its upstream.
-	if path := getenv(bench.UpstreamEnv); path != "" {
-		return bench.ServeUpstream(ctx, path)
+	if path := getenv(upstream.Env); path != "" {
+		return upstream.Serve(ctx, path)
 	}
 	fs := flag.NewFlagSet("srbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)

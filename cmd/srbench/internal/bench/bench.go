@@ -25,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sockrelay/sockrelay/cmd/srbench/internal/upstream"
 	"github.com/sockrelay/sockrelay/internal/idmap"
 )
 
@@ -63,7 +64,7 @@ type Config struct {
 	// stops answering, or restarts, during a /_ping figure has that round
 	// of it left out, with a note.
 	DockerSocket string
-	// Self is the program started with UpstreamEnv set to serve the
+	// Self is the program started with upstream.Env set to serve the
 	// upstream, and with idmap.HelperArg to hold a user namespace for the
 	// idmap column; empty means this very program (os.Executable).
 	Self string
@@ -107,7 +108,7 @@ func (c Config) check() error {
 	if c.Rounds < 1 {
 		errs = append(errs, errors.New("rounds: want at least 1"))
 	}
-	if c.Bytes < 1 || c.Bytes > maxTransfer {
+	if c.Bytes < 1 || c.Bytes > upstream.MaxTransfer {
 		errs = append(errs, errors.New("bytes: want from 1 byte to 1 TiB"))
 	}
 	if c.PingDuration <= 0 || c.CycleDuration <= 0 {
@@ -132,7 +133,7 @@ const pluginPeer = "plugin"
 type harness struct {
 	cfg      Config
 	dir      string
-	stream   *stream
+	stream   *upstream.Stream
 	sum      [32]byte // sha256 of the first cfg.Bytes of the stream
 	up       *peer    // the upstream, in a process of its own
 	procs    *procSet
@@ -202,8 +203,8 @@ func (h *harness) setup(ctx context.Context) error {
 	if len(dir) > 70 {
 		return fmt.Errorf("temp dir %s is too long for socket paths (sun_path is 108 bytes): set TMPDIR to a short directory", dir)
 	}
-	h.stream = newStream(streamSeed)
-	h.sum = h.stream.sum(h.cfg.Bytes)
+	h.stream = upstream.NewStream(upstream.Seed)
+	h.sum = h.stream.Sum(h.cfg.Bytes)
 	if err := h.startUpstream(ctx); err != nil {
 		return err
 	}
@@ -240,8 +241,8 @@ func (h *harness) setup(ctx context.Context) error {
 	return h.warmUp(ctx)
 }
 
-// startUpstream runs ServeUpstream in a child process: cfg.Self with
-// UpstreamEnv set.
+// startUpstream runs upstream.Serve in a child process: cfg.Self with
+// upstream.Env set.
 func (h *harness) startUpstream(ctx context.Context) error {
 	self := h.cfg.Self
 	if self == "" {
@@ -251,13 +252,13 @@ func (h *harness) startUpstream(ctx context.Context) error {
 		}
 	}
 	addr := filepath.Join(h.dir, "up.sock")
-	env := []string{"PATH=" + os.Getenv("PATH"), UpstreamEnv + "=" + addr}
+	env := []string{"PATH=" + os.Getenv("PATH"), upstream.Env + "=" + addr}
 	p, err := h.procs.start("upstream", []string{self}, env)
 	if err != nil {
 		return err
 	}
 	if err := p.waitReady(ctx, addr, 10*time.Second); err != nil {
-		return fmt.Errorf("upstream (%s with %s set): %w", self, UpstreamEnv, err)
+		return fmt.Errorf("upstream (%s with %s set): %w", self, upstream.Env, err)
 	}
 	h.up = &peer{name: "upstream", addr: addr, proc: p}
 	return nil
@@ -410,7 +411,7 @@ func (h *harness) setupPlugins(ctx context.Context) error {
 // round does not pay for page faults and cold caches alone.
 func (h *harness) warmUp(ctx context.Context) error {
 	n := min(h.cfg.Bytes, 8*mib)
-	sum := h.stream.sum(n)
+	sum := h.stream.Sum(n)
 	for _, p := range h.peers {
 		if _, err := pingRate(ctx, p.addr, 1, 50*time.Millisecond); err != nil {
 			return err
@@ -491,7 +492,7 @@ func ParseSize(s string) (int64, error) {
 		}
 	}
 	n, err := strconv.ParseInt(t, 10, 64)
-	if err != nil || n < 1 || n > maxTransfer/mult {
+	if err != nil || n < 1 || n > upstream.MaxTransfer/mult {
 		return 0, fmt.Errorf("size %q: want a count of bytes from 1 to 1TiB, such as 256MiB", s)
 	}
 	return n * mult, nil

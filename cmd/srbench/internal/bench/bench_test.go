@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sockrelay/sockrelay/cmd/srbench/internal/upstream"
 	"github.com/sockrelay/sockrelay/internal/idmap"
 	"github.com/sockrelay/sockrelay/internal/mounts/mounttest"
 )
@@ -31,9 +32,9 @@ func TestMain(m *testing.M) {
 		idmap.RunHelper()
 		os.Exit(0)
 	}
-	if path := os.Getenv(UpstreamEnv); path != "" {
+	if path := os.Getenv(upstream.Env); path != "" {
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-		err := ServeUpstream(ctx, path)
+		err := upstream.Serve(ctx, path)
 		stop()
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -54,17 +55,17 @@ func tempDir(t *testing.T) string {
 	return dir
 }
 
-// serveUpstream runs ServeUpstream in this process for the test.
+// serveUpstream runs upstream.Serve in this process for the test.
 func serveUpstream(t *testing.T) string {
 	t.Helper()
 	addr := filepath.Join(tempDir(t), "up.sock")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- ServeUpstream(ctx, addr) }()
+	go func() { done <- upstream.Serve(ctx, addr) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
-			t.Errorf("ServeUpstream: %v", err)
+			t.Errorf("upstream.Serve: %v", err)
 		}
 	})
 	for range 100 {
@@ -78,41 +79,18 @@ func serveUpstream(t *testing.T) string {
 	return ""
 }
 
-func TestStream(t *testing.T) {
-	a, b := newStream(streamSeed), newStream(streamSeed)
-	for _, n := range []int64{0, 1, blockSize - 1, blockSize, 3*blockSize + 17} {
-		var buf bytes.Buffer
-		if got, err := a.writeTo(&buf, n); err != nil || got != n || int64(buf.Len()) != n {
-			t.Fatalf("writeTo(%d): got %d bytes, %v", n, buf.Len(), err)
-		}
-		if got, want := sha256.Sum256(buf.Bytes()), b.sum(n); got != want {
-			t.Errorf("n=%d: the stream's sum differs from the sum of what it wrote", n)
-		}
-	}
-	// No block repeats: blocks 0 and 1 differ, though they come from the
-	// same random block.
-	var buf bytes.Buffer
-	a.writeTo(&buf, 2*blockSize)
-	if bytes.Equal(buf.Bytes()[:blockSize], buf.Bytes()[blockSize:]) {
-		t.Error("blocks 0 and 1 are equal")
-	}
-	if newStream(2).sum(blockSize) == a.sum(blockSize) {
-		t.Error("another seed gives the same stream")
-	}
-}
-
 func TestUpstream(t *testing.T) {
 	ctx := t.Context()
 	addr := serveUpstream(t)
-	s := newStream(streamSeed)
+	s := upstream.NewStream(upstream.Seed)
 	if err := pingNew(ctx, addr); err != nil {
 		t.Fatalf("ping: %v", err)
 	}
 	for _, n := range []int64{1, 3*mib + 5} {
-		if _, err := download(ctx, addr, n, s.sum(n)); err != nil {
+		if _, err := download(ctx, addr, n, s.Sum(n)); err != nil {
 			t.Errorf("download %d: %v", n, err)
 		}
-		if _, err := upload(ctx, s, addr, n, s.sum(n)); err != nil {
+		if _, err := upload(ctx, s, addr, n, s.Sum(n)); err != nil {
 			t.Errorf("upload %d: %v", n, err)
 		}
 	}
@@ -147,33 +125,18 @@ func TestUpstream(t *testing.T) {
 		}
 	}
 	closeAll(conns)
-
-	resp, err := unixClient(addr).Get("http://up/download?bytes=-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusBadRequest {
-		t.Errorf("bytes=-1: got %s, want 400", resp.Status)
-	}
-}
-
-func unixClient(addr string) *http.Client {
-	return &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return dial(ctx, addr)
-	}}}
 }
 
 // A changed byte is an error, never a figure.
 func TestChecksumMismatchIsAnError(t *testing.T) {
 	ctx := t.Context()
-	s := newStream(streamSeed)
-	const n = 2*blockSize + 3
+	s := upstream.NewStream(upstream.Seed)
+	const n = 2*upstream.BlockSize + 3
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /download", func(w http.ResponseWriter, _ *http.Request) {
 		var buf bytes.Buffer
-		s.writeTo(&buf, n)
-		buf.Bytes()[blockSize+7] ^= 1
+		s.WriteN(&buf, n)
+		buf.Bytes()[upstream.BlockSize+7] ^= 1
 		w.Header().Set("Content-Length", fmt.Sprint(n))
 		w.Write(buf.Bytes())
 	})
@@ -190,10 +153,10 @@ func TestChecksumMismatchIsAnError(t *testing.T) {
 	go srv.Serve(ln)
 	defer srv.Close()
 
-	if _, err := download(ctx, addr, n, s.sum(n)); !errors.Is(err, errChecksum) {
+	if _, err := download(ctx, addr, n, s.Sum(n)); !errors.Is(err, errChecksum) {
 		t.Errorf("download of a changed stream: got %v, want %v", err, errChecksum)
 	}
-	if _, err := upload(ctx, s, addr, n, s.sum(n)); !errors.Is(err, errChecksum) {
+	if _, err := upload(ctx, s, addr, n, s.Sum(n)); !errors.Is(err, errChecksum) {
 		t.Errorf("upload answered with a wrong sum: got %v, want %v", err, errChecksum)
 	}
 }

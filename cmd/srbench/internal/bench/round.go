@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/sockrelay/sockrelay/cmd/srbench/internal/upstream"
 )
 
 // rotate starts the order of the peers at a different one each round,
@@ -259,13 +261,13 @@ func (h *harness) idleMemory(ctx context.Context, k relayKind, r int) error {
 // changed for a moment (connections of the previous figure closing), and
 // returns it.
 func (h *harness) quietUpstream(ctx context.Context) (int64, error) {
-	last, err := upstreamActive(ctx, h.up.addr)
+	last, err := upstream.Active(ctx, h.up.addr)
 	for same, deadline := 0, time.Now().Add(5*time.Second); err == nil && same < 5 && time.Now().Before(deadline); {
 		if err := sleep(ctx, pollInterval); err != nil {
 			return 0, err
 		}
 		var n int64
-		if n, err = upstreamActive(ctx, h.up.addr); n == last {
+		if n, err = upstream.Active(ctx, h.up.addr); n == last {
 			same++
 		} else {
 			last, same = n, 0
