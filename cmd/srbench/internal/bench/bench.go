@@ -25,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sockrelay/sockrelay/cmd/srbench/internal/proctree"
 	"github.com/sockrelay/sockrelay/cmd/srbench/internal/upstream"
 	"github.com/sockrelay/sockrelay/internal/idmap"
 )
@@ -136,7 +137,7 @@ type harness struct {
 	stream   *upstream.Stream
 	sum      [32]byte // sha256 of the first cfg.Bytes of the stream
 	up       *peer    // the upstream, in a process of its own
-	procs    *procSet
+	procs    *proctree.Set
 	peers    []*peer              // direct first
 	kinds    map[string]relayKind // to start fresh relays of each peer
 	docker   []*peer              // direct to the daemon first; empty when skipped
@@ -198,7 +199,7 @@ func (h *harness) setup(ctx context.Context) error {
 		return fmt.Errorf("temp dir: %w", err)
 	}
 	h.dir = dir
-	h.procs = &procSet{dir: dir}
+	h.procs = proctree.NewSet(dir)
 	// sun_path is 108 bytes; the longest socket name here is about 30.
 	if len(dir) > 70 {
 		return fmt.Errorf("temp dir %s is too long for socket paths (sun_path is 108 bytes): set TMPDIR to a short directory", dir)
@@ -223,7 +224,7 @@ func (h *harness) setup(ctx context.Context) error {
 		if !ok {
 			continue
 		}
-		p, err := h.procs.relay(ctx, k, filepath.Join(dir, name+".sock"), h.up.addr)
+		p, err := startRelay(ctx, h.procs, k, filepath.Join(dir, name+".sock"), h.up.addr)
 		if err != nil {
 			return err
 		}
@@ -253,11 +254,11 @@ func (h *harness) startUpstream(ctx context.Context) error {
 	}
 	addr := filepath.Join(h.dir, "up.sock")
 	env := []string{"PATH=" + os.Getenv("PATH"), upstream.Env + "=" + addr}
-	p, err := h.procs.start("upstream", []string{self}, env)
+	p, err := h.procs.Start("upstream", []string{self}, env)
 	if err != nil {
 		return err
 	}
-	if err := p.waitReady(ctx, addr, 10*time.Second); err != nil {
+	if err := p.WaitReady(ctx, addr, 10*time.Second); err != nil {
 		return fmt.Errorf("upstream (%s with %s set): %w", self, upstream.Env, err)
 	}
 	h.up = &peer{name: "upstream", addr: addr, proc: p}
@@ -317,7 +318,7 @@ func (h *harness) setupDocker(ctx context.Context) error {
 		if !ok {
 			continue
 		}
-		p, err := h.procs.relay(ctx, k, filepath.Join(h.dir, "dk-"+name+".sock"), sock)
+		p, err := startRelay(ctx, h.procs, k, filepath.Join(h.dir, "dk-"+name+".sock"), sock)
 		if err != nil {
 			return fmt.Errorf("relay to dockerd: %w", err)
 		}
@@ -431,7 +432,7 @@ func (h *harness) close() {
 		pr.close()
 	}
 	if h.procs != nil {
-		h.procs.stopAll()
+		h.procs.StopAll()
 	}
 	h.closeIdmap()
 	if h.dir != "" {
@@ -465,13 +466,13 @@ func (h *harness) peerNames() []string {
 func (h *harness) checkAlive() error {
 	for _, p := range slices.Concat([]*peer{h.up}, h.peers, h.docker) {
 		if p.proc != nil {
-			if err := p.proc.exited(); err != nil {
+			if err := p.proc.Exited(); err != nil {
 				return err
 			}
 		}
 	}
 	for _, pr := range h.plugins {
-		if err := pr.proc.exited(); err != nil {
+		if err := pr.proc.Exited(); err != nil {
 			return err
 		}
 	}

@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"slices"
@@ -314,60 +313,6 @@ func TestRatioGoal(t *testing.T) {
 	if _, known := g.met(&Row{Ratio: map[string]float64{Policy: 1}}, Sockrelay); known {
 		t.Error("a row without sockrelay has a known goal for sockrelay")
 	}
-}
-
-func TestProcesses(t *testing.T) {
-	if _, err := exec.LookPath("sleep"); err != nil {
-		t.Skip("no sleep(1)")
-	}
-	dir := tempDir(t)
-	ps := &procSet{dir: dir}
-	// A shell that forks a child, as socat does per connection.
-	p, err := ps.start("sh", []string{"/bin/sh", "-c", "sleep 60 & sleep 60; wait"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var kids []int
-	for range 200 {
-		if kids, err = childPIDs(p.pid()); err == nil && len(kids) == 2 {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if len(kids) != 2 {
-		t.Fatalf("childPIDs: got %v, %v, want 2 children", kids, err)
-	}
-	if cpu, err := treeCPU(p.pid()); err != nil || cpu < 0 {
-		t.Errorf("treeCPU: got %v, %v", cpu, err)
-	}
-	if kib, n, err := treeMemKiB(p.pid()); err != nil || kib <= 0 || n != 2 {
-		t.Errorf("treeMemKiB: got %d KiB, %d children, %v; want > 0, 2", kib, n, err)
-	}
-	if err := p.exited(); err != nil {
-		t.Errorf("exited while running: %v", err)
-	}
-	ps.stopAll()
-	if p.exited() == nil {
-		t.Error("still running after stopAll")
-	}
-	for _, k := range kids {
-		if !gone(k) {
-			t.Errorf("child %d outlived its group", k)
-		}
-	}
-}
-
-// gone waits a little for pid to be dead: gone, or a zombie not yet reaped
-// by init.
-func gone(pid int) bool {
-	for range 200 {
-		f, err := statFields(pid)
-		if err != nil || f[0] == "Z" {
-			return true
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return false
 }
 
 func TestConfigCheck(t *testing.T) {

@@ -26,7 +26,7 @@ func (h *harness) settle(ctx context.Context, p *peer) error {
 	if p.proc == nil {
 		return nil
 	}
-	err := waitNoChildren(ctx, p.proc.pid(), 15*time.Second)
+	err := p.proc.WaitNoChildren(ctx, 15*time.Second)
 	if err != nil && ctx.Err() == nil {
 		h.res.note("%s: %v", p.name, err)
 		return nil
@@ -161,7 +161,7 @@ func (h *harness) bulk(ctx context.Context, p *peer) error {
 			return err
 		}
 		var err error
-		if before, err = treeCPU(p.proc.pid()); err != nil {
+		if before, err = p.proc.CPU(); err != nil {
 			return err
 		}
 	}
@@ -181,7 +181,7 @@ func (h *harness) bulk(ctx context.Context, p *peer) error {
 	if err := h.settle(ctx, p); err != nil {
 		return err
 	}
-	after, err := treeCPU(p.proc.pid())
+	after, err := p.proc.CPU()
 	if err != nil {
 		return err
 	}
@@ -195,12 +195,11 @@ func (h *harness) bulk(ctx context.Context, p *peer) error {
 // connection. A fresh process keeps earlier rounds' heap out of the figure.
 func (h *harness) idleMemory(ctx context.Context, k relayKind, r int) error {
 	listen := filepath.Join(h.dir, fmt.Sprintf("idle-%s-%d.sock", k.name, r))
-	p, err := h.procs.relay(ctx, k, listen, h.up.addr)
+	p, err := startRelay(ctx, h.procs, k, listen, h.up.addr)
 	if err != nil {
 		return err
 	}
-	defer p.proc.stop()
-	pid := p.proc.pid()
+	defer p.proc.Stop()
 	// One request first, so the figure leaves out what the first
 	// connection sets up once.
 	if err := pingNew(ctx, listen); err != nil {
@@ -213,7 +212,7 @@ func (h *harness) idleMemory(ctx context.Context, k relayKind, r int) error {
 	if err != nil {
 		return err
 	}
-	before, _, err := treeMemKiB(pid)
+	before, _, err := p.proc.MemKiB()
 	if err != nil {
 		return err
 	}
@@ -239,7 +238,7 @@ func (h *harness) idleMemory(ctx context.Context, k relayKind, r int) error {
 	if err := sleep(ctx, 200*time.Millisecond); err != nil {
 		return err
 	}
-	after, children, err := treeMemKiB(pid)
+	after, children, err := p.proc.MemKiB()
 	closeAll(conns)
 	if err != nil {
 		return err
