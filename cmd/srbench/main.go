@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/sockrelay/sockrelay/cmd/srbench/internal/bench"
+	"github.com/sockrelay/sockrelay/cmd/srbench/internal/report"
 	"github.com/sockrelay/sockrelay/cmd/srbench/internal/upstream"
 	"github.com/sockrelay/sockrelay/internal/idmap"
 )
@@ -118,7 +119,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return err
 }
 
-func writeJSON(path string, rep *bench.Report) error {
+func writeJSON(path string, rep *report.Report) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return fmt.Errorf("-json: %w", err)

@@ -7,23 +7,11 @@ import (
 	"time"
 
 	"github.com/sockrelay/sockrelay/cmd/srbench/internal/proctree"
-)
-
-// Peer names: the columns of the report.
-const (
-	Direct    = "direct"
-	Sockrelay = "sockrelay"
-	Socat     = "socat"
-	// Policy is `sockrelay serve --policy full`: the HTTP-aware policy
-	// proxy of issue 5, set to allow everything, audit log included.
-	Policy = "policy"
-	// Idmap is an idmapped bind mount of the upstream socket (issue 4):
-	// no process in the data path.
-	Idmap = "idmap"
+	"github.com/sockrelay/sockrelay/cmd/srbench/internal/report"
 )
 
 // peerOrder is the order of the columns (Report.Peers).
-var peerOrder = []string{Direct, Sockrelay, Socat, Policy, Idmap}
+var peerOrder = []string{report.Direct, report.Sockrelay, report.Socat, report.Policy, report.Idmap}
 
 // peer is one way of reaching an upstream socket: the socket itself, or a
 // relay process listening on addr.
@@ -43,7 +31,7 @@ type relayKind struct {
 // own user, so the bench needs no root for it.
 func sockrelayKind(bin string) relayKind {
 	uid, gid := strconv.Itoa(os.Getuid()), strconv.Itoa(os.Getgid())
-	return relayKind{name: Sockrelay, argv: func(listen, target string) []string {
+	return relayKind{name: report.Sockrelay, argv: func(listen, target string) []string {
 		return []string{bin, "serve", "--listen", listen, "--target", target, "--uid", uid, "--gid", gid, "--perm", "0600"}
 	}}
 }
@@ -53,7 +41,7 @@ func sockrelayKind(bin string) relayKind {
 // like every process's output, because writing it is part of its cost).
 func policyKind(bin string) relayKind {
 	k := sockrelayKind(bin)
-	return relayKind{name: Policy, argv: func(listen, target string) []string {
+	return relayKind{name: report.Policy, argv: func(listen, target string) []string {
 		return append(k.argv(listen, target), "--policy", "full")
 	}}
 }
@@ -61,7 +49,7 @@ func policyKind(bin string) relayKind {
 // socatKind runs the socat recipe the README compares against: a process
 // forked per connection.
 func socatKind(bin string) relayKind {
-	return relayKind{name: Socat, argv: func(listen, target string) []string {
+	return relayKind{name: report.Socat, argv: func(listen, target string) []string {
 		return []string{bin, "UNIX-LISTEN:" + listen + ",fork,mode=0666", "UNIX-CLIENT:" + target}
 	}}
 }

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sockrelay/sockrelay/cmd/srbench/internal/report"
 )
 
 // TestRunQuick runs the whole harness briefly against direct, sockrelay
@@ -33,14 +35,14 @@ func TestRunQuick(t *testing.T) {
 	cfg.Sockrelay = bin
 	cfg.DockerSocket = "" // leave the daemon alone
 	cfg.PingDuration = 150 * time.Millisecond
-	peers := []string{Direct, Sockrelay}
+	peers := []string{report.Direct, report.Sockrelay}
 	if socat, err := exec.LookPath("socat"); err == nil {
 		cfg.Socat = socat
-		peers = append(peers, Socat)
+		peers = append(peers, report.Socat)
 	} else {
 		t.Log("socat not installed: measuring direct and sockrelay only")
 	}
-	peers = append(peers, Policy)
+	peers = append(peers, report.Policy)
 	relays := slices.Clone(peers[1:]) // processes: memory and CPU figures
 	withIdmap := false
 	if os.Geteuid() != 0 {
@@ -49,7 +51,7 @@ func TestRunQuick(t *testing.T) {
 		t.Logf("idmap cannot be measured here, its column is left out: %v", err)
 	} else {
 		withIdmap = true
-		peers = append(peers, Idmap)
+		peers = append(peers, report.Idmap)
 	}
 	var progress bytes.Buffer
 	cfg.Progress = &progress
@@ -73,15 +75,15 @@ func TestRunQuick(t *testing.T) {
 	}
 
 	want := map[string][]string{
-		keyPingKeepAlive: peers, keyDownload: peers, keyUpload: peers, keyBurst: peers,
-		keyIdleMem: relays, keyCPU: relays,
+		report.KeyPingKeepAlive: peers, report.KeyDownload: peers, report.KeyUpload: peers, report.KeyBurst: peers,
+		report.KeyIdleMem: relays, report.KeyCPU: relays,
 	}
 	for _, c := range cfg.Clients {
-		want[keyPingNew(c)] = peers
+		want[report.KeyPingNew(c)] = peers
 	}
 	if os.Geteuid() == 0 {
 		for _, v := range cfg.Volumes {
-			want[keyPluginCycles(v)] = []string{pluginPeer}
+			want[report.KeyPluginCycles(v)] = []string{report.Plugin}
 		}
 	} else if !slices.ContainsFunc(rep.Notes, func(n string) bool { return strings.Contains(n, "needs root") }) {
 		t.Errorf("not root, and no note says the plugin figure was skipped: %q", rep.Notes)
@@ -103,17 +105,17 @@ func TestRunQuick(t *testing.T) {
 			switch {
 			case !ok:
 				t.Errorf("%s: no median for %s", key, p)
-			case key == keyBurst && (v < 0 || v > float64(cfg.Burst)):
+			case key == report.KeyBurst && (v < 0 || v > float64(cfg.Burst)):
 				t.Errorf("%s %s: got %v failures of %d", key, p, v, cfg.Burst)
-			case key == keyIdleMem && (v <= 0 || v > 10<<10):
+			case key == report.KeyIdleMem && (v <= 0 || v > 10<<10):
 				t.Errorf("%s %s: got %v KiB per connection, want between 0 and 10 MiB", key, p, v)
-			case key == keyCPU && v < 0:
+			case key == report.KeyCPU && v < 0:
 				t.Errorf("%s %s: got %v s/GiB", key, p, v)
-			case key != keyBurst && key != keyIdleMem && key != keyCPU && v <= 0:
+			case key != report.KeyBurst && key != report.KeyIdleMem && key != report.KeyCPU && v <= 0:
 				t.Errorf("%s %s: got %v, want > 0", key, p, v)
 			}
 		}
-		if r, ok := row.Ratio[Direct]; ok && r != 1 {
+		if r, ok := row.Ratio[report.Direct]; ok && r != 1 {
 			t.Errorf("%s: direct's ratio is %v", key, r)
 		}
 		for p := range row.Median {
@@ -123,11 +125,11 @@ func TestRunQuick(t *testing.T) {
 		}
 		// The goals of the issues: 3 for sockrelay, 5 for policy, 4 for
 		// idmap (every ratio).
-		for p, issue := range map[string]int{Sockrelay: 3, Policy: 5, Idmap: 4} {
+		for p, issue := range map[string]int{report.Sockrelay: 3, report.Policy: 5, report.Idmap: 4} {
 			g, ok := row.Goals[p]
-			wantGoal := slices.Contains(peers, p) && (p == Sockrelay && row.Goal != "" ||
-				p == Policy && slices.Contains([]string{keyPingNew(1), keyPingNew(8), keyPingKeepAlive, keyDownload, keyUpload}, key) ||
-				p == Idmap && row.Ratio != nil)
+			wantGoal := slices.Contains(peers, p) && (p == report.Sockrelay && row.Goal != "" ||
+				p == report.Policy && slices.Contains([]string{report.KeyPingNew(1), report.KeyPingNew(8), report.KeyPingKeepAlive, report.KeyDownload, report.KeyUpload}, key) ||
+				p == report.Idmap && row.Ratio != nil)
 			switch {
 			case ok != wantGoal:
 				t.Errorf("%s: goal for %s: got %+v (present %v), want present %v", key, p, g, ok, wantGoal)
@@ -136,7 +138,7 @@ func TestRunQuick(t *testing.T) {
 			}
 		}
 	}
-	if f := rep.Row(keyBurst).Median[Direct]; f != 0 {
+	if f := rep.Row(report.KeyBurst).Median[report.Direct]; f != 0 {
 		t.Errorf("direct lost %v connections of a burst of %d on a listener with a backlog of somaxconn", f, cfg.Burst)
 	}
 	var table bytes.Buffer

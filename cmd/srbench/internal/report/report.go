@@ -1,4 +1,7 @@
-package bench
+// Package report turns the samples of a bench run into its report: the
+// median of every figure per peer, its ratio to direct, the goals each
+// peer is held to, and the report's tables and JSON.
+package report
 
 import (
 	"encoding/json"
@@ -97,6 +100,25 @@ func atMost(x float64, unit string) *goal {
 	}}
 }
 
+// Layout is what a run measures, as far as the rows and their titles
+// depend on it.
+type Layout struct {
+	// Bytes is the size of each download and upload.
+	Bytes int64
+	// Clients are the numbers of concurrent clients of the new-connection
+	// ping.
+	Clients []int
+	// Burst is how many connections are made at the same instant.
+	Burst int
+	// Idle is how many idle connections are held for the memory figure.
+	Idle int
+	// DockerClients are the client counts of the /_ping figure on the
+	// real daemon.
+	DockerClients []int
+	// Volumes are the numbers of existing volumes of the plugin figure.
+	Volumes []int
+}
+
 // rowDef describes a figure before it is measured.
 type rowDef struct {
 	key, title, unit string
@@ -117,19 +139,19 @@ func (d *rowDef) goal(peer string, g *goal) {
 	d.goals[peer] = g
 }
 
-// Row keys.
+// Row keys, for Results.Add.
 const (
-	keyPingKeepAlive = "ping_keepalive"
-	keyDownload      = "download"
-	keyUpload        = "upload"
-	keyBurst         = "burst_failures"
-	keyIdleMem       = "idle_memory"
-	keyCPU           = "cpu_per_gib"
+	KeyPingKeepAlive = "ping_keepalive"
+	KeyDownload      = "download"
+	KeyUpload        = "upload"
+	KeyBurst         = "burst_failures"
+	KeyIdleMem       = "idle_memory"
+	KeyCPU           = "cpu_per_gib"
 )
 
-func keyPingNew(clients int) string      { return fmt.Sprintf("ping_new_%d", clients) }
-func keyDockerPing(clients int) string   { return fmt.Sprintf("docker_ping_new_%d", clients) }
-func keyPluginCycles(volumes int) string { return fmt.Sprintf("plugin_cycles_%d", volumes) }
+func KeyPingNew(clients int) string      { return fmt.Sprintf("ping_new_%d", clients) }
+func KeyDockerPing(clients int) string   { return fmt.Sprintf("docker_ping_new_%d", clients) }
+func KeyPluginCycles(volumes int) string { return fmt.Sprintf("plugin_cycles_%d", volumes) }
 
 // pingGoals are the goals for new-connection pings, by peer and clients:
 // issue 3's for sockrelay, issue 5's for policy.
@@ -150,7 +172,7 @@ func pingGoal(peer string, clients int) *goal {
 	return nil
 }
 
-func rowDefs(cfg Config) []rowDef {
+func rowDefs(cfg Layout) []rowDef {
 	var defs []rowDef
 	pingDef := func(key, title string, c int) rowDef {
 		d := rowDef{key: key, title: fmt.Sprintf(title, c, plural(c)), unit: "req/s", format: "%.0f", counted: true}
@@ -160,47 +182,41 @@ func rowDefs(cfg Config) []rowDef {
 		return d
 	}
 	for _, c := range cfg.Clients {
-		defs = append(defs, pingDef(keyPingNew(c), "new-conn ping, %d client%s", c))
+		defs = append(defs, pingDef(KeyPingNew(c), "new-conn ping, %d client%s", c))
 	}
-	keepAlive := rowDef{key: keyPingKeepAlive, title: "kept-alive ping, 1 client", unit: "req/s", format: "%.0f"}
+	keepAlive := rowDef{key: KeyPingKeepAlive, title: "kept-alive ping, 1 client", unit: "req/s", format: "%.0f"}
 	keepAlive.goal(Sockrelay, ratioAtLeast(0.65))
 	keepAlive.goal(Policy, ratioAtLeast(0.45))
 	keepAlive.goal(Idmap, ratioAtLeast(idmapGoal))
 	defs = append(defs, keepAlive)
 	for _, d := range []rowDef{
-		{key: keyDownload, title: fmt.Sprintf("download %s, sha256 checked", sizeString(cfg.Bytes)), unit: "MiB/s", format: "%.0f"},
-		{key: keyUpload, title: fmt.Sprintf("upload %s, sha256 checked", sizeString(cfg.Bytes)), unit: "MiB/s", format: "%.0f"},
+		{key: KeyDownload, title: fmt.Sprintf("download %s, sha256 checked", sizeString(cfg.Bytes)), unit: "MiB/s", format: "%.0f"},
+		{key: KeyUpload, title: fmt.Sprintf("upload %s, sha256 checked", sizeString(cfg.Bytes)), unit: "MiB/s", format: "%.0f"},
 	} {
 		d.goal(Sockrelay, ratioAtLeast(0.90))
 		d.goal(Policy, ratioAtLeast(0.80))
 		d.goal(Idmap, ratioAtLeast(idmapGoal))
 		defs = append(defs, d)
 	}
-	burst := rowDef{key: keyBurst, title: fmt.Sprintf("failed connects, burst of %d", cfg.Burst), unit: "conns", lower: true, format: "%.0f", counted: true}
+	burst := rowDef{key: KeyBurst, title: fmt.Sprintf("failed connects, burst of %d", cfg.Burst), unit: "conns", lower: true, format: "%.0f", counted: true}
 	burst.goal(Sockrelay, atMost(0, "failed"))
-	mem := rowDef{key: keyIdleMem, title: fmt.Sprintf("memory per idle conn, %d held (Pss)", cfg.Idle), unit: "KiB", lower: true, format: "%.1f"}
+	mem := rowDef{key: KeyIdleMem, title: fmt.Sprintf("memory per idle conn, %d held (Pss)", cfg.Idle), unit: "KiB", lower: true, format: "%.1f"}
 	mem.goal(Sockrelay, atMost(20, "KiB"))
 	defs = append(defs, burst, mem,
-		rowDef{key: keyCPU, title: "relay CPU during download+upload", unit: "s/GiB", lower: true, format: "%.2f"},
+		rowDef{key: KeyCPU, title: "relay CPU during download+upload", unit: "s/GiB", lower: true, format: "%.2f"},
 	)
 	for _, c := range cfg.DockerClients {
-		defs = append(defs, pingDef(keyDockerPing(c), "dockerd /_ping, new conn, %d client%s", c))
+		defs = append(defs, pingDef(KeyDockerPing(c), "dockerd /_ping, new conn, %d client%s", c))
 	}
 	for _, v := range cfg.Volumes {
-		defs = append(defs, rowDef{key: keyPluginCycles(v), title: fmt.Sprintf("plugin Create+Mount+Unmount+Remove, %d volumes", v), unit: "cycles/s", format: "%.1f"})
+		defs = append(defs, rowDef{key: KeyPluginCycles(v), title: fmt.Sprintf("plugin Create+Mount+Unmount+Remove, %d volumes", v), unit: "cycles/s", format: "%.1f"})
 	}
 	return defs
 }
 
-func plural(n int) string {
-	if n == 1 {
-		return ""
-	}
-	return "s"
-}
-
-// results gathers the samples of every round.
-type results struct {
+// Results gathers the samples of every round.
+type Results struct {
+	layout   Layout
 	defs     []rowDef
 	samples  map[string]map[string][]float64
 	failed   map[string]map[string]int
@@ -208,19 +224,23 @@ type results struct {
 	notes    []string
 }
 
-func newResults(defs []rowDef) *results {
-	return &results{defs: defs, samples: map[string]map[string][]float64{},
+// NewResults is ready for the samples of a run that measures l.
+func NewResults(l Layout) *Results {
+	return &Results{layout: l, defs: rowDefs(l), samples: map[string]map[string][]float64{},
 		failed: map[string]map[string]int{}, attempts: map[string]map[string]int{}}
 }
 
-func (rs *results) add(key, peer string, v float64) {
+// Add records a sample of peer on the row key.
+func (rs *Results) Add(key, peer string, v float64) {
 	if rs.samples[key] == nil {
 		rs.samples[key] = map[string][]float64{}
 	}
 	rs.samples[key][peer] = append(rs.samples[key][peer], v)
 }
 
-func (rs *results) addFailed(key, peer string, failed, attempts int) {
+// AddFailed counts attempts connections of peer on the row key, failed of
+// which failed.
+func (rs *Results) AddFailed(key, peer string, failed, attempts int) {
 	if rs.failed[key] == nil {
 		rs.failed[key] = map[string]int{}
 		rs.attempts[key] = map[string]int{}
@@ -229,13 +249,25 @@ func (rs *results) addFailed(key, peer string, failed, attempts int) {
 	rs.attempts[key][peer] += attempts
 }
 
-func (rs *results) note(format string, args ...any) {
+// Note adds a line to the report's notes.
+func (rs *Results) Note(format string, args ...any) {
 	rs.notes = append(rs.notes, fmt.Sprintf(format, args...))
 }
 
-// report computes medians, ratios and goals of every measured figure.
-func (rs *results) report(cfg Config, start time.Time, peers []string, rounds int) *Report {
-	rep := &Report{Start: start, Rounds: rounds, Bytes: cfg.Bytes, Peers: peers, Notes: rs.notes}
+// Samples are the samples of peer on the row key so far, oldest first.
+func (rs *Results) Samples(key, peer string) []float64 { return rs.samples[key][peer] }
+
+// Failed is how many connections of peer failed on the row key so far.
+func (rs *Results) Failed(key, peer string) int { return rs.failed[key][peer] }
+
+// Notes are the notes so far.
+func (rs *Results) Notes() []string { return rs.notes }
+
+// Report computes medians, ratios and goals of every figure measured, of
+// a run that started at start and measured the columns peers (direct
+// first) over rounds rounds.
+func (rs *Results) Report(start time.Time, peers []string, rounds int) *Report {
+	rep := &Report{Start: start, Rounds: rounds, Bytes: rs.layout.Bytes, Peers: peers, Notes: rs.notes}
 	for _, d := range rs.defs {
 		s := rs.samples[d.key]
 		if len(s) == 0 {
@@ -328,7 +360,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintln(tw, strings.Join(head, "\t"))
 	var plugin, figures []Row
 	for _, row := range r.Rows {
-		if _, ok := row.Median[pluginPeer]; ok {
+		if _, ok := row.Median[Plugin]; ok {
 			plugin = append(plugin, row)
 			continue
 		}
@@ -353,14 +385,14 @@ func (r *Report) WriteTable(w io.Writer) error {
 		fmt.Fprintln(w, "\nplugin VolumeDriver cost (sockrelay plugin, real HTTP protocol, no direct or socat equivalent):")
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		for _, row := range plugin {
-			fmt.Fprintf(tw, "  %s\t%s %s\n", row.Title, row.cell(pluginPeer), row.Unit)
+			fmt.Fprintf(tw, "  %s\t%s %s\n", row.Title, row.cell(Plugin), row.Unit)
 		}
 		tw.Flush()
 	}
 	var notes []string
 	for _, row := range r.Rows {
 		for _, p := range r.Peers {
-			if f := row.Failed[p]; f > 0 && row.Key != keyBurst {
+			if f := row.Failed[p]; f > 0 && row.Key != KeyBurst {
 				notes = append(notes, fmt.Sprintf("%s: %d of %d connections failed in %q (rates count answered requests only)", p, f, row.Attempts[p], row.Title))
 			}
 		}
@@ -449,7 +481,7 @@ func (row *Row) cell(peer string) string {
 	if ratio, ok := row.Ratio[peer]; ok && peer != Direct {
 		s += fmt.Sprintf(" (%.2f)", ratio)
 	}
-	if f := row.Failed[peer]; f > 0 && row.Key != keyBurst {
+	if f := row.Failed[peer]; f > 0 && row.Key != KeyBurst {
 		s += " !"
 	}
 	return s
@@ -471,4 +503,23 @@ func yesNo(b *bool, yes, no string) string {
 	default:
 		return no
 	}
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+func sizeString(n int64) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%d GiB", n>>30)
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+	return fmt.Sprintf("%d bytes", n)
 }
