@@ -1,8 +1,8 @@
 // Command srbench measures sockrelay beside a direct connection and socat
 // (make bench), with the policy proxy (sockrelay serve --policy full) and,
 // as root, an idmapped bind mount of the socket. It prints tables of
-// medians, ratios to direct and the goals of issues 3, 4 and 5; it exits
-// non-zero only on an error, never on a figure.
+// medians, ratios to direct and the goals of sockrelay, policy and idmap;
+// it exits non-zero only on an error, never on a figure.
 package main
 
 import (

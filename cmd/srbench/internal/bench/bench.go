@@ -4,7 +4,7 @@
 // set to allow everything, and socat), makes an idmapped bind mount of it
 // when root, and interleaves the measurements of every peer over several
 // rounds. It reports the median of every figure with its ratio to direct
-// and the goals of issues 3 (sockrelay), 4 (idmap) and 5 (policy). It
+// and the goals of sockrelay, policy and idmap (package report). It
 // reports; it never fails on a figure, only on an error such as a checksum
 // mismatch or a peer that will not start.
 package bench
@@ -217,7 +217,7 @@ func (h *harness) setup(ctx context.Context) error {
 		h.kinds[report.Sockrelay] = sockrelayKind(h.cfg.Sockrelay)
 		h.kinds[report.Policy] = policyKind(h.cfg.Sockrelay)
 		h.res.Note("policy: sockrelay serve --policy full (every request parsed, allowed, and written as a JSON audit line to its stdout, a log file); it keeps up to 32 idle upstream connections for the next client connections, as HTTP reverse proxies do; each of its idle connections carries one kept-alive /_ping first, as the proxy takes its upstream connection at a connection's first request")
-		h.res.Note("reference, quoted from issue 5 and not measured here: wollomatic/socket-proxy 1.13 set to allow everything, as ratios to direct: 0.47 new-conn ping (1 client), 0.37 at 8 clients, 0.35 kept-alive, 0.66 download; sockguard 1.7 and cetusguard lower still")
+		h.res.Note("reference from another harness, not measured here: wollomatic/socket-proxy 1.13 set to allow everything, as ratios to direct: 0.47 new-conn ping (1 client), 0.37 at 8 clients, 0.35 kept-alive, 0.66 download; sockguard 1.7 and cetusguard lower still")
 	}
 	if h.cfg.Socat != "" {
 		h.kinds[report.Socat] = socatKind(h.cfg.Socat)

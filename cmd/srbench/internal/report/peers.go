@@ -6,12 +6,13 @@ const (
 	Sockrelay = "sockrelay"
 	Socat     = "socat"
 	// Policy is `sockrelay serve --policy full`: the HTTP-aware policy
-	// proxy of issue 5, set to allow everything, audit log included.
+	// proxy, set to allow everything, audit log included.
 	Policy = "policy"
-	// Idmap is an idmapped bind mount of the upstream socket (issue 4):
-	// no process in the data path.
+	// Idmap is an idmapped bind mount of the upstream socket: no process
+	// in the data path.
 	Idmap = "idmap"
-	// Plugin is the column of the plugin figure: the sockrelay plugin
-	// itself, driven as dockerd does.
+	// Plugin names the samples of the plugin figure, the sockrelay plugin
+	// driven as dockerd drives it; it has no other peer, and is not among
+	// Report.Peers.
 	Plugin = "plugin"
 )

@@ -14,8 +14,7 @@ import (
 )
 
 // Report is what a run measured: the median of every figure over the
-// rounds, per peer, with its ratio to direct and the goals of issues 3
-// (sockrelay), 4 (idmap) and 5 (policy).
+// rounds, per peer, with its ratio to direct and each peer's goals.
 type Report struct {
 	Start time.Time `json:"start"`
 	// Rounds is how many rounds the medians are of; the last may be
@@ -45,12 +44,8 @@ type Row struct {
 	// Attempts counts the connections tried over all rounds, per peer,
 	// for rows that count failures.
 	Attempts map[string]int `json:"attempts,omitempty"`
-	// Goal is issue 3's goal for sockrelay on this figure; Met says if
-	// the median reached it.
-	Goal string `json:"goal,omitempty"`
-	Met  *bool  `json:"goal_met,omitempty"`
-	// Goals are the goals of every peer that has one on this figure
-	// (sockrelay's included), by peer.
+	// Goals are the goals of every peer (among Peers) that has one on
+	// this figure, by peer.
 	Goals map[string]PeerGoal `json:"goals,omitempty"`
 	// AheadOfSocat says if sockrelay's median beats socat's.
 	AheadOfSocat *bool `json:"ahead_of_socat,omitempty"`
@@ -68,150 +63,11 @@ func (r *Report) Row(key string) *Row {
 	return nil
 }
 
-// PeerGoal is the goal of one peer on one figure, from the issue that
-// sets it, and whether the median reached it (absent when the peer has no
-// figure).
+// PeerGoal is the goal of one peer on one figure, and whether the median
+// reached it (absent when the peer has no figure).
 type PeerGoal struct {
-	Issue int    `json:"issue"`
-	Goal  string `json:"goal"`
-	Met   *bool  `json:"met,omitempty"`
-}
-
-// goalIssues are the issues that set each peer's goals.
-var goalIssues = map[string]int{Sockrelay: 3, Idmap: 4, Policy: 5}
-
-// goal is a goal of a peer on a figure.
-type goal struct {
-	text string
-	met  func(r *Row, peer string) (met, known bool)
-}
-
-func ratioAtLeast(x float64) *goal {
-	return &goal{text: fmt.Sprintf("ratio ≥ %.2f", x), met: func(r *Row, peer string) (bool, bool) {
-		v, ok := r.Ratio[peer]
-		return v >= x, ok
-	}}
-}
-
-func atMost(x float64, unit string) *goal {
-	return &goal{text: fmt.Sprintf("≤ %g %s", x, unit), met: func(r *Row, peer string) (bool, bool) {
-		v, ok := r.Median[peer]
-		return v <= x, ok
-	}}
-}
-
-// Layout is what a run measures, as far as the rows and their titles
-// depend on it.
-type Layout struct {
-	// Bytes is the size of each download and upload.
-	Bytes int64
-	// Clients are the numbers of concurrent clients of the new-connection
-	// ping.
-	Clients []int
-	// Burst is how many connections are made at the same instant.
-	Burst int
-	// Idle is how many idle connections are held for the memory figure.
-	Idle int
-	// DockerClients are the client counts of the /_ping figure on the
-	// real daemon.
-	DockerClients []int
-	// Volumes are the numbers of existing volumes of the plugin figure.
-	Volumes []int
-}
-
-// rowDef describes a figure before it is measured.
-type rowDef struct {
-	key, title, unit string
-	lower            bool
-	format           string           // of one value
-	goals            map[string]*goal // by peer
-	counted          bool             // failures are counted
-}
-
-// goal sets peer's goal on the figure; a nil g sets none.
-func (d *rowDef) goal(peer string, g *goal) {
-	if g == nil {
-		return
-	}
-	if d.goals == nil {
-		d.goals = map[string]*goal{}
-	}
-	d.goals[peer] = g
-}
-
-// Row keys, for Results.Add.
-const (
-	KeyPingKeepAlive = "ping_keepalive"
-	KeyDownload      = "download"
-	KeyUpload        = "upload"
-	KeyBurst         = "burst_failures"
-	KeyIdleMem       = "idle_memory"
-	KeyCPU           = "cpu_per_gib"
-)
-
-func KeyPingNew(clients int) string      { return fmt.Sprintf("ping_new_%d", clients) }
-func KeyDockerPing(clients int) string   { return fmt.Sprintf("docker_ping_new_%d", clients) }
-func KeyPluginCycles(volumes int) string { return fmt.Sprintf("plugin_cycles_%d", volumes) }
-
-// pingGoals are the goals for new-connection pings, by peer and clients:
-// issue 3's for sockrelay, issue 5's for policy.
-var pingGoals = map[string]map[int]float64{
-	Sockrelay: {1: 0.55, 8: 0.50},
-	Policy:    {1: 0.50, 8: 0.45},
-}
-
-// idmapGoal is issue 4's goal for idmap on every figure with a ratio: it
-// is direct.
-const idmapGoal = 0.97
-
-// pingGoal is peer's goal for a new-connection ping with clients, or nil.
-func pingGoal(peer string, clients int) *goal {
-	if g, ok := pingGoals[peer][clients]; ok {
-		return ratioAtLeast(g)
-	}
-	return nil
-}
-
-func rowDefs(cfg Layout) []rowDef {
-	var defs []rowDef
-	pingDef := func(key, title string, c int) rowDef {
-		d := rowDef{key: key, title: fmt.Sprintf(title, c, plural(c)), unit: "req/s", format: "%.0f", counted: true}
-		d.goal(Sockrelay, pingGoal(Sockrelay, c))
-		d.goal(Policy, pingGoal(Policy, c))
-		d.goal(Idmap, ratioAtLeast(idmapGoal))
-		return d
-	}
-	for _, c := range cfg.Clients {
-		defs = append(defs, pingDef(KeyPingNew(c), "new-conn ping, %d client%s", c))
-	}
-	keepAlive := rowDef{key: KeyPingKeepAlive, title: "kept-alive ping, 1 client", unit: "req/s", format: "%.0f"}
-	keepAlive.goal(Sockrelay, ratioAtLeast(0.65))
-	keepAlive.goal(Policy, ratioAtLeast(0.45))
-	keepAlive.goal(Idmap, ratioAtLeast(idmapGoal))
-	defs = append(defs, keepAlive)
-	for _, d := range []rowDef{
-		{key: KeyDownload, title: fmt.Sprintf("download %s, sha256 checked", sizeString(cfg.Bytes)), unit: "MiB/s", format: "%.0f"},
-		{key: KeyUpload, title: fmt.Sprintf("upload %s, sha256 checked", sizeString(cfg.Bytes)), unit: "MiB/s", format: "%.0f"},
-	} {
-		d.goal(Sockrelay, ratioAtLeast(0.90))
-		d.goal(Policy, ratioAtLeast(0.80))
-		d.goal(Idmap, ratioAtLeast(idmapGoal))
-		defs = append(defs, d)
-	}
-	burst := rowDef{key: KeyBurst, title: fmt.Sprintf("failed connects, burst of %d", cfg.Burst), unit: "conns", lower: true, format: "%.0f", counted: true}
-	burst.goal(Sockrelay, atMost(0, "failed"))
-	mem := rowDef{key: KeyIdleMem, title: fmt.Sprintf("memory per idle conn, %d held (Pss)", cfg.Idle), unit: "KiB", lower: true, format: "%.1f"}
-	mem.goal(Sockrelay, atMost(20, "KiB"))
-	defs = append(defs, burst, mem,
-		rowDef{key: KeyCPU, title: "relay CPU during download+upload", unit: "s/GiB", lower: true, format: "%.2f"},
-	)
-	for _, c := range cfg.DockerClients {
-		defs = append(defs, pingDef(KeyDockerPing(c), "dockerd /_ping, new conn, %d client%s", c))
-	}
-	for _, v := range cfg.Volumes {
-		defs = append(defs, rowDef{key: KeyPluginCycles(v), title: fmt.Sprintf("plugin Create+Mount+Unmount+Remove, %d volumes", v), unit: "cycles/s", format: "%.1f"})
-	}
-	return defs
+	Goal string `json:"goal"`
+	Met  *bool  `json:"met,omitempty"`
 }
 
 // Results gathers the samples of every round.
@@ -286,21 +142,18 @@ func (rs *Results) Report(start time.Time, peers []string, rounds int) *Report {
 		if d.counted {
 			row.Failed, row.Attempts = rs.failed[d.key], rs.attempts[d.key]
 		}
-		for p, g := range d.goals {
-			pg := PeerGoal{Issue: goalIssues[p], Goal: g.text}
-			if met, known := g.met(&row, p); known {
-				pg.Met = &met
-			}
-			if p == Sockrelay {
-				row.Goal, row.Met = pg.Goal, pg.Met
-			}
-			if !slices.Contains(peers, p) {
+		for _, g := range goalsOn(d) {
+			if !slices.Contains(peers, g.peer) {
 				continue
+			}
+			pg := PeerGoal{Goal: g.bound.String()}
+			if met, known := g.bound.met(&row, g.peer); known {
+				pg.Met = &met
 			}
 			if row.Goals == nil {
 				row.Goals = map[string]PeerGoal{}
 			}
-			row.Goals[p] = pg
+			row.Goals[g.peer] = pg
 		}
 		sr, okR := row.Median[Sockrelay]
 		so, okS := row.Median[Socat]
@@ -329,7 +182,7 @@ func median(vs []float64) float64 {
 }
 
 // mainPeers are the columns of the first table; every other peer gets a
-// table of its own, beside direct, with its issue's goals.
+// table of its own, beside direct, with its own goals.
 var mainPeers = []string{Direct, Sockrelay, Socat}
 
 // peerTitles head the tables of the other peers.
@@ -339,10 +192,9 @@ var peerTitles = map[string]string{
 }
 
 // WriteTable prints the report as tables: one row per figure; first
-// direct, sockrelay and socat with issue 3's goals for sockrelay, then a
-// table for each other peer (policy, idmap) beside direct with its own
-// issue's goals. Values of peers other than direct carry their ratio to
-// direct.
+// direct, sockrelay and socat with sockrelay's goals, then a table for
+// each other peer (policy, idmap) beside direct with its own goals.
+// Values of peers other than direct carry their ratio to direct.
 func (r *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintf(w, "sockrelay bench: median of %d round%s; (x.xx) = ratio to direct, same run; %s per transfer\n\n", r.Rounds, plural(r.Rounds), sizeString(r.Bytes))
 	var peers, others []string
@@ -369,7 +221,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 		for _, p := range peers {
 			cells = append(cells, row.cell(p))
 		}
-		cells = append(cells, dash(row.Goal), yesNo(row.Met, "met", "NOT MET"), yesNo(row.AheadOfSocat, "ahead", "BEHIND"))
+		g := row.Goals[Sockrelay]
+		cells = append(cells, dash(g.Goal), yesNo(g.Met, "met", "NOT MET"), yesNo(row.AheadOfSocat, "ahead", "BEHIND"))
 		fmt.Fprintln(tw, strings.Join(cells, "\t"))
 	}
 	if err := tw.Flush(); err != nil {
@@ -407,50 +260,50 @@ func (r *Report) WriteTable(w io.Writer) error {
 	return nil
 }
 
-// writePeerTable prints the figures of peer beside direct's, with the
-// goals of its issue, and how many it met.
+// writePeerTable prints the figures of peer beside direct's, with its
+// goals, and how many it met.
 func writePeerTable(w io.Writer, peer string, rows []Row) error {
-	issue := goalIssues[peer]
 	title := peerTitles[peer]
 	if title == "" {
 		title = peer
 	}
 	fmt.Fprintf(w, "\n%s (same rounds):\n", title)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "figure\tunit\t%s\t%s\tgoal (issue %d)\tmet\n", Direct, peer, issue)
-	var goals, met int
+	fmt.Fprintf(tw, "figure\tunit\t%s\t%s\tgoal (%s)\tmet\n", Direct, peer, peer)
 	for _, row := range rows {
-		g, hasGoal := row.Goals[peer]
 		cells := []string{row.Title, row.Unit, row.cell(Direct), row.cell(peer), "—", "—"}
-		if hasGoal {
+		if g, ok := row.Goals[peer]; ok {
 			cells[4] = g.Goal
 			cells[5] = yesNo(g.Met, "met", "NOT MET")
-			if g.Met != nil {
-				goals++
-				if *g.Met {
-					met++
-				}
-			}
 		}
 		fmt.Fprintln(tw, strings.Join(cells, "\t"))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	_, err := fmt.Fprintf(w, "\ngoals of issue %d met (%s): %d of %d\n", issue, peer, met, goals)
+	met, goals := goalsMet(rows, peer)
+	_, err := fmt.Fprintf(w, "\ngoals met (%s): %d of %d\n", peer, met, goals)
 	return err
 }
 
-// summary counts issue 3's goals met and the figures ahead of socat.
-func (r *Report) summary() string {
-	var goals, met, versus, ahead int
-	for _, row := range r.Rows {
-		if row.Met != nil {
+// goalsMet counts peer's goals on rows that it met, and those it has a
+// figure for.
+func goalsMet(rows []Row, peer string) (met, goals int) {
+	for _, row := range rows {
+		if g := row.Goals[peer]; g.Met != nil {
 			goals++
-			if *row.Met {
+			if *g.Met {
 				met++
 			}
 		}
+	}
+	return met, goals
+}
+
+// summary counts sockrelay's goals met and the figures ahead of socat.
+func (r *Report) summary() string {
+	var versus, ahead int
+	for _, row := range r.Rows {
 		if row.AheadOfSocat != nil {
 			versus++
 			if *row.AheadOfSocat {
@@ -458,7 +311,8 @@ func (r *Report) summary() string {
 			}
 		}
 	}
-	s := fmt.Sprintf("\ngoals of issue 3 met: %d of %d", met, goals)
+	met, goals := goalsMet(r.Rows, Sockrelay)
+	s := fmt.Sprintf("\ngoals met (%s): %d of %d", Sockrelay, met, goals)
 	if versus > 0 {
 		s += fmt.Sprintf("; sockrelay ahead of socat: %d of %d figures", ahead, versus)
 	}

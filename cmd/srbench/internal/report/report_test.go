@@ -68,26 +68,23 @@ func TestReport(t *testing.T) {
 	if got := ping.Ratio[Sockrelay]; got != 0.6 {
 		t.Errorf("sockrelay ratio: got %v, want 0.6", got)
 	}
-	if ping.Met == nil || !*ping.Met || ping.AheadOfSocat == nil || !*ping.AheadOfSocat {
-		t.Errorf("ping: got met %v, ahead %v; want met (0.60 ≥ 0.55), ahead", ping.Met, ping.AheadOfSocat)
+	if g := ping.Goals[Sockrelay]; g.Goal != "ratio ≥ 0.55" || g.Met == nil || !*g.Met || ping.AheadOfSocat == nil || !*ping.AheadOfSocat {
+		t.Errorf("ping, sockrelay: got goal %+v, ahead %v; want ratio ≥ 0.55, met (0.60), ahead", g, ping.AheadOfSocat)
 	}
-	if g := ping.Goals[Policy]; g.Issue != 5 || g.Goal != "ratio ≥ 0.50" || g.Met == nil || !*g.Met {
-		t.Errorf("ping, policy: got goal %+v, want issue 5's ratio ≥ 0.50, met (0.51)", g)
+	if g := ping.Goals[Policy]; g.Goal != "ratio ≥ 0.50" || g.Met == nil || !*g.Met {
+		t.Errorf("ping, policy: got goal %+v, want ratio ≥ 0.50, met (0.51)", g)
 	}
-	if g := ping.Goals[Idmap]; g.Issue != 4 || g.Goal != "ratio ≥ 0.97" || g.Met == nil || *g.Met {
-		t.Errorf("ping, idmap: got goal %+v, want issue 4's ratio ≥ 0.97, not met (0.96)", g)
-	}
-	if g := ping.Goals[Sockrelay]; g.Issue != 3 || g.Goal != ping.Goal || g.Met != ping.Met {
-		t.Errorf("ping, sockrelay: got goal %+v, want issue 3's, as Goal and Met", g)
+	if g := ping.Goals[Idmap]; g.Goal != "ratio ≥ 0.97" || g.Met == nil || *g.Met {
+		t.Errorf("ping, idmap: got goal %+v, want ratio ≥ 0.97, not met (0.96)", g)
 	}
 	if _, ok := rep.Row(KeyBurst).Goals[Idmap]; ok {
-		t.Error("burst: idmap has a goal, but issue 4 sets ratios only")
+		t.Error("burst: idmap has a goal, but its goals are on ratios only")
 	}
-	if b := rep.Row(KeyBurst); b.Met == nil || !*b.Met || !*b.AheadOfSocat || b.Ratio != nil {
-		t.Errorf("burst: got met %v, ahead %v, ratio %v; want met, ahead, no ratio", b.Met, b.AheadOfSocat, b.Ratio)
+	if b := rep.Row(KeyBurst); b.Goals[Sockrelay].Met == nil || !*b.Goals[Sockrelay].Met || !*b.AheadOfSocat || b.Ratio != nil {
+		t.Errorf("burst: got sockrelay's goal %+v, ahead %v, ratio %v; want met, ahead, no ratio", b.Goals[Sockrelay], b.AheadOfSocat, b.Ratio)
 	}
-	if m := rep.Row(KeyIdleMem); m.Met == nil || *m.Met || !*m.AheadOfSocat {
-		t.Errorf("memory: got met %v, ahead %v; want not met (30 KiB > 20), ahead", m.Met, m.AheadOfSocat)
+	if m := rep.Row(KeyIdleMem); m.Goals[Sockrelay].Goal != "≤ 20 KiB" || m.Goals[Sockrelay].Met == nil || *m.Goals[Sockrelay].Met || !*m.AheadOfSocat {
+		t.Errorf("memory: got sockrelay's goal %+v, ahead %v; want ≤ 20 KiB, not met (30 KiB), ahead", m.Goals[Sockrelay], m.AheadOfSocat)
 	}
 	if rep.Row(KeyDownload) != nil {
 		t.Error("a row with no samples is reported")
@@ -99,9 +96,9 @@ func TestReport(t *testing.T) {
 	}
 	for _, want := range []string{"new-conn ping, 1 client", "600 (0.60)", "ratio ≥ 0.55", "NOT MET", "ahead",
 		"plugin Create+Mount+Unmount+Remove, 10 volumes", "50.0 cycles/s", "socat: 7 of 100 connections failed", "a note",
-		"goals of issue 3 met: 2 of 3; sockrelay ahead of socat: 3 of 3 figures",
-		"goal (issue 5)", "510 (0.51)", "goals of issue 5 met (policy): 1 of 1",
-		"goal (issue 4)", "960 (0.96)", "goals of issue 4 met (idmap): 0 of 1"} {
+		"goals met (sockrelay): 2 of 3; sockrelay ahead of socat: 3 of 3 figures",
+		"goal (policy)", "510 (0.51)", "goals met (policy): 1 of 1",
+		"goal (idmap)", "960 (0.96)", "goals met (idmap): 0 of 1"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, out.String())
 		}
@@ -127,7 +124,7 @@ func TestReport(t *testing.T) {
 	if len(back.Rows) != len(rep.Rows) || back.Row(KeyPingNew(1)).Median[Socat] != 200 || !slices.Equal(back.Peers, peers) {
 		t.Errorf("JSON round trip: got %v %+v", back.Peers, back.Rows)
 	}
-	if g := back.Row(KeyPingNew(1)).Goals[Idmap]; g.Issue != 4 || g.Met == nil || *g.Met {
+	if g := back.Row(KeyPingNew(1)).Goals[Idmap]; g.Goal != "ratio ≥ 0.97" || g.Met == nil || *g.Met {
 		t.Errorf("JSON round trip: idmap's goal: got %+v", g)
 	}
 
@@ -138,18 +135,60 @@ func TestReport(t *testing.T) {
 	}
 }
 
-func TestRatioGoal(t *testing.T) {
-	g := ratioAtLeast(0.55)
+func TestBound(t *testing.T) {
+	floor := ratioAtLeast(0.55)
 	for _, c := range []struct {
 		ratio float64
 		want  bool
 	}{{0.6, true}, {0.55, true}, {0.5, false}} {
-		met, known := g.met(&Row{Ratio: map[string]float64{Policy: c.ratio}}, Policy)
+		met, known := floor.met(&Row{Ratio: map[string]float64{Policy: c.ratio}}, Policy)
 		if !known || met != c.want {
 			t.Errorf("ratio %v: got met %v (known %v), want %v", c.ratio, met, known, c.want)
 		}
 	}
-	if _, known := g.met(&Row{Ratio: map[string]float64{Policy: 1}}, Sockrelay); known {
+	if _, known := floor.met(&Row{Ratio: map[string]float64{Policy: 1}}, Sockrelay); known {
 		t.Error("a row without sockrelay has a known goal for sockrelay")
+	}
+	ceiling := atMost(0, "failed")
+	for _, c := range []struct {
+		median float64
+		want   bool
+	}{{0, true}, {1, false}} {
+		met, known := ceiling.met(&Row{Median: map[string]float64{Sockrelay: c.median}}, Sockrelay)
+		if !known || met != c.want {
+			t.Errorf("median %v: got met %v (known %v), want %v", c.median, met, known, c.want)
+		}
+	}
+	for b, want := range map[bound]string{floor: "ratio ≥ 0.55", ceiling: "≤ 0 failed", atMost(20, "KiB"): "≤ 20 KiB"} {
+		if got := b.String(); got != want {
+			t.Errorf("%#v: got %q, want %q", b, got, want)
+		}
+	}
+}
+
+// Every goal holds on a row that srbench measures, no row has two goals
+// of one peer, and each bound suits its row: a floor on the ratio where
+// more is better, a ceiling where less is.
+func TestGoals(t *testing.T) {
+	defs := rowDefs(quick)
+	for _, g := range goals {
+		if !slices.Contains([]string{Sockrelay, Socat, Policy, Idmap}, g.peer) {
+			t.Errorf("goal %+v: peer %q is not one with a ratio to direct", g, g.peer)
+		}
+		if !slices.ContainsFunc(defs, g.on) {
+			t.Errorf("goal %+v holds on no row", g)
+		}
+	}
+	for _, d := range defs {
+		seen := map[string]bool{}
+		for _, g := range goalsOn(d) {
+			if seen[g.peer] {
+				t.Errorf("row %s: two goals of %s", d.key, g.peer)
+			}
+			seen[g.peer] = true
+			if g.bound.ratio == d.lower {
+				t.Errorf("row %s (lower is better: %v): goal %s of %s", d.key, d.lower, g.bound, g.peer)
+			}
+		}
 	}
 }
