@@ -10,7 +10,7 @@ import (
 	"github.com/sockrelay/sockrelay/cmd/srbench/internal/report"
 )
 
-// peerOrder is the order of the columns (Report.Peers).
+// peerOrder is the order of the columns (report.Report.Peers).
 var peerOrder = []string{report.Direct, report.Sockrelay, report.Socat, report.Policy, report.Idmap}
 
 // peer is one way of reaching an upstream socket: the socket itself, or a
