@@ -8,17 +8,18 @@ GO          ?= go
 LDFLAGS     := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 export CGO_ENABLED = 0
 
-.PHONY: help build plugin-rootfs test e2e check fuzz bench plugin install push uninstall demo dockerd clean
+.PHONY: help build plugin-rootfs test e2e check fuzz bench bench-test plugin install push uninstall demo dockerd clean
 
 help:
 	@echo "build    bin/sockrelay, a static binary"
 	@echo "test     unit and integration tests (no root, no Docker)"
-	@echo "check    test, fuzz briefly, then e2e: every test (what CI runs)"
+	@echo "check    test, bench-test, fuzz briefly, then e2e: every test (what CI runs)"
 	@echo "e2e      end-to-end suite against a userns-remapped dockerd (root); installs the plugin"
 	@echo "plugin   assemble plugin/ offline and docker plugin create $(PLUGIN)"
 	@echo "install  plugin, then enable it, replacing an older install"
 	@echo "push     REGISTRY=host:port: plugin named REGISTRY/$(PLUGIN_NAME), then docker plugin push"
 	@echo "bench    the relay, idmap and policy modes beside direct and socat"
+	@echo "bench-test the bench harness's tests, a whole brief run included (root for every column)"
 	@echo "demo     on a fresh Debian host as root: install Docker, start a remapped dockerd, install, demo"
 
 build:
@@ -60,7 +61,7 @@ uninstall:
 e2e:
 	scripts/e2e.sh
 
-check: test fuzz e2e
+check: test bench-test fuzz e2e
 
 # Each fuzz target for FUZZTIME inputs (a few seconds each); the corpora are
 # in testdata/. A count, not a duration: with a duration, Go up to 1.26
@@ -89,6 +90,13 @@ bench: build
 	    echo "bench: socat is not installed; run as root, or apt-get install socat first" >&2; exit 1; \
 	  fi; }
 	$(GO) run ./cmd/srbench $(BENCHFLAGS)
+
+# The bench harness's tests with its slow one, a whole run with -quick's
+# settings, which make test leaves out (build tag benchrun). It checks the
+# report, never a figure; without socat or root it measures fewer columns.
+bench-test: build
+	$(GO) vet -tags benchrun ./cmd/srbench/...
+	CGO_ENABLED=1 $(GO) test -race -count=1 -tags benchrun ./cmd/srbench/...
 
 demo:
 	scripts/demo.sh

@@ -1,8 +1,8 @@
 // Command srbench measures sockrelay beside a direct connection and socat
 // (make bench), with the policy proxy (sockrelay serve --policy full) and,
 // as root, an idmapped bind mount of the socket. It prints tables of
-// medians, ratios to direct and the goals of issues 3, 4 and 5; it exits
-// non-zero only on an error, never on a figure.
+// medians, ratios to direct and the goals of sockrelay, policy and idmap;
+// it exits non-zero only on an error, never on a figure.
 package main
 
 import (
@@ -19,7 +19,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/sockrelay/sockrelay/internal/bench"
+	"github.com/sockrelay/sockrelay/cmd/srbench/internal/bench"
+	"github.com/sockrelay/sockrelay/cmd/srbench/internal/report"
+	"github.com/sockrelay/sockrelay/cmd/srbench/internal/upstream"
 	"github.com/sockrelay/sockrelay/internal/idmap"
 )
 
@@ -42,8 +44,8 @@ func main() {
 // run is main without the process, so that tests can call it.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	// The bench starts this very program again as its upstream.
-	if path := getenv(bench.UpstreamEnv); path != "" {
-		return bench.ServeUpstream(ctx, path)
+	if path := getenv(upstream.Env); path != "" {
+		return upstream.Serve(ctx, path)
 	}
 	fs := flag.NewFlagSet("srbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -117,7 +119,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return err
 }
 
-func writeJSON(path string, rep *bench.Report) error {
+func writeJSON(path string, rep *report.Report) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return fmt.Errorf("-json: %w", err)

@@ -7,7 +7,7 @@ import (
 )
 
 // Bad flags fail before anything starts. A whole run is tested in
-// internal/bench.
+// internal/bench (make bench-test).
 func TestRunBadFlags(t *testing.T) {
 	noEnv := func(string) string { return "" }
 	for _, c := range []struct {

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"syscall"
 	"time"
+
+	"github.com/sockrelay/sockrelay/cmd/srbench/internal/report"
 )
 
 // dockerTimeout bounds each request to the real daemon.
@@ -57,12 +59,12 @@ func dockerAnswers(ctx context.Context, sock string, wait time.Duration) (sockID
 // step, the round's samples of the step are left out, with a note, and
 // the run goes on.
 func (h *harness) dockerStep(ctx context.Context, r, clients int) error {
-	key := keyDockerPing(clients)
+	key := report.KeyDockerPing(clients)
 	sock := h.cfg.DockerSocket
 	skip := func(format string, args ...any) {
 		h.leaveOut(r, key)
 		why := fmt.Sprintf(format, args...)
-		h.res.note("dockerd /_ping, %d client%s: round %d left out: %s", clients, plural(clients), r+1, why)
+		h.res.Note("dockerd /_ping, %d client%s: round %d left out: %s", clients, plural(clients), r+1, why)
 		h.logf("round %d/%d  %-28s  left out: %s", r+1, h.cfg.Rounds, key, why)
 	}
 	before, err := dockerAnswers(ctx, sock, dockerWait)
@@ -78,8 +80,8 @@ func (h *harness) dockerStep(ctx context.Context, r, clients int) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		peers = slices.DeleteFunc(slices.Clone(peers), func(p *peer) bool { return p.name == Idmap })
-		h.leaveOut(r, key+" "+Idmap)
+		peers = slices.DeleteFunc(slices.Clone(peers), func(p *peer) bool { return p.name == report.Idmap })
+		h.leaveOut(r, key+" "+report.Idmap)
 		h.skipIdmap(fmt.Sprintf("round %d of %s", r+1, key), "%v", err)
 	}
 	type sample struct {
@@ -109,8 +111,8 @@ func (h *harness) dockerStep(ctx context.Context, r, clients int) error {
 		return nil
 	}
 	for _, s := range got {
-		h.res.add(key, s.peer, s.res.rate)
-		h.res.addFailed(key, s.peer, s.res.failed, s.res.ok+s.res.failed)
+		h.res.Add(key, s.peer, s.res.rate)
+		h.res.AddFailed(key, s.peer, s.res.failed, s.res.ok+s.res.failed)
 	}
 	return nil
 }
@@ -143,6 +145,13 @@ func (h *harness) freshDockerIdmap(ctx context.Context) error {
 	if err := m.check(ctx); err != nil {
 		return err
 	}
-	h.res.note("idmap: %s was made anew during the run (the daemon restarted); the bench mounted the new one", m.src)
+	h.res.Note("idmap: %s was made anew during the run (the daemon restarted); the bench mounted the new one", m.src)
 	return nil
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
 }

@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/sockrelay/sockrelay/cmd/srbench/internal/upstream"
 )
 
 const (
@@ -201,7 +203,7 @@ func download(ctx context.Context, addr string, n int64, want [sha256.Size]byte)
 		return 0, fmt.Errorf("download: got %s with %d bytes, want 200 with %d", resp.Status, resp.ContentLength, n)
 	}
 	h := sha256.New()
-	got, err := io.CopyBuffer(h, resp.Body, make([]byte, blockSize))
+	got, err := io.CopyBuffer(h, resp.Body, make([]byte, upstream.BlockSize))
 	elapsed := time.Since(start)
 	if err != nil {
 		return 0, fmt.Errorf("download: after %d of %d bytes: %w", got, n, ctxErr(ctx, err))
@@ -214,7 +216,7 @@ func download(ctx context.Context, addr string, n int64, want [sha256.Size]byte)
 
 // upload sends n bytes of the stream; the upstream answers their sha256,
 // which must be want. It returns MiB/s.
-func upload(ctx context.Context, s *stream, addr string, n int64, want [sha256.Size]byte) (float64, error) {
+func upload(ctx context.Context, s *upstream.Stream, addr string, n int64, want [sha256.Size]byte) (float64, error) {
 	c, err := dialPatient(ctx, addr)
 	if err != nil {
 		return 0, fmt.Errorf("upload: %w", err)
@@ -226,7 +228,7 @@ func upload(ctx context.Context, s *stream, addr string, n int64, want [sha256.S
 	if _, err := fmt.Fprintf(c, "POST /upload HTTP/1.1\r\nHost: sockrelay-bench\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\nConnection: close\r\n\r\n", n); err != nil {
 		return 0, fmt.Errorf("upload: %w", ctxErr(ctx, err))
 	}
-	if sent, err := s.writeTo(c, n); err != nil {
+	if sent, err := s.WriteN(c, n); err != nil {
 		return 0, fmt.Errorf("upload: after %d of %d bytes: %w", sent, n, ctxErr(ctx, err))
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
@@ -329,6 +331,22 @@ func closeAll(conns []net.Conn) {
 	for _, c := range conns {
 		if c != nil {
 			c.Close()
+		}
+	}
+}
+
+// waitActive waits until the upstream on addr holds at least n connections.
+func waitActive(ctx context.Context, addr string, n int64) error {
+	for {
+		got, err := upstream.Active(ctx, addr)
+		if err != nil {
+			return err
+		}
+		if got >= n {
+			return nil
+		}
+		if err := sleep(ctx, pollInterval); err != nil {
+			return fmt.Errorf("upstream holds %d of %d connections: %w", got, n, err)
 		}
 	}
 }

@@ -4,7 +4,7 @@
 // set to allow everything, and socat), makes an idmapped bind mount of it
 // when root, and interleaves the measurements of every peer over several
 // rounds. It reports the median of every figure with its ratio to direct
-// and the goals of issues 3 (sockrelay), 4 (idmap) and 5 (policy). It
+// and the goals of sockrelay, policy and idmap (package report). It
 // reports; it never fails on a figure, only on an error such as a checksum
 // mismatch or a peer that will not start.
 package bench
@@ -25,6 +25,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sockrelay/sockrelay/cmd/srbench/internal/proctree"
+	"github.com/sockrelay/sockrelay/cmd/srbench/internal/report"
+	"github.com/sockrelay/sockrelay/cmd/srbench/internal/upstream"
 	"github.com/sockrelay/sockrelay/internal/idmap"
 )
 
@@ -63,7 +66,7 @@ type Config struct {
 	// stops answering, or restarts, during a /_ping figure has that round
 	// of it left out, with a note.
 	DockerSocket string
-	// Self is the program started with UpstreamEnv set to serve the
+	// Self is the program started with upstream.Env set to serve the
 	// upstream, and with idmap.HelperArg to hold a user namespace for the
 	// idmap column; empty means this very program (os.Executable).
 	Self string
@@ -102,12 +105,17 @@ func QuickConfig() Config {
 	return c
 }
 
+// layout is the part of c that decides the report's rows and titles.
+func (c Config) layout() report.Layout {
+	return report.Layout{Bytes: c.Bytes, Clients: c.Clients, Burst: c.Burst, Idle: c.Idle, DockerClients: c.DockerClients, Volumes: c.Volumes}
+}
+
 func (c Config) check() error {
 	var errs []error
 	if c.Rounds < 1 {
 		errs = append(errs, errors.New("rounds: want at least 1"))
 	}
-	if c.Bytes < 1 || c.Bytes > maxTransfer {
+	if c.Bytes < 1 || c.Bytes > upstream.MaxTransfer {
 		errs = append(errs, errors.New("bytes: want from 1 byte to 1 TiB"))
 	}
 	if c.PingDuration <= 0 || c.CycleDuration <= 0 {
@@ -125,17 +133,14 @@ func (c Config) check() error {
 	return errors.Join(errs...)
 }
 
-// pluginPeer is the column of the plugin figure.
-const pluginPeer = "plugin"
-
 // harness holds what one run started; close stops it all.
 type harness struct {
 	cfg      Config
 	dir      string
-	stream   *stream
+	stream   *upstream.Stream
 	sum      [32]byte // sha256 of the first cfg.Bytes of the stream
 	up       *peer    // the upstream, in a process of its own
-	procs    *procSet
+	procs    *proctree.Set
 	peers    []*peer              // direct first
 	kinds    map[string]relayKind // to start fresh relays of each peer
 	docker   []*peer              // direct to the daemon first; empty when skipped
@@ -144,7 +149,7 @@ type harness struct {
 	dkIdmap  *idmapMount          // the idmap mount of the daemon's socket, if any
 	leftOut  map[string]int       // row key (and " peer"): the last round (from 1) left out
 	plugins  []*pluginRun         // one per cfg.Volumes, when measured
-	res      *results
+	res      *report.Results
 	idleNote bool
 	rounds   int // rounds completed
 }
@@ -152,12 +157,12 @@ type harness struct {
 // Run measures every figure cfg asks for and returns the report. On an
 // error it returns the report of what was measured so far, and the error.
 // Every process and file it made is gone when it returns.
-func Run(ctx context.Context, cfg Config) (*Report, error) {
+func Run(ctx context.Context, cfg Config) (*report.Report, error) {
 	if err := cfg.check(); err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
 	start := time.Now()
-	h := &harness{cfg: cfg, res: newResults(rowDefs(cfg)), kinds: map[string]relayKind{}}
+	h := &harness{cfg: cfg, res: report.NewResults(cfg.layout()), kinds: map[string]relayKind{}}
 	err := h.run(ctx)
 	h.close()
 	if ctx.Err() != nil {
@@ -166,9 +171,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rounds := h.rounds
 	if err != nil && h.rounds < cfg.Rounds {
 		rounds++ // the medians include what it measured
-		h.res.note("stopped in round %d of %d (%v); the medians include that round's figures so far", h.rounds+1, cfg.Rounds, err)
+		h.res.Note("stopped in round %d of %d (%v); the medians include that round's figures so far", h.rounds+1, cfg.Rounds, err)
 	}
-	return h.res.report(cfg, start, h.peerNames(), rounds), err
+	return h.res.Report(start, h.peerNames(), rounds), err
 }
 
 func (h *harness) run(ctx context.Context) error {
@@ -197,32 +202,32 @@ func (h *harness) setup(ctx context.Context) error {
 		return fmt.Errorf("temp dir: %w", err)
 	}
 	h.dir = dir
-	h.procs = &procSet{dir: dir}
+	h.procs = proctree.NewSet(dir)
 	// sun_path is 108 bytes; the longest socket name here is about 30.
 	if len(dir) > 70 {
 		return fmt.Errorf("temp dir %s is too long for socket paths (sun_path is 108 bytes): set TMPDIR to a short directory", dir)
 	}
-	h.stream = newStream(streamSeed)
-	h.sum = h.stream.sum(h.cfg.Bytes)
+	h.stream = upstream.NewStream(upstream.Seed)
+	h.sum = h.stream.Sum(h.cfg.Bytes)
 	if err := h.startUpstream(ctx); err != nil {
 		return err
 	}
-	h.peers = []*peer{{name: Direct, addr: h.up.addr}}
+	h.peers = []*peer{{name: report.Direct, addr: h.up.addr}}
 	if h.cfg.Sockrelay != "" {
-		h.kinds[Sockrelay] = sockrelayKind(h.cfg.Sockrelay)
-		h.kinds[Policy] = policyKind(h.cfg.Sockrelay)
-		h.res.note("policy: sockrelay serve --policy full (every request parsed, allowed, and written as a JSON audit line to its stdout, a log file); it keeps up to 32 idle upstream connections for the next client connections, as HTTP reverse proxies do; each of its idle connections carries one kept-alive /_ping first, as the proxy takes its upstream connection at a connection's first request")
-		h.res.note("reference, quoted from issue 5 and not measured here: wollomatic/socket-proxy 1.13 set to allow everything, as ratios to direct: 0.47 new-conn ping (1 client), 0.37 at 8 clients, 0.35 kept-alive, 0.66 download; sockguard 1.7 and cetusguard lower still")
+		h.kinds[report.Sockrelay] = sockrelayKind(h.cfg.Sockrelay)
+		h.kinds[report.Policy] = policyKind(h.cfg.Sockrelay)
+		h.res.Note("policy: sockrelay serve --policy full (every request parsed, allowed, and written as a JSON audit line to its stdout, a log file); it keeps up to 32 idle upstream connections for the next client connections, as HTTP reverse proxies do; each of its idle connections carries one kept-alive /_ping first, as the proxy takes its upstream connection at a connection's first request")
+		h.res.Note("reference from another harness, not measured here: wollomatic/socket-proxy 1.13 set to allow everything, as ratios to direct: 0.47 new-conn ping (1 client), 0.37 at 8 clients, 0.35 kept-alive, 0.66 download; sockguard 1.7 and cetusguard lower still")
 	}
 	if h.cfg.Socat != "" {
-		h.kinds[Socat] = socatKind(h.cfg.Socat)
+		h.kinds[report.Socat] = socatKind(h.cfg.Socat)
 	}
 	for _, name := range relayNames {
 		k, ok := h.kinds[name]
 		if !ok {
 			continue
 		}
-		p, err := h.procs.relay(ctx, k, filepath.Join(dir, name+".sock"), h.up.addr)
+		p, err := startRelay(ctx, h.procs, k, filepath.Join(dir, name+".sock"), h.up.addr)
 		if err != nil {
 			return err
 		}
@@ -240,8 +245,8 @@ func (h *harness) setup(ctx context.Context) error {
 	return h.warmUp(ctx)
 }
 
-// startUpstream runs ServeUpstream in a child process: cfg.Self with
-// UpstreamEnv set.
+// startUpstream runs upstream.Serve in a child process: cfg.Self with
+// upstream.Env set.
 func (h *harness) startUpstream(ctx context.Context) error {
 	self := h.cfg.Self
 	if self == "" {
@@ -251,13 +256,13 @@ func (h *harness) startUpstream(ctx context.Context) error {
 		}
 	}
 	addr := filepath.Join(h.dir, "up.sock")
-	env := []string{"PATH=" + os.Getenv("PATH"), UpstreamEnv + "=" + addr}
-	p, err := h.procs.start("upstream", []string{self}, env)
+	env := []string{"PATH=" + os.Getenv("PATH"), upstream.Env + "=" + addr}
+	p, err := h.procs.Start("upstream", []string{self}, env)
 	if err != nil {
 		return err
 	}
-	if err := p.waitReady(ctx, addr, 10*time.Second); err != nil {
-		return fmt.Errorf("upstream (%s with %s set): %w", self, UpstreamEnv, err)
+	if err := p.WaitReady(ctx, addr, 10*time.Second); err != nil {
+		return fmt.Errorf("upstream (%s with %s set): %w", self, upstream.Env, err)
 	}
 	h.up = &peer{name: "upstream", addr: addr, proc: p}
 	return nil
@@ -268,19 +273,19 @@ func (h *harness) startUpstream(ctx context.Context) error {
 func (h *harness) raiseNoFile() {
 	var rl syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
-		h.res.note("cannot read RLIMIT_NOFILE: %v", err)
+		h.res.Note("cannot read RLIMIT_NOFILE: %v", err)
 		return
 	}
 	if rl.Cur < rl.Max {
 		rl.Cur = rl.Max
 		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
-			h.res.note("cannot raise RLIMIT_NOFILE: %v", err)
+			h.res.Note("cannot raise RLIMIT_NOFILE: %v", err)
 		}
 	}
 	// Each idle or burst connection costs the bench up to 2 fds (client
 	// and upstream side).
 	if need := uint64(2*max(h.cfg.Burst, h.cfg.Idle) + 512); rl.Cur < need {
-		h.res.note("RLIMIT_NOFILE is %d, below the %d the counts need: expect failures that are the bench's, not the relay's", rl.Cur, need)
+		h.res.Note("RLIMIT_NOFILE is %d, below the %d the counts need: expect failures that are the bench's, not the relay's", rl.Cur, need)
 	}
 }
 
@@ -301,22 +306,22 @@ func (h *harness) setupDocker(ctx context.Context) error {
 		}
 	}
 	if err != nil {
-		h.res.note("dockerd /_ping: skipped, %s does not answer (%v)", sock, err)
+		h.res.Note("dockerd /_ping: skipped, %s does not answer (%v)", sock, err)
 		h.logf("dockerd /_ping: skipped: %v", err)
 		return nil
 	}
 	if !userns {
-		h.res.note("dockerd /_ping: skipped, the daemon on %s does not run with userns-remap", sock)
+		h.res.Note("dockerd /_ping: skipped, the daemon on %s does not run with userns-remap", sock)
 		h.logf("dockerd /_ping: skipped: no userns-remap")
 		return nil
 	}
-	docker := []*peer{{name: Direct, addr: sock}}
+	docker := []*peer{{name: report.Direct, addr: sock}}
 	for _, name := range relayNames {
 		k, ok := h.kinds[name]
 		if !ok {
 			continue
 		}
-		p, err := h.procs.relay(ctx, k, filepath.Join(h.dir, "dk-"+name+".sock"), sock)
+		p, err := startRelay(ctx, h.procs, k, filepath.Join(h.dir, "dk-"+name+".sock"), sock)
 		if err != nil {
 			return fmt.Errorf("relay to dockerd: %w", err)
 		}
@@ -350,7 +355,7 @@ func (h *harness) setupDockerIdmap(ctx context.Context, sock string) *peer {
 		return nil
 	}
 	h.dkIdmap = m
-	return &peer{name: Idmap, addr: m.path}
+	return &peer{name: report.Idmap, addr: m.path}
 }
 
 // dockerUserns asks the daemon's GET /info whether it remaps user ids.
@@ -388,10 +393,10 @@ func (h *harness) setupPlugins(ctx context.Context) error {
 	case len(h.cfg.Volumes) == 0:
 		return nil
 	case h.cfg.Sockrelay == "":
-		h.res.note("plugin VolumeDriver cost: skipped, no sockrelay binary")
+		h.res.Note("plugin VolumeDriver cost: skipped, no sockrelay binary")
 		return nil
 	case os.Geteuid() != 0:
-		h.res.note("plugin VolumeDriver cost: skipped, needs root (Mount chowns each volume's socket to the remapped root %d)", remapID)
+		h.res.Note("plugin VolumeDriver cost: skipped, needs root (Mount chowns each volume's socket to the remapped root %d)", remapID)
 		h.logf("plugin VolumeDriver cost: skipped: not root")
 		return nil
 	}
@@ -410,7 +415,7 @@ func (h *harness) setupPlugins(ctx context.Context) error {
 // round does not pay for page faults and cold caches alone.
 func (h *harness) warmUp(ctx context.Context) error {
 	n := min(h.cfg.Bytes, 8*mib)
-	sum := h.stream.sum(n)
+	sum := h.stream.Sum(n)
 	for _, p := range h.peers {
 		if _, err := pingRate(ctx, p.addr, 1, 50*time.Millisecond); err != nil {
 			return err
@@ -430,7 +435,7 @@ func (h *harness) close() {
 		pr.close()
 	}
 	if h.procs != nil {
-		h.procs.stopAll()
+		h.procs.StopAll()
 	}
 	h.closeIdmap()
 	if h.dir != "" {
@@ -440,11 +445,11 @@ func (h *harness) close() {
 
 // relayNames are the peers that are relay processes, in the order they
 // are started.
-var relayNames = []string{Sockrelay, Socat, Policy}
+var relayNames = []string{report.Sockrelay, report.Socat, report.Policy}
 
 // peerNames are the columns: direct and every peer set up, in peerOrder.
 func (h *harness) peerNames() []string {
-	have := map[string]bool{Direct: true}
+	have := map[string]bool{report.Direct: true}
 	for _, n := range relayNames {
 		_, have[n] = h.kinds[n]
 	}
@@ -464,13 +469,13 @@ func (h *harness) peerNames() []string {
 func (h *harness) checkAlive() error {
 	for _, p := range slices.Concat([]*peer{h.up}, h.peers, h.docker) {
 		if p.proc != nil {
-			if err := p.proc.exited(); err != nil {
+			if err := p.proc.Exited(); err != nil {
 				return err
 			}
 		}
 	}
 	for _, pr := range h.plugins {
-		if err := pr.proc.exited(); err != nil {
+		if err := pr.proc.Exited(); err != nil {
 			return err
 		}
 	}
@@ -491,20 +496,8 @@ func ParseSize(s string) (int64, error) {
 		}
 	}
 	n, err := strconv.ParseInt(t, 10, 64)
-	if err != nil || n < 1 || n > maxTransfer/mult {
+	if err != nil || n < 1 || n > upstream.MaxTransfer/mult {
 		return 0, fmt.Errorf("size %q: want a count of bytes from 1 to 1TiB, such as 256MiB", s)
 	}
 	return n * mult, nil
-}
-
-func sizeString(n int64) string {
-	switch {
-	case n >= 1<<30 && n%(1<<30) == 0:
-		return fmt.Sprintf("%d GiB", n>>30)
-	case n >= 1<<20 && n%(1<<20) == 0:
-		return fmt.Sprintf("%d MiB", n>>20)
-	case n >= 1<<10 && n%(1<<10) == 0:
-		return fmt.Sprintf("%d KiB", n>>10)
-	}
-	return fmt.Sprintf("%d bytes", n)
 }

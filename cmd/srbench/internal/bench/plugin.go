@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/sockrelay/sockrelay/cmd/srbench/internal/proctree"
 	"github.com/sockrelay/sockrelay/internal/state"
 )
 
@@ -23,7 +24,7 @@ const remapID = 100000
 // with a given number of volumes already in its state, and a client that
 // speaks the VolumeDriver protocol to it as dockerd does.
 type pluginRun struct {
-	proc     *process
+	proc     *proctree.Process
 	upstream net.Listener // the docker.sock a Create checks for
 	client   *http.Client
 	next     int
@@ -31,7 +32,7 @@ type pluginRun struct {
 
 // startPlugin starts the plugin below dir with volumes existing volumes,
 // and waits until it has restored every one of them.
-func startPlugin(ctx context.Context, procs *procSet, bin, dir string, volumes int) (*pluginRun, error) {
+func startPlugin(ctx context.Context, procs *proctree.Set, bin, dir string, volumes int) (*pluginRun, error) {
 	root := filepath.Join(dir, fmt.Sprintf("plugin%d", volumes))
 	stateDir, volRoot, sockDir := filepath.Join(root, "state"), filepath.Join(root, "vol"), filepath.Join(root, "sock")
 	for _, d := range []string{stateDir, volRoot, sockDir} {
@@ -53,7 +54,7 @@ func startPlugin(ctx context.Context, procs *procSet, bin, dir string, volumes i
 	apiSock := filepath.Join(root, "plugin.sock")
 	argv := []string{bin, "plugin", "-plugin-socket", apiSock, "-state-dir", stateDir, "-volume-root", volRoot, "-socket-dir-mount", sockDir}
 	env := []string{"PATH=" + os.Getenv("PATH"), fmt.Sprintf("REMAP_UID=%d", remapID), fmt.Sprintf("REMAP_GID=%d", remapID)}
-	if pr.proc, err = procs.start("plugin", argv, env); err != nil {
+	if pr.proc, err = procs.Start("plugin", argv, env); err != nil {
 		pr.close()
 		return nil, err
 	}
@@ -63,7 +64,7 @@ func startPlugin(ctx context.Context, procs *procSet, bin, dir string, volumes i
 			return dial(ctx, apiSock)
 		}},
 	}
-	if err := pr.proc.waitReady(ctx, apiSock, 10*time.Second); err != nil {
+	if err := pr.proc.WaitReady(ctx, apiSock, 10*time.Second); err != nil {
 		pr.close()
 		return nil, err
 	}
@@ -115,7 +116,7 @@ func waitEntries(ctx context.Context, dir string, n int, timeout time.Duration) 
 
 func (pr *pluginRun) close() {
 	if pr.proc != nil {
-		pr.proc.stop()
+		pr.proc.Stop()
 	}
 	if pr.client != nil {
 		pr.client.CloseIdleConnections()
@@ -130,7 +131,7 @@ func (pr *pluginRun) cycles(ctx context.Context, d time.Duration) (float64, erro
 	start := time.Now()
 	for n < 3 || time.Since(start) < d {
 		if err := pr.cycle(ctx); err != nil {
-			if perr := pr.proc.exited(); perr != nil {
+			if perr := pr.proc.Exited(); perr != nil {
 				return 0, perr
 			}
 			return 0, err

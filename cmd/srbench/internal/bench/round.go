@@ -6,6 +6,9 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/sockrelay/sockrelay/cmd/srbench/internal/report"
+	"github.com/sockrelay/sockrelay/cmd/srbench/internal/upstream"
 )
 
 // rotate starts the order of the peers at a different one each round,
@@ -24,9 +27,9 @@ func (h *harness) settle(ctx context.Context, p *peer) error {
 	if p.proc == nil {
 		return nil
 	}
-	err := waitNoChildren(ctx, p.proc.pid(), 15*time.Second)
+	err := p.proc.WaitNoChildren(ctx, 15*time.Second)
 	if err != nil && ctx.Err() == nil {
-		h.res.note("%s: %v", p.name, err)
+		h.res.Note("%s: %v", p.name, err)
 		return nil
 	}
 	return err
@@ -53,46 +56,46 @@ func (h *harness) round(ctx context.Context, r int) error {
 	}
 	var steps []step
 	for _, c := range h.cfg.Clients {
-		steps = append(steps, step{peers: order, keys: []string{keyPingNew(c)}, measure: h.pingStep(keyPingNew(c), c)})
+		steps = append(steps, step{peers: order, keys: []string{report.KeyPingNew(c)}, measure: h.pingStep(report.KeyPingNew(c), c)})
 	}
 	steps = append(steps,
-		step{peers: order, keys: []string{keyPingKeepAlive}, measure: func(ctx context.Context, p *peer) error {
+		step{peers: order, keys: []string{report.KeyPingKeepAlive}, measure: func(ctx context.Context, p *peer) error {
 			v, err := keepAliveRate(ctx, p.addr, h.cfg.PingDuration)
 			if err != nil {
 				return err
 			}
-			h.res.add(keyPingKeepAlive, p.name, v)
+			h.res.Add(report.KeyPingKeepAlive, p.name, v)
 			return nil
 		}},
-		step{peers: order, keys: []string{keyDownload, keyUpload, keyCPU}, measure: h.bulk},
-		step{peers: order, keys: []string{keyBurst}, measure: func(ctx context.Context, p *peer) error {
+		step{peers: order, keys: []string{report.KeyDownload, report.KeyUpload, report.KeyCPU}, measure: h.bulk},
+		step{peers: order, keys: []string{report.KeyBurst}, measure: func(ctx context.Context, p *peer) error {
 			failed, err := burst(ctx, p.addr, h.cfg.Burst)
 			if err != nil {
 				return err
 			}
-			h.res.add(keyBurst, p.name, float64(failed))
-			h.res.addFailed(keyBurst, p.name, failed, h.cfg.Burst)
+			h.res.Add(report.KeyBurst, p.name, float64(failed))
+			h.res.AddFailed(report.KeyBurst, p.name, failed, h.cfg.Burst)
 			return nil
 		}},
-		step{peers: relays, keys: []string{keyIdleMem}, measure: func(ctx context.Context, p *peer) error {
+		step{peers: relays, keys: []string{report.KeyIdleMem}, measure: func(ctx context.Context, p *peer) error {
 			return h.idleMemory(ctx, h.kinds[p.name], r)
 		}},
 	)
 	if len(h.docker) > 0 {
 		for _, c := range h.cfg.DockerClients {
-			steps = append(steps, step{keys: []string{keyDockerPing(c)}, whole: func(ctx context.Context) error {
+			steps = append(steps, step{keys: []string{report.KeyDockerPing(c)}, whole: func(ctx context.Context) error {
 				return h.dockerStep(ctx, r, c)
 			}})
 		}
 	}
 	for i, pr := range h.plugins {
-		key := keyPluginCycles(h.cfg.Volumes[i])
-		steps = append(steps, step{peers: []*peer{{name: pluginPeer}}, keys: []string{key}, measure: func(ctx context.Context, _ *peer) error {
+		key := report.KeyPluginCycles(h.cfg.Volumes[i])
+		steps = append(steps, step{peers: []*peer{{name: report.Plugin}}, keys: []string{key}, measure: func(ctx context.Context, _ *peer) error {
 			v, err := pr.cycles(ctx, h.cfg.CycleDuration)
 			if err != nil {
 				return err
 			}
-			h.res.add(key, pluginPeer, v)
+			h.res.Add(key, report.Plugin, v)
 			return nil
 		}})
 	}
@@ -125,8 +128,8 @@ func (h *harness) pingStep(key string, clients int) func(context.Context, *peer)
 		if err != nil {
 			return err
 		}
-		h.res.add(key, p.name, res.rate)
-		h.res.addFailed(key, p.name, res.failed, res.ok+res.failed)
+		h.res.Add(key, p.name, res.rate)
+		h.res.AddFailed(key, p.name, res.failed, res.ok+res.failed)
 		return nil
 	}
 }
@@ -134,18 +137,25 @@ func (h *harness) pingStep(key string, clients int) func(context.Context, *peer)
 // done prints the round's samples of keys and checks the relays live.
 func (h *harness) done(r int, keys ...string) error {
 	for _, key := range keys {
-		s := h.res.samples[key]
-		if len(s) == 0 || h.leftOut[key] == r+1 {
+		if h.leftOut[key] == r+1 {
 			continue // its last samples are an earlier round's
 		}
 		var b strings.Builder
 		fmt.Fprintf(&b, "round %d/%d  %-28s", r+1, h.cfg.Rounds, key)
-		for _, p := range append(h.peerNames(), pluginPeer) {
-			if vs := s[p]; len(vs) > 0 && h.leftOut[key+" "+p] != r+1 {
+		measured := false
+		for _, p := range append(h.peerNames(), report.Plugin) {
+			vs := h.res.Samples(key, p)
+			if len(vs) == 0 {
+				continue
+			}
+			measured = true
+			if h.leftOut[key+" "+p] != r+1 {
 				fmt.Fprintf(&b, "  %s %.4g", p, vs[len(vs)-1])
 			}
 		}
-		h.logf("%s", b.String())
+		if measured {
+			h.logf("%s", b.String())
+		}
 	}
 	return h.checkAlive()
 }
@@ -159,7 +169,7 @@ func (h *harness) bulk(ctx context.Context, p *peer) error {
 			return err
 		}
 		var err error
-		if before, err = treeCPU(p.proc.pid()); err != nil {
+		if before, err = p.proc.CPU(); err != nil {
 			return err
 		}
 	}
@@ -171,20 +181,20 @@ func (h *harness) bulk(ctx context.Context, p *peer) error {
 	if err != nil {
 		return err
 	}
-	h.res.add(keyDownload, p.name, dl)
-	h.res.add(keyUpload, p.name, ul)
+	h.res.Add(report.KeyDownload, p.name, dl)
+	h.res.Add(report.KeyUpload, p.name, ul)
 	if p.proc == nil {
 		return nil
 	}
 	if err := h.settle(ctx, p); err != nil {
 		return err
 	}
-	after, err := treeCPU(p.proc.pid())
+	after, err := p.proc.CPU()
 	if err != nil {
 		return err
 	}
 	gib := float64(2*h.cfg.Bytes) / (1 << 30)
-	h.res.add(keyCPU, p.name, (after-before)/gib)
+	h.res.Add(report.KeyCPU, p.name, (after-before)/gib)
 	return nil
 }
 
@@ -193,12 +203,11 @@ func (h *harness) bulk(ctx context.Context, p *peer) error {
 // connection. A fresh process keeps earlier rounds' heap out of the figure.
 func (h *harness) idleMemory(ctx context.Context, k relayKind, r int) error {
 	listen := filepath.Join(h.dir, fmt.Sprintf("idle-%s-%d.sock", k.name, r))
-	p, err := h.procs.relay(ctx, k, listen, h.up.addr)
+	p, err := startRelay(ctx, h.procs, k, listen, h.up.addr)
 	if err != nil {
 		return err
 	}
-	defer p.proc.stop()
-	pid := p.proc.pid()
+	defer p.proc.Stop()
 	// One request first, so the figure leaves out what the first
 	// connection sets up once.
 	if err := pingNew(ctx, listen); err != nil {
@@ -211,19 +220,19 @@ func (h *harness) idleMemory(ctx context.Context, k relayKind, r int) error {
 	if err != nil {
 		return err
 	}
-	before, _, err := treeMemKiB(pid)
+	before, _, err := p.proc.MemKiB()
 	if err != nil {
 		return err
 	}
 	// The policy proxy dials the upstream at a connection's first
 	// request: each connection carries one before it idles.
-	conns, err := holdIdle(ctx, listen, h.cfg.Idle, k.name == Policy)
+	conns, err := holdIdle(ctx, listen, h.cfg.Idle, k.name == report.Policy)
 	if err != nil {
 		return err
 	}
 	defer closeAll(conns)
 	want := base + int64(h.cfg.Idle)
-	if k.name == Policy {
+	if k.name == report.Policy {
 		// The first ping's upstream connection waits in the proxy's pool
 		// (counted in base) and serves the first connection held.
 		want--
@@ -237,18 +246,18 @@ func (h *harness) idleMemory(ctx context.Context, k relayKind, r int) error {
 	if err := sleep(ctx, 200*time.Millisecond); err != nil {
 		return err
 	}
-	after, children, err := treeMemKiB(pid)
+	after, children, err := p.proc.MemKiB()
 	closeAll(conns)
 	if err != nil {
 		return err
 	}
-	h.res.add(keyIdleMem, k.name, float64(after-before)/float64(h.cfg.Idle))
+	h.res.Add(report.KeyIdleMem, k.name, float64(after-before)/float64(h.cfg.Idle))
 	if !h.idleNote {
 		h.idleNote = true
-		h.res.note("memory per idle conn: growth of the relay's Pss (smaps_rollup; VmRSS where missing) with the connections held, over their count; user-space pages only, not socket buffers")
+		h.res.Note("memory per idle conn: growth of the relay's Pss (smaps_rollup; VmRSS where missing) with the connections held, over their count; user-space pages only, not socket buffers")
 	}
-	if k.name == Socat && r == 0 {
-		h.res.note("socat forks a process per connection: its memory is the Pss of the listener plus all its children (%d of them with %d connections held); their page tables and kernel stacks are not counted", children, h.cfg.Idle)
+	if k.name == report.Socat && r == 0 {
+		h.res.Note("socat forks a process per connection: its memory is the Pss of the listener plus all its children (%d of them with %d connections held); their page tables and kernel stacks are not counted", children, h.cfg.Idle)
 	}
 	// Let socat reap its own children before it is stopped; orphans
 	// would wait for init to reap them.
@@ -259,13 +268,13 @@ func (h *harness) idleMemory(ctx context.Context, k relayKind, r int) error {
 // changed for a moment (connections of the previous figure closing), and
 // returns it.
 func (h *harness) quietUpstream(ctx context.Context) (int64, error) {
-	last, err := upstreamActive(ctx, h.up.addr)
+	last, err := upstream.Active(ctx, h.up.addr)
 	for same, deadline := 0, time.Now().Add(5*time.Second); err == nil && same < 5 && time.Now().Before(deadline); {
 		if err := sleep(ctx, pollInterval); err != nil {
 			return 0, err
 		}
 		var n int64
-		if n, err = upstreamActive(ctx, h.up.addr); n == last {
+		if n, err = upstream.Active(ctx, h.up.addr); n == last {
 			same++
 		} else {
 			last, same = n, 0

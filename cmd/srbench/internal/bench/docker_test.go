@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sockrelay/sockrelay/cmd/srbench/internal/report"
 	"github.com/sockrelay/sockrelay/internal/idmap"
 )
 
@@ -92,20 +93,20 @@ func TestDockerStepSkips(t *testing.T) {
 	cfg := QuickConfig()
 	cfg.PingDuration = 100 * time.Millisecond
 	cfg.DockerSocket = d.path
-	h := &harness{cfg: cfg, dir: dir, res: newResults(rowDefs(cfg)), docker: []*peer{{name: Direct, addr: d.path}}}
-	key := keyDockerPing(1)
-	samples := func() int { return len(h.res.samples[key][Direct]) }
+	h := &harness{cfg: cfg, dir: dir, res: report.NewResults(cfg.layout()), docker: []*peer{{name: report.Direct, addr: d.path}}}
+	key := report.KeyDockerPing(1)
+	samples := func() int { return len(h.res.Samples(key, report.Direct)) }
 
 	if err := h.dockerStep(ctx, 0, 1); err != nil || samples() != 1 {
-		t.Fatalf("daemon answering: got %v and %d samples, want 1 sample; notes %q", err, samples(), h.res.notes)
+		t.Fatalf("daemon answering: got %v and %d samples, want 1 sample; notes %q", err, samples(), h.res.Notes())
 	}
 
 	d.restartAt.Store(d.pings.Load() + 5) // during the figure
 	if err := h.dockerStep(ctx, 1, 1); err != nil || samples() != 1 {
 		t.Errorf("daemon restarted: got %v and %d samples, want the round left out", err, samples())
 	}
-	if !hasNote(h.res.notes, "round 2 left out", "restarted") {
-		t.Errorf("no note says round 2 was left out for a restart: %q", h.res.notes)
+	if !hasNote(h.res.Notes(), "round 2 left out", "restarted") {
+		t.Errorf("no note says round 2 was left out for a restart: %q", h.res.Notes())
 	}
 
 	d.stop()
@@ -116,8 +117,8 @@ func TestDockerStepSkips(t *testing.T) {
 	if took := time.Since(start); took > 5*time.Second {
 		t.Errorf("daemon gone: the step took %v", took)
 	}
-	if !hasNote(h.res.notes, "round 3 left out", "does not answer") {
-		t.Errorf("no note says round 3 was left out, the daemon not answering: %q", h.res.notes)
+	if !hasNote(h.res.Notes(), "round 3 left out", "does not answer") {
+		t.Errorf("no note says round 3 was left out, the daemon not answering: %q", h.res.Notes())
 	}
 
 	d.start()
@@ -141,29 +142,29 @@ func TestDockerStepRemountsIdmap(t *testing.T) {
 	cfg := QuickConfig()
 	cfg.PingDuration = 100 * time.Millisecond
 	cfg.DockerSocket = d.path
-	h := &harness{cfg: cfg, dir: dir, res: newResults(rowDefs(cfg)), userns: &idmap.Namespaces{Self: os.Args[0]}}
+	h := &harness{cfg: cfg, dir: dir, res: report.NewResults(cfg.layout()), userns: &idmap.Namespaces{Self: os.Args[0]}}
 	t.Cleanup(h.closeIdmap)
 	p := h.setupDockerIdmap(ctx, d.path)
 	if p == nil {
-		t.Fatalf("no idmap peer: %q", h.res.notes)
+		t.Fatalf("no idmap peer: %q", h.res.Notes())
 	}
-	h.docker = []*peer{{name: Direct, addr: d.path}, p}
-	key := keyDockerPing(1)
-	if err := h.dockerStep(ctx, 0, 1); err != nil || len(h.res.samples[key][Idmap]) != 1 {
-		t.Fatalf("got %v and %v, want a sample of idmap; notes %q", err, h.res.samples[key], h.res.notes)
+	h.docker = []*peer{{name: report.Direct, addr: d.path}, p}
+	key := report.KeyDockerPing(1)
+	if err := h.dockerStep(ctx, 0, 1); err != nil || len(h.res.Samples(key, report.Idmap)) != 1 {
+		t.Fatalf("got %v and %v, want a sample of idmap; notes %q", err, h.res.Samples(key, report.Idmap), h.res.Notes())
 	}
 	d.restart()
 	if stale, err := h.dkIdmap.stale(); err != nil || !stale {
 		t.Fatalf("after a restart: stale %v, %v; want stale", stale, err)
 	}
-	if err := h.dockerStep(ctx, 1, 1); err != nil || len(h.res.samples[key][Idmap]) != 2 {
-		t.Fatalf("after a restart: got %v and %v, want 2 samples of idmap; notes %q", err, h.res.samples[key], h.res.notes)
+	if err := h.dockerStep(ctx, 1, 1); err != nil || len(h.res.Samples(key, report.Idmap)) != 2 {
+		t.Fatalf("after a restart: got %v and %v, want 2 samples of idmap; notes %q", err, h.res.Samples(key, report.Idmap), h.res.Notes())
 	}
-	if f := h.res.failed[key][Idmap]; f != 0 {
+	if f := h.res.Failed(key, report.Idmap); f != 0 {
 		t.Errorf("after a restart: %d pings through the idmap mount failed", f)
 	}
-	if !hasNote(h.res.notes, "made anew", "mounted the new one") {
-		t.Errorf("no note says the mount was made again: %q", h.res.notes)
+	if !hasNote(h.res.Notes(), "made anew", "mounted the new one") {
+		t.Errorf("no note says the mount was made again: %q", h.res.Notes())
 	}
 	h.closeIdmap()
 	if m := idmapMounts(t); len(m) > 0 {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/sockrelay/sockrelay/cmd/srbench/internal/report"
 	"github.com/sockrelay/sockrelay/internal/idmap"
 	"github.com/sockrelay/sockrelay/internal/mounts"
 )
@@ -41,7 +42,7 @@ func (h *harness) self() (string, error) {
 // and a note saying why.
 func (h *harness) skipIdmap(label, format string, args ...any) {
 	why := fmt.Sprintf(format, args...)
-	h.res.note("idmap: left out of %s: %s", label, why)
+	h.res.Note("idmap: left out of %s: %s", label, why)
 	h.logf("idmap: left out of %s: %s", label, why)
 }
 
@@ -71,8 +72,8 @@ func (h *harness) setupIdmap(ctx context.Context) error {
 		return fmt.Errorf("idmap: %w", err)
 	}
 	h.logf("idmap: %s is an idmapped mount of %s (%s)", m.path, m.src, idmapMapping)
-	h.peers = append(h.peers, &peer{name: Idmap, addr: m.path})
-	h.res.note("idmap: an idmapped bind mount of the upstream socket (%s), made by the bench; no process in the data path, so no relay memory or CPU to measure (—)", idmapMapping)
+	h.peers = append(h.peers, &peer{name: report.Idmap, addr: m.path})
+	h.res.Note("idmap: an idmapped bind mount of the upstream socket (%s), made by the bench; no process in the data path, so no relay memory or CPU to measure (—)", idmapMapping)
 	return nil
 }
 
@@ -176,7 +177,7 @@ func (h *harness) closeIdmap() {
 		h.userns.Close()
 	}
 	if err := errors.Join(errs...); err != nil {
-		h.res.note("idmap: %v; unmount it by hand (umount -l)", err)
+		h.res.Note("idmap: %v; unmount it by hand (umount -l)", err)
 		h.logf("idmap: %v", err)
 	}
 }
