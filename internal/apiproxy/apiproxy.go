@@ -18,7 +18,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -223,18 +222,16 @@ func (cc *clientConn) one(x *exchange) bool {
 	x.policy = pol.Name()
 	head, err := peekHead(cc.br)
 	if err != nil {
-		x.rule = "bad-request"
-		cc.refuse(x, http.StatusBadRequest, "bad-request", err.Error())
+		cc.refuse(x, http.StatusBadRequest, ruleBadRequest, err.Error())
 		return false
 	}
 	if bad := framingConflict(head); bad != "" {
-		x.rule = "bad-request"
-		cc.refuse(x, http.StatusBadRequest, "bad-request", bad)
+		cc.refuse(x, http.StatusBadRequest, ruleBadRequest, bad)
 		return false
 	}
 	req, err := http.ReadRequest(cc.br)
 	if err != nil {
-		cc.refuse(x, http.StatusBadRequest, "bad-request", "the request could not be parsed")
+		cc.refuse(x, http.StatusBadRequest, ruleBadRequest, "the request could not be parsed")
 		return false
 	}
 	x.method = req.Method
@@ -251,17 +248,21 @@ func (cc *clientConn) one(x *exchange) bool {
 	var body []byte
 	if pol.BodyNeeded(req.Method, req.RequestURI) && hasBody(req) {
 		if req.ContentLength > policy.MaxBody {
-			cc.refuse(x, http.StatusRequestEntityTooLarge, "body-too-large", tooLarge)
+			cc.refuse(x, policy.StatusTooLarge, policy.RuleBodyTooLarge, tooLarge)
 			cc.linger(req)
 			return false
 		}
-		body, err = io.ReadAll(io.LimitReader(req.Body, policy.MaxBody+1))
+		body, err = io.ReadAll(io.LimitReader(cc.body(req), policy.MaxBody+1))
+		if errors.Is(err, errBadChunked) {
+			cc.refuse(x, http.StatusBadRequest, ruleBadRequest, err.Error())
+			return false
+		}
 		if err != nil {
-			cc.refuse(x, http.StatusBadRequest, "bad-body", "the request body could not be read")
+			cc.refuse(x, http.StatusBadRequest, policy.RuleBadBody, "the request body could not be read")
 			return false
 		}
 		if len(body) > policy.MaxBody {
-			cc.refuse(x, http.StatusRequestEntityTooLarge, "body-too-large", tooLarge)
+			cc.refuse(x, policy.StatusTooLarge, policy.RuleBodyTooLarge, tooLarge)
 			cc.linger(req)
 			return false
 		}
@@ -269,7 +270,7 @@ func (cc *clientConn) one(x *exchange) bool {
 	dec := pol.Decide(policy.Request{Method: req.Method, Target: req.RequestURI, Header: req.Header, Body: body})
 	x.path, x.rule = dec.Path, dec.Rule
 	if dec.Allow && isUpgrade(req.Header) && !dec.Upgrade {
-		dec = policy.Decision{Status: http.StatusForbidden, Rule: "upgrade-not-allowed", Path: dec.Path,
+		dec = policy.Decision{Status: http.StatusForbidden, Rule: policy.RuleUpgrade, Path: dec.Path,
 			Reason: fmt.Sprintf("switching protocols on %s is not allowed by policy %s", dec.Path, pol.Name())}
 		x.rule = dec.Rule
 	}
@@ -284,23 +285,57 @@ func (cc *clientConn) one(x *exchange) bool {
 
 	if _, _, err := cc.upstream(); err != nil {
 		p.Log.Warn("upstream unreachable", "volume", p.Volume, "err", err)
-		cc.refuse(x, http.StatusBadGateway, "upstream", "the Docker daemon did not answer; try again")
+		cc.refuse(x, http.StatusBadGateway, ruleUpstream, noDaemon)
 		return false
 	}
 	if err := cc.forwardRequest(x, req, body); err != nil {
+		// The daemon's connection is left inside a request: it is
+		// closed, never pooled, and the daemon drops the request.
+		cc.dropUpstream()
 		p.Log.Debug("forward request", "volume", p.Volume, "err", err)
-		if errors.Is(err, errHeadNotSent) {
-			cc.refuse(x, http.StatusBadGateway, "upstream", "the Docker daemon did not answer; try again")
+		switch {
+		case errors.Is(err, errHeadNotSent):
+			cc.refuse(x, http.StatusBadGateway, ruleUpstream, noDaemon)
+		case errors.Is(err, errBadChunked):
+			cc.refuse(x, http.StatusBadRequest, ruleBadRequest, err.Error())
 		}
 		return false
 	}
 	return cc.forwardResponse(x, req)
 }
 
+// Rules of the refusals that are the transport's, not the policy's.
+const (
+	ruleBadRequest = "bad-request" // a request the proxy cannot frame exactly as the daemon would
+	ruleUpstream   = "upstream"    // the daemon cannot be reached
+)
+
+const noDaemon = "the Docker daemon did not answer; try again"
+
 // errHeadNotSent marks a request of which nothing reached the daemon.
 var errHeadNotSent = errors.New("the request could not be written to the daemon")
 
-const tooLarge = "request bodies the policy inspects are limited to 1 MiB"
+var tooLarge = fmt.Sprintf("request bodies the policy inspects are limited to %s", sizeText(policy.MaxBody))
+
+// sizeText writes a byte count for people: in MiB or KiB when it is a
+// whole number of them.
+func sizeText(n int64) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
+
+// body is req's body, read by the proxy's own rules when it is chunked.
+func (cc *clientConn) body(req *http.Request) io.Reader {
+	if len(req.TransferEncoding) > 0 {
+		return newChunkedBody(cc.br)
+	}
+	return req.Body
+}
 
 func hasBody(req *http.Request) bool {
 	return req.ContentLength > 0 || len(req.TransferEncoding) > 0
@@ -401,14 +436,18 @@ func (cc *clientConn) forwardRequest(x *exchange, req *http.Request, body []byte
 	case body != nil:
 		b.Write(body)
 		x.in = int64(len(body))
-		return cc.writeHead(b.Bytes())
+		if err := cc.writeHead(b.Bytes()); err != nil {
+			return err
+		}
 	case chunked:
 		if err := cc.writeHead(b.Bytes()); err != nil {
 			return err
 		}
 		n, err := copyChunked(cc.up, cc.br, cc.c, cc.bulk)
 		x.in = n
-		return err
+		if err != nil {
+			return err
+		}
 	default:
 		n := max(req.ContentLength, 0)
 		if n > 0 && int64(cc.br.Buffered()) >= n {
@@ -427,8 +466,11 @@ func (cc *clientConn) forwardRequest(x *exchange, req *http.Request, body []byte
 		}
 		k, err := copyN(cc.up, cc.br, cc.c, n)
 		x.in += k
-		return err
+		if err != nil {
+			return err
+		}
 	}
+	return nil
 }
 
 // reusable says whether the daemon's connection may carry another
@@ -593,7 +635,7 @@ func (cc *clientConn) linger(req *http.Request) {
 		return
 	}
 	cc.c.SetReadDeadline(time.Now().Add(lingerTime))
-	io.Copy(io.Discard, io.LimitReader(req.Body, lingerBytes))
+	io.Copy(io.Discard, io.LimitReader(cc.body(req), lingerBytes))
 }
 
 const (
@@ -713,50 +755,6 @@ func (cc *clientConn) bulk() {
 	cc.sized = cc.up
 	relay.SizeForBulk(cc.c)
 	relay.SizeForBulk(cc.up)
-}
-
-// copyChunked passes a chunked body through as it is, chunk by chunk, so
-// streams (events, logs -f) flow at once; it returns the data bytes.
-// bulk is called before a chunk larger than bulkBody, and before each
-// chunk once bulkBody bytes have passed.
-func copyChunked(dst net.Conn, br *bufio.Reader, src net.Conn, bulk func()) (int64, error) {
-	var total int64
-	for {
-		line, err := br.ReadSlice('\n')
-		if err != nil {
-			return total, err
-		}
-		sizeText, _, _ := strings.Cut(strings.TrimRight(string(line), "\r\n"), ";")
-		size, err := strconv.ParseInt(strings.TrimSpace(sizeText), 16, 64)
-		if err != nil || size < 0 {
-			return total, errors.New("bad chunk size")
-		}
-		if _, err := dst.Write(line); err != nil {
-			return total, err
-		}
-		if size == 0 {
-			for { // trailers, up to the blank line
-				line, err := br.ReadSlice('\n')
-				if err != nil {
-					return total, err
-				}
-				if _, err := dst.Write(line); err != nil {
-					return total, err
-				}
-				if len(bytes.TrimRight(line, "\r\n")) == 0 {
-					return total, nil
-				}
-			}
-		}
-		if size > bulkBody || total >= bulkBody {
-			bulk()
-		}
-		n, err := copyN(dst, br, src, size+2) // data and its CRLF
-		total += max(n-2, 0)
-		if err != nil {
-			return total, err
-		}
-	}
 }
 
 // peer is the client process, from SO_PEERCRED.
