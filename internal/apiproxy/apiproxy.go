@@ -99,9 +99,16 @@ type clientConn struct {
 	// sized is the upstream connection whose buffers, and the client's,
 	// were sized for bulk transfers.
 	sized *net.UnixConn
+	// sent says the last request went to the daemon whole, in the
+	// proxy's own framing, and none of the answer had come before its
+	// body was all sent. A daemon that answers before it has the whole
+	// body may not read the rest, and may close the connection later,
+	// under the next client's request.
+	sent bool
 	// clean says the upstream connection is between exchanges: the last
-	// response was read whole, the daemon did not ask to close, and
-	// nothing is left over. Only a clean connection goes back to the pool.
+	// request was sent, its response was read whole, the daemon did not
+	// ask to close, and nothing is left over. Only a clean connection
+	// goes back to the pool.
 	clean bool
 
 	mu     sync.Mutex
@@ -409,7 +416,7 @@ func (cc *clientConn) writeHead(p []byte) error {
 // parsed, and its body: the inspected bytes, or the client's bytes as
 // they come.
 func (cc *clientConn) forwardRequest(x *exchange, req *http.Request, body []byte) error {
-	cc.clean = false
+	cc.clean, cc.sent = false, false
 	h := req.Header
 	h.Del("Content-Length")
 	h.Del("Transfer-Encoding")
@@ -470,6 +477,9 @@ func (cc *clientConn) forwardRequest(x *exchange, req *http.Request, body []byte
 			return err
 		}
 	}
+	// With a body, the answer must not have begun before the body was
+	// all sent (see sent).
+	cc.sent = !hasBody(req) || quietRaw(cc.urc)
 	return nil
 }
 
@@ -504,7 +514,7 @@ func (cc *clientConn) forwardResponse(x *exchange, req *http.Request) bool {
 	// done says whether the daemon's connection is clean once the response
 	// is read whole (err == nil), and whether the client's goes on.
 	done := func(resp *http.Response, err error) bool {
-		cc.clean = err == nil && reusable(req, resp, ubr)
+		cc.clean = err == nil && cc.sent && reusable(req, resp, ubr)
 		return err == nil && !req.Close && !resp.Close
 	}
 	for {
@@ -551,7 +561,7 @@ func (cc *clientConn) forwardResponse(x *exchange, req *http.Request) bool {
 			continue // 100 Continue and friends: the final response follows
 		case noBody:
 			_, err := cc.write(b.Bytes())
-			cc.clean = reusable(req, resp, ubr) // nothing more to read
+			cc.clean = cc.sent && reusable(req, resp, ubr) // nothing more to read
 			return err == nil && !req.Close && !resp.Close
 		case chunked:
 			if _, err := cc.write(b.Bytes()); err != nil {

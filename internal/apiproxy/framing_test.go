@@ -124,3 +124,47 @@ func TestHostileChunkedBodies(t *testing.T) {
 		})
 	}
 }
+
+// A daemon connection whose answer came before the request's body was
+// all sent is not pooled, even when the body was well framed: the daemon
+// may not have read it, and may close the connection under the next
+// client's request.
+func TestEarlyAnswerNotPooled(t *testing.T) {
+	for _, tc := range []struct{ name, head, body string }{
+		{"chunked", "Transfer-Encoding: chunked", "5\r\nhello\r\n0\r\n\r\n"},
+		{"length", "Content-Length: 5", "hello"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := tempDir(t)
+			u := newRawUpstream(t, dir)
+			sock, p, _ := startPooled(t, dir, u, "full")
+			c, err := net.Dial("unix", sock)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			io.WriteString(c, "POST /early HTTP/1.1\r\nHost: d\r\n"+tc.head+"\r\n\r\n")
+			select {
+			case <-u.answered:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the daemon did not answer")
+			}
+			io.WriteString(c, tc.body)
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil || resp.StatusCode != 200 {
+				t.Fatalf("got %v %v, want 200", resp, err)
+			}
+			io.ReadAll(resp.Body)
+			c.Close()
+			waitFor(t, "the client connection to end", func() bool { return p.Stats.Active.Load() == 0 })
+			if got := p.IdleUpstreams(); got != 0 {
+				t.Fatalf("idle upstreams after an early answer: got %d, want 0", got)
+			}
+			resp, body, _ := once(t, sock, "GET /_ping HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")
+			if resp.StatusCode != 200 || body != "OK" {
+				t.Fatalf("the next client: got %d %q, want 200 OK", resp.StatusCode, body)
+			}
+		})
+	}
+}

@@ -31,6 +31,9 @@ import (
 //	/eof       200 "OK" delimited by close (no Content-Length)
 //	…/attach   101, then echoes until the client half-closes
 //	/big       200 with a 64 MiB body
+//	/early     200 at once, the body unread; then, after earlyClose,
+//	           closes, as Go's server does when a body it did not read
+//	           is too large to drain
 //
 // After each response, shutRD (if set) shuts the connection's reading
 // side, as a daemon going away would, without closing it.
@@ -40,6 +43,7 @@ type rawUpstream struct {
 	open     atomic.Int64
 	shutRD   atomic.Bool
 	stop     chan struct{}
+	answered chan struct{} // a value for each answer to /early
 
 	mu    sync.Mutex
 	conns map[net.Conn]bool
@@ -56,7 +60,8 @@ func (u *rawUpstream) dropAll() {
 
 func newRawUpstream(t *testing.T, dir string) *rawUpstream {
 	t.Helper()
-	u := &rawUpstream{sock: filepath.Join(dir, "raw.sock"), stop: make(chan struct{}), conns: map[net.Conn]bool{}}
+	u := &rawUpstream{sock: filepath.Join(dir, "raw.sock"), stop: make(chan struct{}), conns: map[net.Conn]bool{},
+		answered: make(chan struct{}, 100)}
 	ln, err := net.Listen("unix", u.sock)
 	if err != nil {
 		t.Fatal(err)
@@ -101,6 +106,15 @@ func (u *rawUpstream) serve(c *net.UnixConn) {
 		if err != nil {
 			return
 		}
+		if req.URL.Path == "/early" {
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK")
+			u.answered <- struct{}{}
+			select {
+			case <-time.After(earlyClose):
+			case <-u.stop:
+			}
+			return
+		}
 		io.Copy(io.Discard, req.Body)
 		path := req.URL.Path
 		if strings.HasSuffix(path, "/attach") {
@@ -135,6 +149,10 @@ func (u *rawUpstream) serve(c *net.UnixConn) {
 		}
 	}
 }
+
+// earlyClose is how long the fake daemon keeps a connection open after
+// answering /early.
+const earlyClose = 300 * time.Millisecond
 
 // startPooled serves a preset in front of u; it returns the
 // proxy's socket, the proxy, and a function that stops it.
