@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -52,8 +53,31 @@ type Proxy struct {
 	Log    *slog.Logger // operational events
 	Audit  *AuditLog    // one line per request
 	Stats  *Stats
+	// Limits bound what this proxy's clients can hold; Shared bounds
+	// what the clients of every proxy holding it can hold together
+	// (nil: DefaultShared). See limits.go.
+	Limits Limits
+	Shared *Shared
 
 	pool pool // idle upstream connections
+
+	once   sync.Once // sets what follows, at the first Serve
+	limits Limits    // Limits with its defaults
+	shared *Shared
+	conns  budget // of limits.Conns
+	bodies budget // of limits.BodyBytes
+}
+
+func (p *Proxy) init() {
+	p.once.Do(func() {
+		p.limits = p.Limits.withDefaults()
+		p.shared = p.Shared
+		if p.shared == nil {
+			p.shared = DefaultShared
+		}
+		p.conns.limit = int64(p.limits.Conns)
+		p.bodies.limit = p.limits.BodyBytes
+	})
 }
 
 // IdleUpstreams is the number of upstream connections kept idle for the
@@ -64,6 +88,7 @@ func (p *Proxy) IdleUpstreams() int { return p.pool.len() }
 // every connection it started is closed. When ctx ends, open connections,
 // streams included, are cut.
 func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
+	p.init()
 	defer p.pool.close()
 	return relay.Accept(ctx, ln, p.Log.With("volume", p.Volume), func(c net.Conn) {
 		uc, ok := c.(*net.UnixConn)
@@ -71,20 +96,46 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 			c.Close()
 			return
 		}
-		p.Stats.Active.Add(1)
-		defer p.Stats.Active.Add(-1)
 		rc, err := uc.SyscallConn()
 		if err != nil {
 			uc.Close()
 			return
 		}
-		cc := &clientConn{p: p, c: uc, crc: rc, cr: rawReader{rc}, peer: peerOf(rc)}
+		cc := &clientConn{p: p, c: uc, crc: rc, cr: rawReader{rc}, peer: peerOf(rc), start: time.Now()}
+		if !takeAll(1, 0, &p.conns, &p.shared.conns) {
+			cc.turnAway()
+			return
+		}
+		defer giveAll(1, &p.conns, &p.shared.conns)
+		p.Stats.Active.Add(1)
+		defer p.Stats.Active.Add(-1)
 		stop := context.AfterFunc(ctx, cc.close)
 		defer stop()
 		cc.serve()
 		cc.finish()
 	})
 }
+
+// turnAway answers a connection over the limits and closes it. The
+// request is not read, but what the client sends for turnAwayLinger is
+// taken in and dropped: a client whose request is refused by a close,
+// or meets the reset a close with unread bytes makes, reports a broken
+// connection rather than the answer.
+func (cc *clientConn) turnAway() {
+	x := &exchange{start: cc.start, policy: cc.p.Policy().Name()}
+	cc.c.SetDeadline(time.Now().Add(turnAwayLinger)) // a new socket's buffer takes the answer at once
+	cc.refuse(x, http.StatusServiceUnavailable, ruleTooManyConns, cc.p.tooManyConns())
+	cc.audit(x)
+	cc.c.CloseWrite()
+	io.Copy(io.Discard, io.LimitReader(&cc.cr, turnAwayBytes))
+	cc.c.Close()
+}
+
+// What turnAway takes in before it closes.
+const (
+	turnAwayLinger = 250 * time.Millisecond
+	turnAwayBytes  = 64 << 10
+)
 
 // clientConn is one client connection and the upstream connection that
 // mirrors it (taken from the pool or dialled at its first allowed
@@ -96,6 +147,8 @@ type clientConn struct {
 	cr   rawReader
 	br   *bufio.Reader
 	peer peer
+	// start is when the connection was accepted.
+	start time.Time
 	// sized is the upstream connection whose buffers, and the client's,
 	// were sized for bulk transfers.
 	sized *net.UnixConn
@@ -178,6 +231,14 @@ func (cc *clientConn) serve() {
 			cc.br = readers.Get().(*bufio.Reader)
 			cc.br.Reset(&cc.cr)
 		}
+		// The head must come within HeadTimeout: from the connection's
+		// start for the first request (a client connects to send one),
+		// from its first byte, here now, for the next ones.
+		from := time.Now()
+		if first {
+			from = cc.start
+		}
+		cc.c.SetReadDeadline(from.Add(cc.p.limits.HeadTimeout))
 		if _, err := cc.br.Peek(1); err != nil {
 			return
 		}
@@ -228,6 +289,11 @@ func (cc *clientConn) one(x *exchange) bool {
 	pol := p.Policy()
 	x.policy = pol.Name()
 	head, err := peekHead(cc.br)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		cc.refuse(x, http.StatusRequestTimeout, ruleTimeout,
+			fmt.Sprintf("the request head did not arrive within %v", p.limits.HeadTimeout))
+		return false
+	}
 	if err != nil {
 		cc.refuse(x, http.StatusBadRequest, ruleBadRequest, err.Error())
 		return false
@@ -253,27 +319,39 @@ func (cc *clientConn) one(x *exchange) bool {
 	}
 
 	var body []byte
+	var held int64 // of the body budgets, given back once body is sent
+	defer func() { giveAll(held, &p.bodies, &p.shared.bodies) }()
 	if pol.BodyNeeded(req.Method, req.RequestURI) && hasBody(req) {
 		if req.ContentLength > policy.MaxBody {
 			cc.refuse(x, policy.StatusTooLarge, policy.RuleBodyTooLarge, tooLarge)
 			cc.linger(req)
 			return false
 		}
-		body, err = io.ReadAll(io.LimitReader(cc.body(req), policy.MaxBody+1))
-		if errors.Is(err, errBadChunked) {
-			cc.refuse(x, http.StatusBadRequest, ruleBadRequest, err.Error())
-			return false
-		}
-		if err != nil {
-			cc.refuse(x, http.StatusBadRequest, policy.RuleBadBody, "the request body could not be read")
-			return false
-		}
-		if len(body) > policy.MaxBody {
+		cc.c.SetReadDeadline(time.Now().Add(p.limits.BodyTimeout))
+		body, held, err = cc.inspect(req)
+		switch {
+		case errors.Is(err, errTooLarge):
 			cc.refuse(x, policy.StatusTooLarge, policy.RuleBodyTooLarge, tooLarge)
 			cc.linger(req)
 			return false
+		case errors.Is(err, errBusy):
+			cc.refuse(x, http.StatusServiceUnavailable, ruleBusy, p.busy())
+			cc.linger(req)
+			return false
+		case errors.Is(err, errBadChunked):
+			cc.refuse(x, http.StatusBadRequest, ruleBadRequest, err.Error())
+			return false
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			cc.refuse(x, http.StatusRequestTimeout, ruleTimeout,
+				fmt.Sprintf("the request body did not arrive within %v", p.limits.BodyTimeout))
+			return false
+		case err != nil:
+			cc.refuse(x, http.StatusBadRequest, policy.RuleBadBody, "the request body could not be read")
+			return false
 		}
 	}
+	// Bodies passed through, and the answer, take as long as they take.
+	cc.c.SetReadDeadline(time.Time{})
 	dec := pol.Decide(policy.Request{Method: req.Method, Target: req.RequestURI, Header: req.Header, Body: body})
 	x.path, x.rule = dec.Path, dec.Rule
 	if dec.Allow && isUpgrade(req.Header) && !dec.Upgrade {
@@ -295,7 +373,11 @@ func (cc *clientConn) one(x *exchange) bool {
 		cc.refuse(x, http.StatusBadGateway, ruleUpstream, noDaemon)
 		return false
 	}
-	if err := cc.forwardRequest(x, req, body); err != nil {
+	err = cc.forwardRequest(x, req, body)
+	body = nil
+	giveAll(held, &p.bodies, &p.shared.bodies)
+	held = 0
+	if err != nil {
 		// The daemon's connection is left inside a request: it is
 		// closed, never pooled, and the daemon drops the request.
 		cc.dropUpstream()
@@ -309,6 +391,58 @@ func (cc *clientConn) one(x *exchange) bool {
 		return false
 	}
 	return cc.forwardResponse(x, req)
+}
+
+var (
+	errTooLarge = errors.New("request body too large")
+	errBusy     = errors.New("no memory for the request body")
+)
+
+// firstInspectBuf is the first buffer for an inspected body of unknown
+// or larger size; it doubles as the body arrives.
+const firstInspectBuf = 16 << 10
+
+// inspect reads the body the policy inspects, whole. Its memory is taken
+// from the proxy's body budget and the shared one as the body arrives,
+// doubling, so that a client holds no more than twice what it sent, and
+// all clients together no more than the budgets; a request that finds
+// no room within budgetWait fails with errBusy. held is what the caller
+// gives back once the body is sent. The buffer is the request's own and
+// goes with it: a pool of them would keep the largest alive after a
+// flood.
+func (cc *clientConn) inspect(req *http.Request) (body []byte, held int64, err error) {
+	p := cc.p
+	r := cc.body(req)
+	chunked := len(req.TransferEncoding) > 0
+	most := int64(policy.MaxBody) + 1 // one byte more shows a chunked body too large
+	if !chunked {
+		most = req.ContentLength
+	}
+	for {
+		if int64(len(body)) == most {
+			if chunked {
+				return nil, held, errTooLarge
+			}
+			return body, held, nil
+		}
+		if len(body) == cap(body) {
+			n := min(max(2*int64(cap(body)), firstInspectBuf), most)
+			more := n - int64(cap(body))
+			if !takeAll(more, budgetWait, &p.bodies, &p.shared.bodies) {
+				return nil, held, errBusy
+			}
+			held += more
+			body = append(make([]byte, 0, n), body...)
+		}
+		k, err := r.Read(body[len(body):cap(body)])
+		body = body[:len(body)+k]
+		if err == io.EOF {
+			return body, held, nil
+		}
+		if err != nil {
+			return nil, held, err
+		}
+	}
 }
 
 // Rules of the refusals that are the transport's, not the policy's.
@@ -392,13 +526,18 @@ func (cc *clientConn) dropUpstream() {
 	}
 }
 
-// writeHead writes what goes first of a request (its head, and a small
-// body with it). A pooled connection the daemon closed a moment ago
+// writeHead writes what goes first of a request: its head, and a body
+// already in memory with it. A pooled connection the daemon closed a moment ago
 // refuses the write whole; nothing reached the daemon, so the write is
 // tried once more on a new connection.
-func (cc *clientConn) writeHead(p []byte) error {
+func (cc *clientConn) writeHead(head, body []byte) error {
 	for try := 0; ; try++ {
-		_, err := rawWrite(cc.urc, p)
+		var err error
+		if len(body) == 0 {
+			_, err = rawWrite(cc.urc, head)
+		} else {
+			err = rawWritev(cc.urc, head, body) // the body is not copied
+		}
 		if err == nil {
 			return nil
 		}
@@ -441,13 +580,12 @@ func (cc *clientConn) forwardRequest(x *exchange, req *http.Request, body []byte
 	b.WriteString("\r\n")
 	switch {
 	case body != nil:
-		b.Write(body)
 		x.in = int64(len(body))
-		if err := cc.writeHead(b.Bytes()); err != nil {
+		if err := cc.writeHead(b.Bytes(), body); err != nil {
 			return err
 		}
 	case chunked:
-		if err := cc.writeHead(b.Bytes()); err != nil {
+		if err := cc.writeHead(b.Bytes(), nil); err != nil {
 			return err
 		}
 		n, err := copyChunked(cc.up, cc.br, cc.c, cc.bulk)
@@ -457,15 +595,16 @@ func (cc *clientConn) forwardRequest(x *exchange, req *http.Request, body []byte
 		}
 	default:
 		n := max(req.ContentLength, 0)
+		var small []byte
 		if n > 0 && int64(cc.br.Buffered()) >= n {
 			// Small body already here: one write.
-			p, _ := cc.br.Peek(int(n))
-			b.Write(p)
-			cc.br.Discard(int(n))
+			small, _ = cc.br.Peek(int(n))
 			n = 0
-			x.in = int64(len(p))
+			x.in = int64(len(small))
 		}
-		if err := cc.writeHead(b.Bytes()); err != nil {
+		err := cc.writeHead(b.Bytes(), small)
+		cc.br.Discard(len(small))
+		if err != nil {
 			return err
 		}
 		if n > bulkBody {

@@ -62,19 +62,32 @@ func newGoDaemon(t *testing.T, dir string) *goDaemon {
 
 func startProxy(t *testing.T, dir, upstream string) (string, *Proxy) {
 	t.Helper()
+	return serveProxy(t, dir, upstream, "full", Limits{}, nil)
+}
+
+// serveProxy serves preset in front of upstream, within lim and shared
+// (nil: a budget of the default size of its own, untouched by other
+// tests).
+func serveProxy(t *testing.T, dir, upstream, preset string, lim Limits, shared *Shared) (string, *Proxy) {
+	t.Helper()
 	sock := filepath.Join(dir, "p.sock")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pol, err := policy.Preset("full")
+	pol, err := policy.Preset(preset)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if shared == nil {
+		shared = NewShared(DefaultSharedConns, DefaultSharedBodyBytes)
 	}
 	p := &Proxy{
 		Volume: "v", Upstream: upstream, Policy: func() *policy.Policy { return pol },
 		Log: slog.New(slog.DiscardHandler), Audit: NewAuditLog(io.Discard), Stats: &Stats{},
+		Limits: lim, Shared: shared,
 	}
+	p.init() // before the test reads the budgets
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { p.Serve(ctx, ln); close(done) }()

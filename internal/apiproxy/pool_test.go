@@ -99,7 +99,15 @@ func newRawUpstream(t *testing.T, dir string) *rawUpstream {
 }
 
 func (u *rawUpstream) serve(c *net.UnixConn) {
-	go func() { <-u.stop; c.Close() }()
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-u.stop:
+			c.Close()
+		case <-done:
+		}
+	}()
 	br := bufio.NewReader(c)
 	for {
 		req, err := http.ReadRequest(br)
