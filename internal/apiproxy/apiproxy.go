@@ -149,6 +149,12 @@ type clientConn struct {
 	peer peer
 	// start is when the connection was accepted.
 	start time.Time
+	// watched is set while a request is with the daemon and the client
+	// is watched for leaving (watch); watchDone is sent to each time
+	// watchClient ends.
+	watched   bool
+	watchT    *time.Timer
+	watchDone chan struct{}
 	// sized is the upstream connection whose buffers, and the client's,
 	// were sized for bulk transfers.
 	sized *net.UnixConn
@@ -390,6 +396,8 @@ func (cc *clientConn) one(x *exchange) bool {
 		}
 		return false
 	}
+	cc.watch()
+	defer cc.unwatch()
 	return cc.forwardResponse(x, req)
 }
 
@@ -743,6 +751,7 @@ func (cc *clientConn) write(p []byte) (int, error) { return rawWrite(cc.crc, p) 
 // rawStream relays both ways until both sides are done, passing
 // half-closes on; what the readers already buffered goes first.
 func (cc *clientConn) rawStream(x *exchange, up *net.UnixConn, ubr *bufio.Reader) {
+	cc.unwatch() // the stream reads the client from here on
 	if n := cc.br.Buffered(); n > 0 {
 		p, _ := cc.br.Peek(n)
 		up.Write(p)
@@ -924,4 +933,69 @@ func peerOf(rc syscall.RawConn) peer {
 		return peer{}
 	}
 	return peer{pid: cred.Pid, uid: int32(cred.Uid), ok: true}
+}
+
+// A client that leaves while the daemon works on its request must not
+// leave the daemon working: dockerd cancels a request when its
+// connection closes, and until then a request such as POST
+// /containers/{id}/wait holds a connection, a descriptor of the proxy's
+// and goroutines of the daemon's, for as long as the container runs. So
+// while a request is with the daemon, the client's socket is watched,
+// and when the client is gone both connections are closed.
+//
+// Gone means both directions: a client that only shut its write side (a
+// half-close; the docker CLI does so after a request without stdin, as
+// in docker wait) still reads its answer. On a Unix socket the peer's
+// close shows as POLLHUP, a half-close as POLLRDHUP alone.
+//
+// The watch starts only once a request has been with the daemon for
+// watchAfter: most answers come sooner, and cost no goroutine.
+const watchAfter = 50 * time.Millisecond
+
+// watch starts watching the client for the request now with the daemon.
+func (cc *clientConn) watch() {
+	cc.watched = true
+	if cc.watchT == nil {
+		cc.watchDone = make(chan struct{}, 1)
+		cc.watchT = time.AfterFunc(watchAfter, cc.watchClient)
+		return
+	}
+	cc.watchT.Reset(watchAfter)
+}
+
+// unwatch stops the watch, if any; it returns once watchClient is done,
+// and leaves the client's socket without a read deadline.
+func (cc *clientConn) unwatch() {
+	if !cc.watched {
+		return
+	}
+	cc.watched = false
+	if cc.watchT.Stop() {
+		return // it never started
+	}
+	cc.c.SetReadDeadline(aLongTimeAgo) // ends watchClient's wait
+	<-cc.watchDone
+	cc.c.SetReadDeadline(time.Time{})
+}
+
+var aLongTimeAgo = time.Unix(1, 0)
+
+// watchClient waits until the client is gone, and then closes both
+// connections; unwatch ends it early.
+func (cc *clientConn) watchClient() {
+	defer func() { cc.watchDone <- struct{}{} }()
+	if err := cc.crc.Read(func(fd uintptr) bool { return hungUp(fd) }); err != nil {
+		return
+	}
+	cc.p.Log.Debug("client gone before the answer; daemon connection closed", "volume", cc.p.Volume)
+	cc.close()
+}
+
+// hungUp reports whether the peer of a socket is gone: closed, not just
+// shut for writing. The poll never blocks, so it is a raw system call.
+func hungUp(fd uintptr) bool {
+	pfd := unix.PollFd{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP}
+	var zero unix.Timespec
+	n, _, errno := syscall.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&pfd)), 1, uintptr(unsafe.Pointer(&zero)), 0, 0, 0)
+	return errno == 0 && n > 0 && pfd.Revents&(unix.POLLHUP|unix.POLLERR) != 0
 }

@@ -35,6 +35,72 @@ func readAnswer(t *testing.T, br *bufio.Reader) (*http.Response, string) {
 	return resp, string(b)
 }
 
+// A client that shuts its write side after its request (docker wait,
+// attach without stdin) has not left: it gets its answer, however long
+// the daemon takes.
+func TestHalfClosedClientGetsItsAnswer(t *testing.T) {
+	dir := tempDir(t)
+	u := newRawUpstream(t, dir)
+	sock, _ := serveProxy(t, dir, u.sock, "full", Limits{}, nil)
+	c := dialProxy(t, sock)
+	io.WriteString(c, "POST /slow HTTP/1.1\r\nHost: d\r\n\r\n")
+	c.CloseWrite()
+	resp, body := readAnswer(t, bufio.NewReader(c))
+	if resp.StatusCode != 200 || body != "OK" {
+		t.Fatalf("got %d %q, want 200 OK", resp.StatusCode, body)
+	}
+}
+
+// A client that leaves while the daemon has not answered takes the
+// daemon's connection with it, so that the daemon cancels the request:
+// at once when it leaves after the watch has begun, at the watch's start
+// when it leaves before, and when a half-closed client leaves for good.
+func TestVanishedClientClosesDaemonConnection(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		sleep time.Duration // after the daemon has the request, before the client leaves
+		half  bool          // the client half-closes first
+	}{
+		{"after the watch began", 4 * watchAfter, false},
+		{"before the watch began", 0, false},
+		{"after a half-close", 4 * watchAfter, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := tempDir(t)
+			u := newRawUpstream(t, dir)
+			sock, p := serveProxy(t, dir, u.sock, "full", Limits{}, nil)
+			c := dialProxy(t, sock)
+			io.WriteString(c, "POST /containers/x/wait HTTP/1.1\r\nHost: d\r\n\r\n")
+			select {
+			case <-u.waiting:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the daemon did not get the request")
+			}
+			if tc.half {
+				c.CloseWrite()
+			}
+			time.Sleep(tc.sleep)
+			select {
+			case <-u.waitEnd:
+				t.Fatal("the daemon's connection closed while the client was there")
+			default:
+			}
+			left := time.Now()
+			c.Close()
+			select {
+			case <-u.waitEnd:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the daemon's connection is still open 5 s after its client left")
+			}
+			t.Logf("daemon connection closed %v after the client left", time.Since(left).Round(time.Millisecond))
+			if d := time.Since(left); d > watchAfter+time.Second {
+				t.Fatalf("the daemon's connection closed %v after the client left, want within %v", d, watchAfter+time.Second)
+			}
+			waitFor(t, "the client connection to end", func() bool { return p.Stats.Active.Load() == 0 })
+		})
+	}
+}
+
 // Connections over the limit are answered 503 and closed, and the next
 // one after a connection ends is served.
 func TestConnectionLimit(t *testing.T) {
