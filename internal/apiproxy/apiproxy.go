@@ -32,8 +32,9 @@ import (
 	"github.com/sockrelay/sockrelay/internal/relay"
 )
 
-// MaxHeader bounds a request's or response's header block.
-const MaxHeader = 64 << 10
+// MaxHeader bounds a request's or response's head (its first line and
+// header block): it must fit in a connection's read buffer.
+const MaxHeader = 16 << 10
 
 // Stats are a proxy's live counters.
 type Stats struct {
@@ -218,7 +219,7 @@ type exchange struct {
 // readers holds the buffered readers of both sides. A connection holds
 // them only while a request is in flight: an idle kept-alive connection
 // costs no buffer.
-var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<<10) }}
+var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, MaxHeader) }}
 
 func (cc *clientConn) serve() {
 	defer cc.release(true)
@@ -829,6 +830,8 @@ func isUpgrade(h http.Header) bool {
 	return false
 }
 
+var errHeadTooLarge = fmt.Errorf("the head is larger than %s", sizeText(MaxHeader))
+
 // peekHead returns the raw header block at the head of br (through the
 // blank line) without consuming it.
 func peekHead(br *bufio.Reader) ([]byte, error) {
@@ -840,7 +843,7 @@ func peekHead(br *bufio.Reader) ([]byte, error) {
 				return b[:i+4], nil
 			}
 			if n >= br.Size() {
-				return nil, errors.New("the header is larger than the limit")
+				return nil, errHeadTooLarge
 			}
 		}
 		// Wait for at least one more byte.

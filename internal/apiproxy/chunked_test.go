@@ -30,7 +30,7 @@ func chunkedThrough(t *testing.T, in []byte) (out, rest []byte, n int64, err err
 		got <- b
 	}()
 	src.SetDeadline(time.Now().Add(10 * time.Second))
-	br := bufio.NewReaderSize(src, 16<<10)
+	br := bufio.NewReaderSize(src, MaxHeader) // the proxy's readers
 	n, err = copyChunked(dst, br, src, func() {})
 	dst.Close()
 	out = <-got

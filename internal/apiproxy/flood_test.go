@@ -20,7 +20,7 @@ import (
 // state, under TestFlood: the body budget (DefaultBodyBytes), a read
 // buffer for each connection that is inside a request, as much again for
 // the garbage the collector has yet to take, and a margin.
-const floodHeapBound = 2*(DefaultBodyBytes+1000*16<<10) + 16<<20
+const floodHeapBound = 2*(DefaultBodyBytes+1000*MaxHeader) + 16<<20
 
 // A flood of hostile connections: bodies the policy reads, parked half
 // sent; heads dribbled a byte at a time; clients that leave while the
