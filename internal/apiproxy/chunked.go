@@ -22,8 +22,11 @@ import (
 // and the proxy always agree on where a body ends, whatever the client
 // sent: a disagreement would leave each waiting for the other, or let the
 // rest of one body be read as the next request on a pooled connection.
+// The daemon's chunked responses are read by the same rules: one the
+// proxy cannot frame exactly is cut, and its connection is not pooled.
 //
-// The data goes by splice(2) as before; only the framing is read.
+// Only the framing passes through the proxy's memory: the data goes by
+// splice(2) where the read buffer does not already hold it.
 
 const (
 	// maxChunkLine bounds a chunk's size line, CRLF included: Go's
