@@ -314,6 +314,12 @@ func (cc *clientConn) one(x *exchange) bool {
 		cc.refuse(x, http.StatusBadRequest, ruleBadRequest, "the request could not be parsed")
 		return false
 	}
+	if len(req.TransferEncoding) > 0 {
+		// Read by the proxy's rules (chunked.go) whether inspected or
+		// lingered on: Go's reader, over this larger buffer, would take
+		// longer lines than dockerd's, and trailers.
+		req.Body = io.NopCloser(newChunkedBody(cc.br))
+	}
 	x.method = req.Method
 	p.Stats.Requests.Add(1)
 	if hasBody(req) && strings.EqualFold(req.Header.Get("Expect"), "100-continue") {
@@ -421,7 +427,7 @@ const firstInspectBuf = 16 << 10
 // flood.
 func (cc *clientConn) inspect(req *http.Request) (body []byte, held int64, err error) {
 	p := cc.p
-	r := cc.body(req)
+	r := req.Body
 	chunked := len(req.TransferEncoding) > 0
 	most := int64(policy.MaxBody) + 1 // one byte more shows a chunked body too large
 	if !chunked {
@@ -477,14 +483,6 @@ func sizeText(n int64) string {
 		return fmt.Sprintf("%d KiB", n>>10)
 	}
 	return fmt.Sprintf("%d bytes", n)
-}
-
-// body is req's body, read by the proxy's own rules when it is chunked.
-func (cc *clientConn) body(req *http.Request) io.Reader {
-	if len(req.TransferEncoding) > 0 {
-		return newChunkedBody(cc.br)
-	}
-	return req.Body
 }
 
 func hasBody(req *http.Request) bool {
@@ -794,7 +792,7 @@ func (cc *clientConn) linger(req *http.Request) {
 		return
 	}
 	cc.c.SetReadDeadline(time.Now().Add(lingerTime))
-	io.Copy(io.Discard, io.LimitReader(cc.body(req), lingerBytes))
+	io.Copy(io.Discard, io.LimitReader(req.Body, lingerBytes))
 }
 
 const (
