@@ -31,7 +31,8 @@ type Limits struct {
 	// (DefaultConns).
 	Conns int
 	// BodyBytes bounds the memory of the bodies the policy reads whole
-	// (DefaultBodyBytes).
+	// (DefaultBodyBytes). Below policy.MaxBody, the largest bodies
+	// never fit and are always refused.
 	BodyBytes int64
 	// HeadTimeout bounds the time a request's head takes to arrive:
 	// from the connection's start for its first request, from the
@@ -42,7 +43,7 @@ type Limits struct {
 	// BodyTimeout bounds the time a body the policy reads whole takes
 	// to arrive, from the end of its head (DefaultBodyTimeout). Bodies
 	// passed through (build contexts, image loads) have no bound: they
-	// hold no memory of the proxy's, and take as long as they take.
+	// hold no more than a read buffer, and take as long as they take.
 	BodyTimeout time.Duration
 }
 
