@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/sockrelay/sockrelay/internal/relay"
 )
 
@@ -237,35 +239,49 @@ func (b *chunkedBody) Read(p []byte) (int, error) {
 //
 // bulk is called before a chunk larger than bulkBody, and before each
 // chunk once bulkBody bytes have passed.
+//
+// The CRLF after a chunk's data is held back, to go in one write with
+// the next size line, when that line has already come: a write of two
+// bytes of its own wakes the reader for nothing. When it has not, the
+// CRLF goes at once: some readers (urllib3) wait for it before they hand
+// on the chunk's data, and the next chunk of a stream may be far off.
 func copyChunked(dst net.Conn, br *bufio.Reader, src net.Conn, bulk func()) (int64, error) {
-	sc, ok := dst.(syscall.Conn)
-	if !ok {
-		return 0, errors.New("copyChunked: no raw connection")
-	}
-	w, err := sc.SyscallConn()
+	w, err := rawConn(dst)
 	if err != nil {
 		return 0, err
 	}
+	srcRC, _ := rawConn(src) // nil: the CRLF after spliced data is never held back
 	cr := chunkReader{br: br}
 	var total int64
-	var hdr [16 + 2]byte
+	var hdr [2 + 16 + 2]byte
+	held := false // a CRLF held back
 	for {
 		size, err := cr.next()
 		if err != nil {
 			return total, err
 		}
+		h := hdr[:0]
+		if held {
+			h = append(h, crlf...)
+			held = false
+		}
 		if size == 0 {
-			_, err := rawWrite(w, []byte("0\r\n\r\n"))
+			_, err := rawWrite(w, append(h, "0\r\n\r\n"...))
 			return total, err
 		}
 		if size > bulkBody || total >= bulkBody {
 			bulk()
 		}
-		h := append(strconv.AppendInt(hdr[:0], size, 16), '\r', '\n')
+		h = append(strconv.AppendInt(h, size, 16), '\r', '\n')
 		k := int(min(int64(br.Buffered()), size))
 		p, _ := br.Peek(k)
 		if int64(k) == size {
-			err = rawWritev(w, h, p, crlf)
+			after, _ := br.Peek(br.Buffered())
+			if held = nextLineIn(after[k:]); held {
+				err = rawWritev(w, h, p)
+			} else {
+				err = rawWritev(w, h, p, crlf)
+			}
 			br.Discard(k)
 			total += size
 		} else {
@@ -278,7 +294,9 @@ func copyChunked(dst net.Conn, br *bufio.Reader, src net.Conn, bulk func()) (int
 				total += n
 			}
 			if err == nil {
-				_, err = rawWrite(w, crlf)
+				if held = srcRC != nil && nextLineWaiting(srcRC); !held {
+					_, err = rawWrite(w, crlf)
+				}
 			}
 		}
 		if err != nil {
@@ -291,3 +309,30 @@ func copyChunked(dst net.Conn, br *bufio.Reader, src net.Conn, bulk func()) (int
 }
 
 var crlf = []byte("\r\n")
+
+func rawConn(c net.Conn) (syscall.RawConn, error) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil, errors.New("no raw connection")
+	}
+	return sc.SyscallConn()
+}
+
+// nextLineIn reports whether b begins with the CRLF that ends a chunk's
+// data and holds the whole size line after it.
+func nextLineIn(b []byte) bool {
+	return len(b) > 2 && b[0] == '\r' && b[1] == '\n' && bytes.IndexByte(b[2:], '\n') >= 0
+}
+
+// nextLineWaiting reports whether the socket holds, unread, the CRLF
+// that ends a chunk's data and the whole size line after it. The look
+// never blocks, so it is a raw system call.
+func nextLineWaiting(rc syscall.RawConn) bool {
+	ok := false
+	rc.Control(func(fd uintptr) {
+		var b [64]byte
+		n, errno := rawRecv(fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		ok = errno == 0 && nextLineIn(b[:n])
+	})
+	return ok
+}

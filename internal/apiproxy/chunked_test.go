@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -175,8 +176,11 @@ func FuzzChunkedBody(f *testing.F) {
 			t.Fatalf("Go accepts %q, the proxy refuses: %v", goBody, err)
 		case err != nil:
 			// Refused at the trailer: the daemon got all the data, in
-			// chunks, and no end.
-			body, _, derr := goReads(append(out, "0\r\n\r\n"...))
+			// chunks (the last one's CRLF perhaps held back), and no end.
+			body, _, derr := goReads(append(bytes.Clone(out), "0\r\n\r\n"...))
+			if derr != nil || !bytes.Equal(body, goBody) {
+				body, _, derr = goReads(append(bytes.Clone(out), "\r\n0\r\n\r\n"...))
+			}
 			if derr != nil || !bytes.Equal(body, goBody) {
 				t.Fatalf("refused at the trailer after sending %q (%v), want the data %q", out, derr, goBody)
 			}
@@ -195,4 +199,37 @@ func FuzzChunkedBody(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A chunk's CRLF is held back only when the next size line has come: a
+// stream's chunk goes whole at once, for readers (urllib3) that wait for
+// the CRLF before they hand the data on.
+func TestChunkCRLFNotHeldForAStream(t *testing.T) {
+	for _, size := range []int{5, 64 << 10} { // within the read buffer, and spliced
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			src, srcPeer := unixPair(t)
+			dst, dstPeer := unixPair(t)
+			data := strings.Repeat("d", size)
+			chunk := fmt.Sprintf("%x\r\n%s\r\n", size, data)
+			done := make(chan error, 1)
+			go func() {
+				_, err := copyChunked(dst, bufio.NewReaderSize(src, MaxHeader), src, func() {})
+				done <- err
+			}()
+			io.WriteString(srcPeer, chunk)
+			dstPeer.SetReadDeadline(time.Now().Add(5 * time.Second))
+			got := make([]byte, len(chunk))
+			if _, err := io.ReadFull(dstPeer, got); err != nil || string(got) != chunk {
+				t.Fatalf("while the next chunk has not come: got %d bytes (%v), want the chunk whole", len(got), err)
+			}
+			io.WriteString(srcPeer, "1\r\nx\r\n0\r\n\r\n")
+			got = make([]byte, len("1\r\nx\r\n0\r\n\r\n"))
+			if _, err := io.ReadFull(dstPeer, got); err != nil || string(got) != "1\r\nx\r\n0\r\n\r\n" {
+				t.Fatalf("the end: got %q (%v)", got, err)
+			}
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
 }
