@@ -18,7 +18,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strconv"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -33,8 +33,9 @@ import (
 	"github.com/sockrelay/sockrelay/internal/relay"
 )
 
-// MaxHeader bounds a request's or response's header block.
-const MaxHeader = 64 << 10
+// MaxHeader bounds a request's or response's head (its first line and
+// header block): it must fit in a connection's read buffer.
+const MaxHeader = 16 << 10
 
 // Stats are a proxy's live counters.
 type Stats struct {
@@ -54,8 +55,31 @@ type Proxy struct {
 	Log    *slog.Logger // operational events
 	Audit  *AuditLog    // one line per request
 	Stats  *Stats
+	// Limits bound what this proxy's clients can hold; Shared bounds
+	// what the clients of every proxy holding it can hold together
+	// (nil: DefaultShared). See limits.go.
+	Limits Limits
+	Shared *Shared
 
 	pool pool // idle upstream connections
+
+	once   sync.Once // sets what follows, at the first Serve
+	limits Limits    // Limits with its defaults
+	shared *Shared
+	conns  budget // of limits.Conns
+	bodies budget // of limits.BodyBytes
+}
+
+func (p *Proxy) init() {
+	p.once.Do(func() {
+		p.limits = p.Limits.withDefaults()
+		p.shared = p.Shared
+		if p.shared == nil {
+			p.shared = DefaultShared
+		}
+		p.conns.limit = int64(p.limits.Conns)
+		p.bodies.limit = p.limits.BodyBytes
+	})
 }
 
 // IdleUpstreams is the number of upstream connections kept idle for the
@@ -66,6 +90,7 @@ func (p *Proxy) IdleUpstreams() int { return p.pool.len() }
 // every connection it started is closed. When ctx ends, open connections,
 // streams included, are cut.
 func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
+	p.init()
 	defer p.pool.close()
 	return relay.Accept(ctx, ln, p.Log.With("volume", p.Volume), func(c net.Conn) {
 		uc, ok := c.(*net.UnixConn)
@@ -73,20 +98,46 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 			c.Close()
 			return
 		}
-		p.Stats.Active.Add(1)
-		defer p.Stats.Active.Add(-1)
 		rc, err := uc.SyscallConn()
 		if err != nil {
 			uc.Close()
 			return
 		}
-		cc := &clientConn{p: p, c: uc, crc: rc, cr: rawReader{rc}, peer: peerOf(rc)}
+		cc := &clientConn{p: p, c: uc, crc: rc, cr: rawReader{rc}, peer: peerOf(rc), start: time.Now()}
+		if !takeAll(1, 0, &p.conns, &p.shared.conns) {
+			cc.turnAway()
+			return
+		}
+		defer giveAll(1, &p.conns, &p.shared.conns)
+		p.Stats.Active.Add(1)
+		defer p.Stats.Active.Add(-1)
 		stop := context.AfterFunc(ctx, cc.close)
 		defer stop()
 		cc.serve()
 		cc.finish()
 	})
 }
+
+// turnAway answers a connection over the limits and closes it. The
+// request is not read, but what the client sends for turnAwayLinger is
+// taken in and dropped: a client whose request is refused by a close,
+// or meets the reset a close with unread bytes makes, reports a broken
+// connection rather than the answer.
+func (cc *clientConn) turnAway() {
+	x := &exchange{start: cc.start, policy: cc.p.Policy().Name()}
+	cc.c.SetDeadline(time.Now().Add(turnAwayLinger)) // a new socket's buffer takes the answer at once
+	cc.refuse(x, http.StatusServiceUnavailable, ruleTooManyConns, cc.p.tooManyConns())
+	cc.audit(x)
+	cc.c.CloseWrite()
+	io.Copy(io.Discard, io.LimitReader(&cc.cr, turnAwayBytes))
+	cc.c.Close()
+}
+
+// What turnAway takes in before it closes.
+const (
+	turnAwayLinger = 250 * time.Millisecond
+	turnAwayBytes  = 64 << 10
+)
 
 // clientConn is one client connection and the upstream connection that
 // mirrors it (taken from the pool or dialled at its first allowed
@@ -98,12 +149,27 @@ type clientConn struct {
 	cr   rawReader
 	br   *bufio.Reader
 	peer peer
+	// start is when the connection was accepted.
+	start time.Time
+	// watched is set while a request is with the daemon and the client
+	// is watched for leaving (watch); watchDone is sent to each time
+	// watchClient ends.
+	watched   bool
+	watchT    *time.Timer
+	watchDone chan struct{}
 	// sized is the upstream connection whose buffers, and the client's,
 	// were sized for bulk transfers.
 	sized *net.UnixConn
+	// sent says the last request went to the daemon whole, in the
+	// proxy's own framing, and none of the answer had come before its
+	// body was all sent. A daemon that answers before it has the whole
+	// body may not read the rest, and may close the connection later,
+	// under the next client's request.
+	sent bool
 	// clean says the upstream connection is between exchanges: the last
-	// response was read whole, the daemon did not ask to close, and
-	// nothing is left over. Only a clean connection goes back to the pool.
+	// request was sent, its response was read whole, the daemon did not
+	// ask to close, and nothing is left over. Only a clean connection
+	// goes back to the pool.
 	clean bool
 
 	mu     sync.Mutex
@@ -154,7 +220,7 @@ type exchange struct {
 // readers holds the buffered readers of both sides. A connection holds
 // them only while a request is in flight: an idle kept-alive connection
 // costs no buffer.
-var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<<10) }}
+var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, MaxHeader) }}
 
 func (cc *clientConn) serve() {
 	defer cc.release(true)
@@ -173,6 +239,14 @@ func (cc *clientConn) serve() {
 			cc.br = readers.Get().(*bufio.Reader)
 			cc.br.Reset(&cc.cr)
 		}
+		// The head must come within HeadTimeout: from the connection's
+		// start for the first request (a client connects to send one),
+		// from its first byte, here now, for the next ones.
+		from := time.Now()
+		if first {
+			from = cc.start
+		}
+		cc.c.SetReadDeadline(from.Add(cc.p.limits.HeadTimeout))
 		if _, err := cc.br.Peek(1); err != nil {
 			return
 		}
@@ -223,20 +297,29 @@ func (cc *clientConn) one(x *exchange) bool {
 	pol := p.Policy()
 	x.policy = pol.Name()
 	head, err := peekHead(cc.br)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		cc.refuse(x, http.StatusRequestTimeout, ruleTimeout,
+			fmt.Sprintf("the request head did not arrive within %v", p.limits.HeadTimeout))
+		return false
+	}
 	if err != nil {
-		x.rule = "bad-request"
-		cc.refuse(x, http.StatusBadRequest, "bad-request", err.Error())
+		cc.refuse(x, http.StatusBadRequest, ruleBadRequest, err.Error())
 		return false
 	}
 	if bad := framingConflict(head); bad != "" {
-		x.rule = "bad-request"
-		cc.refuse(x, http.StatusBadRequest, "bad-request", bad)
+		cc.refuse(x, http.StatusBadRequest, ruleBadRequest, bad)
 		return false
 	}
 	req, err := http.ReadRequest(cc.br)
 	if err != nil {
-		cc.refuse(x, http.StatusBadRequest, "bad-request", "the request could not be parsed")
+		cc.refuse(x, http.StatusBadRequest, ruleBadRequest, "the request could not be parsed")
 		return false
+	}
+	if len(req.TransferEncoding) > 0 {
+		// Read by the proxy's rules (chunked.go) whether inspected or
+		// lingered on: Go's reader, over this larger buffer, would take
+		// longer lines than dockerd's, and trailers.
+		req.Body = io.NopCloser(newChunkedBody(cc.br))
 	}
 	x.method = req.Method
 	p.Stats.Requests.Add(1)
@@ -250,28 +333,44 @@ func (cc *clientConn) one(x *exchange) bool {
 	}
 
 	var body []byte
+	var held int64 // of the body budgets, given back once body is sent
+	defer func() { giveAll(held, &p.bodies, &p.shared.bodies) }()
 	if pol.BodyNeeded(req.Method, req.RequestURI) && hasBody(req) {
 		if req.ContentLength > policy.MaxBody {
-			cc.refuse(x, http.StatusRequestEntityTooLarge, "body-too-large", tooLarge)
+			cc.refuse(x, policy.StatusTooLarge, policy.RuleBodyTooLarge, tooLarge)
 			cc.linger(req)
 			return false
 		}
-		body, err = io.ReadAll(io.LimitReader(req.Body, policy.MaxBody+1))
-		if err != nil {
-			cc.refuse(x, http.StatusBadRequest, "bad-body", "the request body could not be read")
-			return false
-		}
-		if len(body) > policy.MaxBody {
-			cc.refuse(x, http.StatusRequestEntityTooLarge, "body-too-large", tooLarge)
+		cc.c.SetReadDeadline(time.Now().Add(p.limits.BodyTimeout))
+		body, held, err = cc.inspect(req)
+		switch {
+		case errors.Is(err, errTooLarge):
+			cc.refuse(x, policy.StatusTooLarge, policy.RuleBodyTooLarge, tooLarge)
 			cc.linger(req)
+			return false
+		case errors.Is(err, errBusy):
+			cc.refuse(x, http.StatusServiceUnavailable, ruleBusy, p.busy())
+			cc.linger(req)
+			return false
+		case errors.Is(err, errBadChunked):
+			cc.refuse(x, http.StatusBadRequest, ruleBadRequest, err.Error())
+			return false
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			cc.refuse(x, http.StatusRequestTimeout, ruleTimeout,
+				fmt.Sprintf("the request body did not arrive within %v", p.limits.BodyTimeout))
+			return false
+		case err != nil:
+			cc.refuse(x, http.StatusBadRequest, policy.RuleBadBody, "the request body could not be read")
 			return false
 		}
 	}
+	// Bodies passed through, and the answer, take as long as they take.
+	cc.c.SetReadDeadline(time.Time{})
 	dec := pol.Decide(policy.Request{Method: req.Method, Target: req.RequestURI, Header: req.Header, Body: body,
 		Daemon: daemon.Lookup{Client: daemon.Client{Socket: p.Upstream}, Ctx: context.Background()}})
 	x.path, x.rule = dec.Path, dec.Rule
 	if dec.Allow && isUpgrade(req.Header) && !dec.Upgrade {
-		dec = policy.Decision{Status: http.StatusForbidden, Rule: "upgrade-not-allowed", Path: dec.Path,
+		dec = policy.Decision{Status: http.StatusForbidden, Rule: policy.RuleUpgrade, Path: dec.Path,
 			Reason: fmt.Sprintf("switching protocols on %s is not allowed by policy %s", dec.Path, pol.Name())}
 		x.rule = dec.Rule
 	}
@@ -294,23 +393,107 @@ func (cc *clientConn) one(x *exchange) bool {
 
 	if _, _, err := cc.upstream(); err != nil {
 		p.Log.Warn("upstream unreachable", "volume", p.Volume, "err", err)
-		cc.refuse(x, http.StatusBadGateway, "upstream", "the Docker daemon did not answer; try again")
+		cc.refuse(x, http.StatusBadGateway, ruleUpstream, noDaemon)
 		return false
 	}
-	if err := cc.forwardRequest(x, req, body); err != nil {
+	err = cc.forwardRequest(x, req, body)
+	body = nil
+	giveAll(held, &p.bodies, &p.shared.bodies)
+	held = 0
+	if err != nil {
+		// The daemon's connection is left inside a request: it is
+		// closed, never pooled, and the daemon drops the request.
+		cc.dropUpstream()
 		p.Log.Debug("forward request", "volume", p.Volume, "err", err)
-		if errors.Is(err, errHeadNotSent) {
-			cc.refuse(x, http.StatusBadGateway, "upstream", "the Docker daemon did not answer; try again")
+		switch {
+		case errors.Is(err, errHeadNotSent):
+			cc.refuse(x, http.StatusBadGateway, ruleUpstream, noDaemon)
+		case errors.Is(err, errBadChunked):
+			cc.refuse(x, http.StatusBadRequest, ruleBadRequest, err.Error())
 		}
 		return false
 	}
+	cc.watch()
+	defer cc.unwatch()
 	return cc.forwardResponse(x, req)
 }
+
+var (
+	errTooLarge = errors.New("request body too large")
+	errBusy     = errors.New("no memory for the request body")
+)
+
+// firstInspectBuf is the first buffer for an inspected body of unknown
+// or larger size; it doubles as the body arrives.
+const firstInspectBuf = 16 << 10
+
+// inspect reads the body the policy inspects, whole. Its memory is taken
+// from the proxy's body budget and the shared one as the body arrives,
+// doubling, so that a client holds no more than twice what it sent, and
+// all clients together no more than the budgets; a request that finds
+// no room within budgetWait fails with errBusy. held is what the caller
+// gives back once the body is sent. The buffer is the request's own and
+// goes with it: a pool of them would keep the largest alive after a
+// flood.
+func (cc *clientConn) inspect(req *http.Request) (body []byte, held int64, err error) {
+	p := cc.p
+	r := req.Body
+	chunked := len(req.TransferEncoding) > 0
+	most := int64(policy.MaxBody) + 1 // one byte more shows a chunked body too large
+	if !chunked {
+		most = req.ContentLength
+	}
+	for {
+		if int64(len(body)) == most {
+			if chunked {
+				return nil, held, errTooLarge
+			}
+			return body, held, nil
+		}
+		if len(body) == cap(body) {
+			n := min(max(2*int64(cap(body)), firstInspectBuf), most)
+			more := n - int64(cap(body))
+			if !takeAll(more, budgetWait, &p.bodies, &p.shared.bodies) {
+				return nil, held, errBusy
+			}
+			held += more
+			body = append(make([]byte, 0, n), body...)
+		}
+		k, err := r.Read(body[len(body):cap(body)])
+		body = body[:len(body)+k]
+		if err == io.EOF {
+			return body, held, nil
+		}
+		if err != nil {
+			return nil, held, err
+		}
+	}
+}
+
+// Rules of the refusals that are the transport's, not the policy's.
+const (
+	ruleBadRequest = "bad-request" // a request the proxy cannot frame exactly as the daemon would
+	ruleUpstream   = "upstream"    // the daemon cannot be reached
+)
+
+const noDaemon = "the Docker daemon did not answer; try again"
 
 // errHeadNotSent marks a request of which nothing reached the daemon.
 var errHeadNotSent = errors.New("the request could not be written to the daemon")
 
-const tooLarge = "request bodies the policy inspects are limited to 1 MiB"
+var tooLarge = fmt.Sprintf("request bodies the policy inspects are limited to %s", sizeText(policy.MaxBody))
+
+// sizeText writes a byte count for people: in MiB or KiB when it is a
+// whole number of them.
+func sizeText(n int64) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
 
 func hasBody(req *http.Request) bool {
 	return req.ContentLength > 0 || len(req.TransferEncoding) > 0
@@ -360,13 +543,18 @@ func (cc *clientConn) dropUpstream() {
 	}
 }
 
-// writeHead writes what goes first of a request (its head, and a small
-// body with it). A pooled connection the daemon closed a moment ago
+// writeHead writes what goes first of a request: its head, and a body
+// already in memory with it. A pooled connection the daemon closed a moment ago
 // refuses the write whole; nothing reached the daemon, so the write is
 // tried once more on a new connection.
-func (cc *clientConn) writeHead(p []byte) error {
+func (cc *clientConn) writeHead(head, body []byte) error {
 	for try := 0; ; try++ {
-		_, err := rawWrite(cc.urc, p)
+		var err error
+		if len(body) == 0 {
+			_, err = rawWrite(cc.urc, head)
+		} else {
+			err = rawWritev(cc.urc, head, body) // the body is not copied
+		}
 		if err == nil {
 			return nil
 		}
@@ -384,7 +572,7 @@ func (cc *clientConn) writeHead(p []byte) error {
 // parsed, and its body: the inspected bytes, or the client's bytes as
 // they come.
 func (cc *clientConn) forwardRequest(x *exchange, req *http.Request, body []byte) error {
-	cc.clean = false
+	cc.clean, cc.sent = false, false
 	h := req.Header
 	h.Del("Content-Length")
 	h.Del("Transfer-Encoding")
@@ -409,27 +597,31 @@ func (cc *clientConn) forwardRequest(x *exchange, req *http.Request, body []byte
 	b.WriteString("\r\n")
 	switch {
 	case body != nil:
-		b.Write(body)
 		x.in = int64(len(body))
-		return cc.writeHead(b.Bytes())
+		if err := cc.writeHead(b.Bytes(), body); err != nil {
+			return err
+		}
 	case chunked:
-		if err := cc.writeHead(b.Bytes()); err != nil {
+		if err := cc.writeHead(b.Bytes(), nil); err != nil {
 			return err
 		}
 		n, err := copyChunked(cc.up, cc.br, cc.c, cc.bulk)
 		x.in = n
-		return err
+		if err != nil {
+			return err
+		}
 	default:
 		n := max(req.ContentLength, 0)
+		var small []byte
 		if n > 0 && int64(cc.br.Buffered()) >= n {
 			// Small body already here: one write.
-			p, _ := cc.br.Peek(int(n))
-			b.Write(p)
-			cc.br.Discard(int(n))
+			small, _ = cc.br.Peek(int(n))
 			n = 0
-			x.in = int64(len(p))
+			x.in = int64(len(small))
 		}
-		if err := cc.writeHead(b.Bytes()); err != nil {
+		err := cc.writeHead(b.Bytes(), small)
+		cc.br.Discard(len(small))
+		if err != nil {
 			return err
 		}
 		if n > bulkBody {
@@ -437,8 +629,14 @@ func (cc *clientConn) forwardRequest(x *exchange, req *http.Request, body []byte
 		}
 		k, err := copyN(cc.up, cc.br, cc.c, n)
 		x.in += k
-		return err
+		if err != nil {
+			return err
+		}
 	}
+	// With a body, the answer must not have begun before the body was
+	// all sent (see sent).
+	cc.sent = !hasBody(req) || quietRaw(cc.urc)
+	return nil
 }
 
 // reusable says whether the daemon's connection may carry another
@@ -472,7 +670,7 @@ func (cc *clientConn) forwardResponse(x *exchange, req *http.Request) bool {
 	// done says whether the daemon's connection is clean once the response
 	// is read whole (err == nil), and whether the client's goes on.
 	done := func(resp *http.Response, err error) bool {
-		cc.clean = err == nil && reusable(req, resp, ubr)
+		cc.clean = err == nil && cc.sent && reusable(req, resp, ubr)
 		return err == nil && !req.Close && !resp.Close
 	}
 	for {
@@ -519,7 +717,7 @@ func (cc *clientConn) forwardResponse(x *exchange, req *http.Request) bool {
 			continue // 100 Continue and friends: the final response follows
 		case noBody:
 			_, err := cc.write(b.Bytes())
-			cc.clean = reusable(req, resp, ubr) // nothing more to read
+			cc.clean = cc.sent && reusable(req, resp, ubr) // nothing more to read
 			return err == nil && !req.Close && !resp.Close
 		case chunked:
 			if _, err := cc.write(b.Bytes()); err != nil {
@@ -562,6 +760,7 @@ func (cc *clientConn) write(p []byte) (int, error) { return rawWrite(cc.crc, p) 
 // rawStream relays both ways until both sides are done, passing
 // half-closes on; what the readers already buffered goes first.
 func (cc *clientConn) rawStream(x *exchange, up *net.UnixConn, ubr *bufio.Reader) {
+	cc.unwatch() // the stream reads the client from here on
 	if n := cc.br.Buffered(); n > 0 {
 		p, _ := cc.br.Peek(n)
 		up.Write(p)
@@ -639,6 +838,8 @@ func isUpgrade(h http.Header) bool {
 	return false
 }
 
+var errHeadTooLarge = fmt.Errorf("the head is larger than %s", sizeText(MaxHeader))
+
 // peekHead returns the raw header block at the head of br (through the
 // blank line) without consuming it.
 func peekHead(br *bufio.Reader) ([]byte, error) {
@@ -650,7 +851,7 @@ func peekHead(br *bufio.Reader) ([]byte, error) {
 				return b[:i+4], nil
 			}
 			if n >= br.Size() {
-				return nil, errors.New("the header is larger than the limit")
+				return nil, errHeadTooLarge
 			}
 		}
 		// Wait for at least one more byte.
@@ -725,50 +926,6 @@ func (cc *clientConn) bulk() {
 	relay.SizeForBulk(cc.up)
 }
 
-// copyChunked passes a chunked body through as it is, chunk by chunk, so
-// streams (events, logs -f) flow at once; it returns the data bytes.
-// bulk is called before a chunk larger than bulkBody, and before each
-// chunk once bulkBody bytes have passed.
-func copyChunked(dst net.Conn, br *bufio.Reader, src net.Conn, bulk func()) (int64, error) {
-	var total int64
-	for {
-		line, err := br.ReadSlice('\n')
-		if err != nil {
-			return total, err
-		}
-		sizeText, _, _ := strings.Cut(strings.TrimRight(string(line), "\r\n"), ";")
-		size, err := strconv.ParseInt(strings.TrimSpace(sizeText), 16, 64)
-		if err != nil || size < 0 {
-			return total, errors.New("bad chunk size")
-		}
-		if _, err := dst.Write(line); err != nil {
-			return total, err
-		}
-		if size == 0 {
-			for { // trailers, up to the blank line
-				line, err := br.ReadSlice('\n')
-				if err != nil {
-					return total, err
-				}
-				if _, err := dst.Write(line); err != nil {
-					return total, err
-				}
-				if len(bytes.TrimRight(line, "\r\n")) == 0 {
-					return total, nil
-				}
-			}
-		}
-		if size > bulkBody || total >= bulkBody {
-			bulk()
-		}
-		n, err := copyN(dst, br, src, size+2) // data and its CRLF
-		total += max(n-2, 0)
-		if err != nil {
-			return total, err
-		}
-	}
-}
-
 // peer is the client process, from SO_PEERCRED.
 type peer struct {
 	pid, uid int32
@@ -787,4 +944,69 @@ func peerOf(rc syscall.RawConn) peer {
 		return peer{}
 	}
 	return peer{pid: cred.Pid, uid: int32(cred.Uid), ok: true}
+}
+
+// A client that leaves while the daemon works on its request must not
+// leave the daemon working: dockerd cancels a request when its
+// connection closes, and until then a request such as POST
+// /containers/{id}/wait holds a connection, a descriptor of the proxy's
+// and goroutines of the daemon's, for as long as the container runs. So
+// while a request is with the daemon, the client's socket is watched,
+// and when the client is gone both connections are closed.
+//
+// Gone means both directions: a client that only shut its write side (a
+// half-close; the docker CLI does so after a request without stdin, as
+// in docker wait) still reads its answer. On a Unix socket the peer's
+// close shows as POLLHUP, a half-close as POLLRDHUP alone.
+//
+// The watch starts only once a request has been with the daemon for
+// watchAfter: most answers come sooner, and cost no goroutine.
+const watchAfter = 50 * time.Millisecond
+
+// watch starts watching the client for the request now with the daemon.
+func (cc *clientConn) watch() {
+	cc.watched = true
+	if cc.watchT == nil {
+		cc.watchDone = make(chan struct{}, 1)
+		cc.watchT = time.AfterFunc(watchAfter, cc.watchClient)
+		return
+	}
+	cc.watchT.Reset(watchAfter)
+}
+
+// unwatch stops the watch, if any; it returns once watchClient is done,
+// and leaves the client's socket without a read deadline.
+func (cc *clientConn) unwatch() {
+	if !cc.watched {
+		return
+	}
+	cc.watched = false
+	if cc.watchT.Stop() {
+		return // it never started
+	}
+	cc.c.SetReadDeadline(aLongTimeAgo) // ends watchClient's wait
+	<-cc.watchDone
+	cc.c.SetReadDeadline(time.Time{})
+}
+
+var aLongTimeAgo = time.Unix(1, 0)
+
+// watchClient waits until the client is gone, and then closes both
+// connections; unwatch ends it early.
+func (cc *clientConn) watchClient() {
+	defer func() { cc.watchDone <- struct{}{} }()
+	if err := cc.crc.Read(func(fd uintptr) bool { return hungUp(fd) }); err != nil {
+		return
+	}
+	cc.p.Log.Debug("client gone before the answer; daemon connection closed", "volume", cc.p.Volume)
+	cc.close()
+}
+
+// hungUp reports whether the peer of a socket is gone: closed, not just
+// shut for writing. The poll never blocks, so it is a raw system call.
+func hungUp(fd uintptr) bool {
+	pfd := unix.PollFd{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP}
+	var zero unix.Timespec
+	n, _, errno := syscall.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&pfd)), 1, uintptr(unsafe.Pointer(&zero)), 0, 0, 0)
+	return errno == 0 && n > 0 && pfd.Revents&(unix.POLLHUP|unix.POLLERR) != 0
 }

@@ -45,6 +45,19 @@ func upstream(t testing.TB, dir string) string {
 		n, _ := io.Copy(h, r.Body)
 		fmt.Fprintf(w, "%d %x", n, h.Sum(nil))
 	})
+	mux.HandleFunc("/sink", func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		fmt.Fprint(w, n)
+	})
+	mux.HandleFunc("/stream", func(w http.ResponseWriter, r *http.Request) {
+		// No Content-Length: chunked, a chunk per write.
+		var n int
+		fmt.Sscan(r.URL.Query().Get("n"), &n)
+		buf := make([]byte, 32<<10)
+		for ; n > 0; n -= len(buf) {
+			w.Write(buf[:min(n, len(buf))])
+		}
+	})
 	mux.HandleFunc("/v1.41/containers/create", func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		w.WriteHeader(201)
@@ -97,9 +110,10 @@ func (seeded) Read(b []byte) (int, error) {
 }
 
 type fixture struct {
-	sock  string
-	audit *syncBuffer
-	stats *Stats
+	sock     string
+	upstream string // the fake daemon's socket
+	audit    *syncBuffer
+	stats    *Stats
 }
 
 type syncBuffer struct {
@@ -146,8 +160,9 @@ func start(t testing.TB, preset string) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.upstream = upstream(t, dir)
 	p := &Proxy{
-		Volume: "v", Upstream: upstream(t, dir), Policy: func() *policy.Policy { return pol },
+		Volume: "v", Upstream: f.upstream, Policy: func() *policy.Policy { return pol },
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Audit: NewAuditLog(f.audit), Stats: f.stats,
 	}
 	ctx, cancel := context.WithCancel(context.Background())

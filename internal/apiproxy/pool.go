@@ -3,6 +3,7 @@ package apiproxy
 import (
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -144,6 +145,11 @@ func quiet(c *net.UnixConn) bool {
 	if err != nil {
 		return false
 	}
+	return quietRaw(rc)
+}
+
+// quietRaw is quiet on a connection's raw descriptor.
+func quietRaw(rc syscall.RawConn) bool {
 	ok := false
 	rc.Control(func(fd uintptr) {
 		var b [1]byte

@@ -31,6 +31,13 @@ import (
 //	/eof       200 "OK" delimited by close (no Content-Length)
 //	…/attach   101, then echoes until the client half-closes
 //	/big       200 with a 64 MiB body
+//	/early     200 at once, the body unread; then, after earlyClose,
+//	           closes, as Go's server does when a body it did not read
+//	           is too large to drain
+//	/slow      200 "OK" after slowAnswer
+//	…/wait     no answer: waits for the connection to close, as
+//	           dockerd's container wait does for a running container;
+//	           says so on waiting, and when it closed on waitEnded
 //
 // After each response, shutRD (if set) shuts the connection's reading
 // side, as a daemon going away would, without closing it.
@@ -40,6 +47,10 @@ type rawUpstream struct {
 	open     atomic.Int64
 	shutRD   atomic.Bool
 	stop     chan struct{}
+	answered chan struct{} // a value for each answer to /early
+	waiting  chan struct{} // a value for each …/wait request read
+	waitEnd  chan struct{} // a value for each …/wait whose connection closed
+	waits    atomic.Int64  // …/wait requests pending
 
 	mu    sync.Mutex
 	conns map[net.Conn]bool
@@ -56,7 +67,8 @@ func (u *rawUpstream) dropAll() {
 
 func newRawUpstream(t *testing.T, dir string) *rawUpstream {
 	t.Helper()
-	u := &rawUpstream{sock: filepath.Join(dir, "raw.sock"), stop: make(chan struct{}), conns: map[net.Conn]bool{}}
+	u := &rawUpstream{sock: filepath.Join(dir, "raw.sock"), stop: make(chan struct{}), conns: map[net.Conn]bool{},
+		answered: make(chan struct{}, 100), waiting: make(chan struct{}, 2000), waitEnd: make(chan struct{}, 2000)}
 	ln, err := net.Listen("unix", u.sock)
 	if err != nil {
 		t.Fatal(err)
@@ -94,11 +106,28 @@ func newRawUpstream(t *testing.T, dir string) *rawUpstream {
 }
 
 func (u *rawUpstream) serve(c *net.UnixConn) {
-	go func() { <-u.stop; c.Close() }()
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-u.stop:
+			c.Close()
+		case <-done:
+		}
+	}()
 	br := bufio.NewReader(c)
 	for {
 		req, err := http.ReadRequest(br)
 		if err != nil {
+			return
+		}
+		if req.URL.Path == "/early" {
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK")
+			u.answered <- struct{}{}
+			select {
+			case <-time.After(earlyClose):
+			case <-u.stop:
+			}
 			return
 		}
 		io.Copy(io.Discard, req.Body)
@@ -106,7 +135,18 @@ func (u *rawUpstream) serve(c *net.UnixConn) {
 		if strings.HasSuffix(path, "/attach") {
 			path = "/attach"
 		}
+		if strings.HasSuffix(path, "/wait") {
+			u.waits.Add(1)
+			u.waiting <- struct{}{}
+			io.Copy(io.Discard, br) // until the proxy closes the connection
+			u.waits.Add(-1)
+			u.waitEnd <- struct{}{}
+			return
+		}
 		switch path {
+		case "/slow":
+			time.Sleep(slowAnswer)
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK")
 		case "/close":
 			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nOK")
 			return
@@ -135,6 +175,14 @@ func (u *rawUpstream) serve(c *net.UnixConn) {
 		}
 	}
 }
+
+// earlyClose is how long the fake daemon keeps a connection open after
+// answering /early.
+const earlyClose = 300 * time.Millisecond
+
+// slowAnswer is how long the fake daemon takes to answer /slow: longer
+// than watchAfter, so the client is watched meanwhile.
+const slowAnswer = 4 * watchAfter
 
 // startPooled serves a preset in front of u; it returns the
 // proxy's socket, the proxy, and a function that stops it.

@@ -5,6 +5,8 @@ import (
 	"os"
 	"syscall"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // The heads of requests and responses (with the small bodies that come
@@ -91,4 +93,57 @@ func rawRecv(fd uintptr, b []byte, flags int) (int, syscall.Errno) {
 			return int(n), e
 		}
 	}
+}
+
+// rawWritev writes all of bufs to a non-blocking socket, in one
+// writev(2) when the socket takes it whole: a chunk's framing and its
+// data go in one call.
+func rawWritev(rc syscall.RawConn, bufs ...[]byte) error {
+	var (
+		left [4][]byte // what is still to write, empty buffers left out
+		iov  [4]unix.Iovec
+	)
+	n := 0
+	for _, b := range bufs {
+		if len(b) > 0 {
+			left[n] = b
+			n++
+		}
+	}
+	todo := left[:n]
+	var errno syscall.Errno
+	err := rc.Write(func(fd uintptr) bool {
+		for len(todo) > 0 {
+			for i, b := range todo {
+				iov[i].Base = &b[0]
+				iov[i].SetLen(len(b))
+			}
+			k, _, e := syscall.RawSyscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(len(todo)))
+			switch e {
+			case 0:
+				for k > 0 {
+					m := min(int(k), len(todo[0]))
+					todo[0] = todo[0][m:]
+					k -= uintptr(m)
+					if len(todo[0]) == 0 {
+						todo = todo[1:]
+					}
+				}
+			case syscall.EINTR:
+			case syscall.EAGAIN:
+				return false
+			default:
+				errno = e
+				return true
+			}
+		}
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	if errno != 0 {
+		return os.NewSyscallError("writev", errno)
+	}
+	return nil
 }
