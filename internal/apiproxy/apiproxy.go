@@ -28,9 +28,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sockrelay/sockrelay/internal/accept"
 	"github.com/sockrelay/sockrelay/internal/daemon"
 	"github.com/sockrelay/sockrelay/internal/policy"
-	"github.com/sockrelay/sockrelay/internal/relay"
+	"github.com/sockrelay/sockrelay/internal/splice"
 )
 
 // MaxHeader bounds a request's or response's head (its first line and
@@ -92,7 +93,7 @@ func (p *Proxy) IdleUpstreams() int { return p.pool.len() }
 func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 	p.init()
 	defer p.pool.close()
-	return relay.Accept(ctx, ln, p.Log.With("volume", p.Volume), func(c net.Conn) {
+	return accept.Serve(ctx, ln, p.Log.With("volume", p.Volume), func(c net.Conn) {
 		uc, ok := c.(*net.UnixConn)
 		if !ok {
 			c.Close()
@@ -771,7 +772,7 @@ func (cc *clientConn) rawStream(x *exchange, up *net.UnixConn, ubr *bufio.Reader
 		cc.c.Write(p)
 		ubr.Discard(n)
 	}
-	n := relay.Pipe(cc.c, up)
+	n := splice.Pipe(cc.c, up)
 	x.out += n
 }
 
@@ -907,7 +908,7 @@ func copyN(dst net.Conn, br *bufio.Reader, src net.Conn, n int64) (int64, error)
 	if done == n {
 		return done, nil
 	}
-	k, err := relay.CopyN(dst, src, n-done)
+	k, err := splice.CopyN(dst, src, n-done)
 	return done + k, err
 }
 
@@ -922,8 +923,8 @@ func (cc *clientConn) bulk() {
 		return
 	}
 	cc.sized = cc.up
-	relay.SizeForBulk(cc.c)
-	relay.SizeForBulk(cc.up)
+	splice.SizeForBulk(cc.c)
+	splice.SizeForBulk(cc.up)
 }
 
 // peer is the client process, from SO_PEERCRED.

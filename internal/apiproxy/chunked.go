@@ -12,7 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/sockrelay/sockrelay/internal/relay"
+	"github.com/sockrelay/sockrelay/internal/splice"
 )
 
 // A chunked body is never passed on as the client framed it. Its framing
@@ -290,7 +290,7 @@ func copyChunked(dst net.Conn, br *bufio.Reader, src net.Conn, bulk func()) (int
 			total += int64(k)
 			if err == nil {
 				var n int64
-				n, err = relay.CopyN(dst, src, size-int64(k))
+				n, err = splice.CopyN(dst, src, size-int64(k))
 				total += n
 			}
 			if err == nil {

@@ -8,7 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/sockrelay/sockrelay/internal/relay"
+	"github.com/sockrelay/sockrelay/internal/unixsock"
 )
 
 // Upstream connections outlive the client connections they served: a
@@ -66,7 +66,7 @@ func (p *pool) get(addr string) (c *net.UnixConn, reused bool, err error) {
 		}
 		ic.c.Close()
 	}
-	c2, err := net.DialTimeout("unix", addr, relay.DialTimeout)
+	c2, err := net.DialTimeout("unix", addr, unixsock.DialTimeout)
 	if err != nil {
 		return nil, false, err
 	}

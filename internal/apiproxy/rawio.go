@@ -24,7 +24,7 @@ import (
 // connection still costs system calls made the usual way (accept, close),
 // so this gains little for a client that opens one per request.
 //
-// Bodies that are not inspected still go by splice(2) (relay.CopyN),
+// Bodies that are not inspected still go by splice(2) (splice.CopyN),
 // whose calls can be long and are left to the scheduler.
 
 // rawReader reads from a non-blocking socket or pipe.

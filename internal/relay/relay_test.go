@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/sockrelay/sockrelay/internal/relay"
+	"github.com/sockrelay/sockrelay/internal/unixsock"
 )
 
 func quietLog() *slog.Logger { return slog.New(slog.DiscardHandler) }
@@ -418,7 +419,7 @@ func TestRelayUpstreamDown(t *testing.T) {
 			for i := range 3 {
 				c := dial(t, r.path)
 				start := time.Now()
-				c.SetReadDeadline(start.Add(relay.DialTimeout))
+				c.SetReadDeadline(start.Add(unixsock.DialTimeout))
 				n, err := c.Read(make([]byte, 1))
 				took := time.Since(start)
 				if err == nil {
@@ -428,8 +429,8 @@ func TestRelayUpstreamDown(t *testing.T) {
 				if errors.As(err, &ne) && ne.Timeout() {
 					t.Fatalf("read: got a timeout after %v, want the relay to close the client", took)
 				}
-				if took > relay.DialTimeout/5 {
-					t.Errorf("close took %v, want well within %v", took, relay.DialTimeout)
+				if took > unixsock.DialTimeout/5 {
+					t.Errorf("close took %v, want well within %v", took, unixsock.DialTimeout)
 				}
 				if !waitFor(5*time.Second, func() bool { return r.stats.Failed.Load() == uint64(i+1) }) {
 					t.Errorf("Stats.Failed: got %d, want %d", r.stats.Failed.Load(), i+1)
@@ -769,38 +770,6 @@ func TestServeCancelDuringBackoff(t *testing.T) {
 	// The backoff grows: far fewer than one retry per millisecond.
 	if tries := 1<<40 - fl.fails.Load(); tries > 100 {
 		t.Errorf("Accept retries: got %d, want the backoff to slow them", tries)
-	}
-}
-
-// Pipe on connections without CloseWrite closes both once a direction
-// ends, and counts the bytes.
-func TestPipeWithoutCloseWrite(t *testing.T) {
-	a1, a2 := net.Pipe()
-	b1, b2 := net.Pipe()
-	done := make(chan int64, 1)
-	go func() { done <- relay.Pipe(a2, b1) }()
-	go func() {
-		// b2 is the far end: echo one message.
-		buf := make([]byte, 5)
-		io.ReadFull(b2, buf)
-		b2.Write(buf)
-	}()
-	a1.Write([]byte("hello"))
-	buf := make([]byte, 5)
-	if _, err := io.ReadFull(a1, buf); err != nil || string(buf) != "hello" {
-		t.Fatalf("through Pipe: got %q, %v, want %q, nil", buf, err, "hello")
-	}
-	a1.Close()
-	select {
-	case n := <-done:
-		if n != 10 {
-			t.Errorf("Pipe bytes: got %d, want 10", n)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Pipe did not return after one side closed")
-	}
-	if _, err := b2.Write([]byte("x")); err == nil {
-		t.Errorf("write to the far end after Pipe: got nil error, want the pipe closed")
 	}
 }
 

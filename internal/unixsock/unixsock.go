@@ -17,6 +17,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// DialTimeout bounds how long a connection to the daemon's socket may
+// take to be answered.
+const DialTimeout = 5 * time.Second
+
 // ErrInUse means a live server already answers on the socket path.
 var ErrInUse = errors.New("socket is in use by another server")
 

@@ -1,9 +1,11 @@
-package relay_test
+package accept_test
 
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"runtime"
 	"sync"
@@ -11,10 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sockrelay/sockrelay/internal/relay"
+	"github.com/sockrelay/sockrelay/internal/accept"
 )
 
-// acceptOn runs relay.Accept on a new socket with handle; the returned
+// acceptOn runs accept.Serve on a new socket with handle; the returned
 // stop cancels it and waits for it to return.
 func acceptOn(t *testing.T, handle func(net.Conn)) (path string, stop func()) {
 	t.Helper()
@@ -25,7 +27,7 @@ func acceptOn(t *testing.T, handle func(net.Conn)) (path string, stop func()) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- relay.Accept(ctx, ln, quietLog(), handle) }()
+	go func() { done <- accept.Serve(ctx, ln, quietLog(), handle) }()
 	var once sync.Once
 	stop = func() {
 		once.Do(func() {
@@ -193,5 +195,44 @@ func TestAcceptServesEveryConnectionOnce(t *testing.T) {
 	}
 	if got := n.Load(); got != 800 {
 		t.Errorf("handled %d connections, want 800", got)
+	}
+}
+
+func quietLog() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// shortDir is a temporary directory with a short path (sun_path is 108
+// bytes).
+func shortDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "sra")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+func dial(t *testing.T, path string) *net.UnixConn {
+	t.Helper()
+	c, err := net.DialTimeout("unix", path, 5*time.Second)
+	if err != nil {
+		t.Fatalf("dial: got %v, want nil", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	return c.(*net.UnixConn)
+}
+
+// waitFor polls cond until it holds or d passes.
+func waitFor(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

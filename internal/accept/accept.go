@@ -1,4 +1,8 @@
-package relay
+// Package accept serves the connections of a listener, each on its own
+// goroutine, with as few thread wakeups as it can: a connection that comes
+// in alone is served by the goroutine that accepted it (see Accept). The
+// relay and the policy proxy both accept through it.
+package accept
 
 import (
 	"context"
@@ -14,7 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Accept runs handle for the connections accepted on ln, concurrently,
+// Serve runs handle for the connections accepted on ln, concurrently,
 // until ctx ends or ln is closed; it returns when every handle has
 // returned. Accept errors (EMFILE and the like) back off rather than spin.
 //
@@ -34,7 +38,7 @@ import (
 // next one: on a busy socket, connections land on goroutines whose stacks
 // have already grown to what a connection needs, rather than each
 // starting small and growing (copying its stack) on the way.
-func Accept(ctx context.Context, ln net.Listener, log *slog.Logger, handle func(net.Conn)) error {
+func Serve(ctx context.Context, ln net.Listener, log *slog.Logger, handle func(net.Conn)) error {
 	a := &acceptor{
 		ctx: ctx, ln: ln, log: log, handle: handle,
 		idle:     make(chan net.Conn),
