@@ -15,7 +15,7 @@ import (
 
 	"github.com/docker/go-plugins-helpers/volume"
 
-	"github.com/sockrelay/sockrelay/internal/apiproxy"
+	"github.com/sockrelay/sockrelay/internal/audit"
 	"github.com/sockrelay/sockrelay/internal/config"
 	"github.com/sockrelay/sockrelay/internal/daemon"
 	"github.com/sockrelay/sockrelay/internal/driver"
@@ -115,7 +115,7 @@ func runPlugin(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout
 	userns := &idmap.Namespaces{}
 	defer userns.Close()
 	// The audit log is JSON whatever LOG_FORMAT says: one line a request.
-	audit := apiproxy.NewAuditLog(stdout)
+	audit := audit.New(stdout)
 	defer audit.Close()
 	d, err := driver.New(relayCtx, driver.Config{
 		Log:            log,

@@ -9,7 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 
-	"github.com/sockrelay/sockrelay/internal/apiproxy"
+	"github.com/sockrelay/sockrelay/internal/audit"
 	"github.com/sockrelay/sockrelay/internal/config"
 	"github.com/sockrelay/sockrelay/internal/driver"
 	"github.com/sockrelay/sockrelay/internal/policy"
@@ -37,7 +37,7 @@ func runServe(ctx context.Context, cfg *config.Serve, log *slog.Logger, stdout i
 	}
 	var mode driver.Mode = &driver.RelayMode{Log: log}
 	if cfg.Policy != "" {
-		audit := apiproxy.NewAuditLog(stdout)
+		audit := audit.New(stdout)
 		defer audit.Close()
 		mode = &driver.PolicyMode{Log: log, Audit: audit, Policies: policy.Source{Dir: cfg.PolicyDir}}
 		v.Mode, v.Options["policy"] = "policy", cfg.Policy

@@ -29,8 +29,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sockrelay/sockrelay/internal/accept"
+	"github.com/sockrelay/sockrelay/internal/audit"
 	"github.com/sockrelay/sockrelay/internal/daemon"
 	"github.com/sockrelay/sockrelay/internal/policy"
+	"github.com/sockrelay/sockrelay/internal/rawio"
 	"github.com/sockrelay/sockrelay/internal/splice"
 )
 
@@ -54,7 +56,7 @@ type Proxy struct {
 	// (a policy file that changed on disk), never during one.
 	Policy func() *policy.Policy
 	Log    *slog.Logger // operational events
-	Audit  *AuditLog    // one line per request
+	Audit  *audit.Log   // one line per request
 	Stats  *Stats
 	// Limits bound what this proxy's clients can hold; Shared bounds
 	// what the clients of every proxy holding it can hold together
@@ -104,7 +106,7 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 			uc.Close()
 			return
 		}
-		cc := &clientConn{p: p, c: uc, crc: rc, cr: rawReader{rc}, peer: peerOf(rc), start: time.Now()}
+		cc := &clientConn{p: p, c: uc, crc: rc, cr: rawio.Reader{RC: rc}, peer: peerOf(rc), start: time.Now()}
 		if !takeAll(1, 0, &p.conns, &p.shared.conns) {
 			cc.turnAway()
 			return
@@ -147,9 +149,9 @@ type clientConn struct {
 	p    *Proxy
 	c    *net.UnixConn
 	crc  syscall.RawConn // c's, for raw reads and writes (rawio.go)
-	cr   rawReader
+	cr   rawio.Reader
 	br   *bufio.Reader
-	peer peer
+	peer *audit.Peer // nil when SO_PEERCRED says nothing
 	// start is when the connection was accepted.
 	start time.Time
 	// watched is set while a request is with the daemon and the client
@@ -177,7 +179,7 @@ type clientConn struct {
 	closed bool
 	up     *net.UnixConn
 	urc    syscall.RawConn // up's
-	ur     rawReader
+	ur     rawio.Reader
 	ubr    *bufio.Reader
 }
 
@@ -281,7 +283,7 @@ func waitReadable(rc syscall.RawConn) error {
 	var errno syscall.Errno
 	if err := rc.Read(func(fd uintptr) bool {
 		var b [1]byte
-		_, errno = rawRecv(fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		_, errno = rawio.Recv(fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
 		return errno != unix.EAGAIN
 	}); err != nil {
 		return err
@@ -518,7 +520,7 @@ func (cc *clientConn) upstream() (*net.UnixConn, *bufio.Reader, error) {
 			c.Close()
 			return nil, nil, err
 		}
-		cc.up, cc.urc, cc.ur = c, rc, rawReader{rc}
+		cc.up, cc.urc, cc.ur = c, rc, rawio.Reader{RC: rc}
 	}
 	if cc.ubr == nil {
 		cc.ubr = readers.Get().(*bufio.Reader)
@@ -532,7 +534,7 @@ func (cc *clientConn) upstream() (*net.UnixConn, *bufio.Reader, error) {
 func (cc *clientConn) dropUpstream() {
 	cc.mu.Lock()
 	up := cc.up
-	cc.up, cc.urc, cc.ur = nil, nil, rawReader{}
+	cc.up, cc.urc, cc.ur = nil, nil, rawio.Reader{}
 	if cc.ubr != nil {
 		cc.ubr.Reset(nil)
 		readers.Put(cc.ubr)
@@ -552,9 +554,9 @@ func (cc *clientConn) writeHead(head, body []byte) error {
 	for try := 0; ; try++ {
 		var err error
 		if len(body) == 0 {
-			_, err = rawWrite(cc.urc, head)
+			_, err = rawio.Write(cc.urc, head)
 		} else {
-			err = rawWritev(cc.urc, head, body) // the body is not copied
+			err = rawio.Writev(cc.urc, head, body) // the body is not copied
 		}
 		if err == nil {
 			return nil
@@ -756,7 +758,7 @@ func (cc *clientConn) forwardResponse(x *exchange, req *http.Request) bool {
 }
 
 // write writes p whole to the client.
-func (cc *clientConn) write(p []byte) (int, error) { return rawWrite(cc.crc, p) }
+func (cc *clientConn) write(p []byte) (int, error) { return rawio.Write(cc.crc, p) }
 
 // rawStream relays both ways until both sides are done, passing
 // half-closes on; what the readers already buffered goes first.
@@ -814,8 +816,12 @@ const (
 func (cc *clientConn) audit(x *exchange) {
 	p := cc.p
 	p.Stats.Bytes.Add(uint64(x.in + x.out))
-	var buf [512]byte
-	p.Audit.write(p.auditLine(buf[:0], cc, x, time.Now()))
+	now := time.Now()
+	p.Audit.Request(audit.Entry{
+		Time: now, Volume: p.Volume, Policy: x.policy, Method: x.method, Path: x.path,
+		Allow: x.allow, Rule: x.rule, Status: x.status, In: x.in, Out: x.out,
+		Duration: now.Sub(x.start), Peer: cc.peer,
+	})
 }
 
 func hostOr(h string) string {
@@ -927,13 +933,8 @@ func (cc *clientConn) bulk() {
 	splice.SizeForBulk(cc.up)
 }
 
-// peer is the client process, from SO_PEERCRED.
-type peer struct {
-	pid, uid int32
-	ok       bool
-}
-
-func peerOf(rc syscall.RawConn) peer {
+// peerOf is the client process, from SO_PEERCRED.
+func peerOf(rc syscall.RawConn) *audit.Peer {
 	var cred unix.Ucred
 	var errno syscall.Errno
 	rc.Control(func(fd uintptr) {
@@ -942,9 +943,9 @@ func peerOf(rc syscall.RawConn) peer {
 			uintptr(unsafe.Pointer(&cred)), uintptr(unsafe.Pointer(&size)), 0)
 	})
 	if errno != 0 {
-		return peer{}
+		return nil
 	}
-	return peer{pid: cred.Pid, uid: int32(cred.Uid), ok: true}
+	return &audit.Peer{PID: cred.Pid, UID: int32(cred.Uid)}
 }
 
 // A client that leaves while the daemon works on its request must not

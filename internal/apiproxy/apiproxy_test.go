@@ -17,9 +17,11 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/sockrelay/sockrelay/internal/audit"
 	"github.com/sockrelay/sockrelay/internal/policy"
 )
 
@@ -163,7 +165,7 @@ func start(t testing.TB, preset string) *fixture {
 	f.upstream = upstream(t, dir)
 	p := &Proxy{
 		Volume: "v", Upstream: f.upstream, Policy: func() *policy.Policy { return pol },
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Audit: NewAuditLog(f.audit), Stats: f.stats,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Audit: audit.New(f.audit), Stats: f.stats,
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -428,7 +430,7 @@ func TestShutdownCutsStreams(t *testing.T) {
 	sock := filepath.Join(dir, "p.sock")
 	ln, _ := net.Listen("unix", sock)
 	p := &Proxy{Volume: "v", Upstream: upstream(t, dir), Policy: func() *policy.Policy { return pol },
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Audit: NewAuditLog(io.Discard), Stats: &Stats{}}
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Audit: audit.New(io.Discard), Stats: &Stats{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { p.Serve(ctx, ln); close(done) }()
@@ -549,4 +551,24 @@ func TestLaterRequestsLargerThanFirstRead(t *testing.T) {
 	if want := []string{"GET /_ping 0", "POST /upload 10240", "GET /_ping 0"}; !slices.Equal(got, want) {
 		t.Fatalf("requests read: got %q, want %q", got, want)
 	}
+}
+
+// unixPair is a connected pair of non-blocking Unix sockets.
+func unixPair(t *testing.T) (*net.UnixConn, *net.UnixConn) {
+	t.Helper()
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC|syscall.SOCK_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := func(fd int) *net.UnixConn {
+		f := os.NewFile(uintptr(fd), "pair")
+		defer f.Close()
+		c, err := net.FileConn(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c.(*net.UnixConn)
+	}
+	return conn(fds[0]), conn(fds[1])
 }

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sockrelay/sockrelay/internal/rawio"
 	"github.com/sockrelay/sockrelay/internal/splice"
 )
 
@@ -266,7 +267,7 @@ func copyChunked(dst net.Conn, br *bufio.Reader, src net.Conn, bulk func()) (int
 			held = false
 		}
 		if size == 0 {
-			_, err := rawWrite(w, append(h, "0\r\n\r\n"...))
+			_, err := rawio.Write(w, append(h, "0\r\n\r\n"...))
 			return total, err
 		}
 		if size > bulkBody || total >= bulkBody {
@@ -278,14 +279,14 @@ func copyChunked(dst net.Conn, br *bufio.Reader, src net.Conn, bulk func()) (int
 		if int64(k) == size {
 			after, _ := br.Peek(br.Buffered())
 			if held = nextLineIn(after[k:]); held {
-				err = rawWritev(w, h, p)
+				err = rawio.Writev(w, h, p)
 			} else {
-				err = rawWritev(w, h, p, crlf)
+				err = rawio.Writev(w, h, p, crlf)
 			}
 			br.Discard(k)
 			total += size
 		} else {
-			err = rawWritev(w, h, p)
+			err = rawio.Writev(w, h, p)
 			br.Discard(k)
 			total += int64(k)
 			if err == nil {
@@ -295,7 +296,7 @@ func copyChunked(dst net.Conn, br *bufio.Reader, src net.Conn, bulk func()) (int
 			}
 			if err == nil {
 				if held = srcRC != nil && nextLineWaiting(srcRC); !held {
-					_, err = rawWrite(w, crlf)
+					_, err = rawio.Write(w, crlf)
 				}
 			}
 		}
@@ -331,7 +332,7 @@ func nextLineWaiting(rc syscall.RawConn) bool {
 	ok := false
 	rc.Control(func(fd uintptr) {
 		var b [64]byte
-		n, errno := rawRecv(fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		n, errno := rawio.Recv(fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
 		ok = errno == 0 && nextLineIn(b[:n])
 	})
 	return ok

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sockrelay/sockrelay/internal/audit"
 	"github.com/sockrelay/sockrelay/internal/policy"
 )
 
@@ -84,7 +85,7 @@ func serveProxy(t *testing.T, dir, upstream, preset string, lim Limits, shared *
 	}
 	p := &Proxy{
 		Volume: "v", Upstream: upstream, Policy: func() *policy.Policy { return pol },
-		Log: slog.New(slog.DiscardHandler), Audit: NewAuditLog(io.Discard), Stats: &Stats{},
+		Log: slog.New(slog.DiscardHandler), Audit: audit.New(io.Discard), Stats: &Stats{},
 		Limits: lim, Shared: shared,
 	}
 	p.init() // before the test reads the budgets

@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sockrelay/sockrelay/internal/rawio"
 	"github.com/sockrelay/sockrelay/internal/unixsock"
 )
 
@@ -153,7 +154,7 @@ func quietRaw(rc syscall.RawConn) bool {
 	ok := false
 	rc.Control(func(fd uintptr) {
 		var b [1]byte
-		_, errno := rawRecv(fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		_, errno := rawio.Recv(fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
 		ok = errno == unix.EAGAIN
 	})
 	return ok

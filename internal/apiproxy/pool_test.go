@@ -20,6 +20,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sockrelay/sockrelay/internal/audit"
 	"github.com/sockrelay/sockrelay/internal/policy"
 )
 
@@ -199,7 +200,7 @@ func startPooled(t *testing.T, dir string, u *rawUpstream, preset string) (strin
 	}
 	p := &Proxy{
 		Volume: "v", Upstream: u.sock, Policy: func() *policy.Policy { return pol },
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Audit: NewAuditLog(io.Discard), Stats: &Stats{},
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Audit: audit.New(io.Discard), Stats: &Stats{},
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

@@ -3,7 +3,7 @@ package driver
 import (
 	"log/slog"
 
-	"github.com/sockrelay/sockrelay/internal/apiproxy"
+	"github.com/sockrelay/sockrelay/internal/audit"
 	"github.com/sockrelay/sockrelay/internal/idmap"
 	"github.com/sockrelay/sockrelay/internal/policy"
 )
@@ -11,9 +11,9 @@ import (
 // ModeDeps are what the modes need of the process that serves them.
 type ModeDeps struct {
 	Log      *slog.Logger
-	Userns   *idmap.Namespaces  // idmap's user namespaces
-	Audit    *apiproxy.AuditLog // policy's audit log
-	Policies policy.Source      // where policy=file:NAME is read
+	Userns   *idmap.Namespaces // idmap's user namespaces
+	Audit    *audit.Log        // policy's audit log
+	Policies policy.Source     // where policy=file:NAME is read
 }
 
 // Modes are the modes of this build: the one list a mode is added to.

@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/sockrelay/sockrelay/internal/apiproxy"
+	"github.com/sockrelay/sockrelay/internal/audit"
 	"github.com/sockrelay/sockrelay/internal/policy"
 	"github.com/sockrelay/sockrelay/internal/unixsock"
 )
@@ -19,7 +20,7 @@ const optPolicy = "policy"
 // as the volume's uid, gid and perm say. Audit gets one line per request.
 type PolicyMode struct {
 	Log      *slog.Logger
-	Audit    *apiproxy.AuditLog
+	Audit    *audit.Log
 	Policies policy.Source
 }
 

@@ -1,4 +1,4 @@
-package apiproxy
+package rawio
 
 import (
 	"bytes"
@@ -47,14 +47,14 @@ func TestRawReadWriteWaitAndEOF(t *testing.T) {
 	want := bytes.Repeat([]byte("0123456789abcdef"), 512<<10)
 	errc := make(chan error, 1)
 	go func() {
-		n, err := rawWrite(rawConnOf(t, a), want)
+		n, err := Write(rawConnOf(t, a), want)
 		if err == nil && n != len(want) {
 			err = io.ErrShortWrite
 		}
 		a.Close()
 		errc <- err
 	}()
-	got, err := io.ReadAll(&rawReader{rawConnOf(t, b)})
+	got, err := io.ReadAll(&Reader{rawConnOf(t, b)})
 	if err != nil {
 		t.Fatalf("read: %v", err)
 	}
@@ -71,11 +71,11 @@ func TestRawReadWriteWaitAndEOF(t *testing.T) {
 func TestRawReadDeadlineAndWriteToClosedPeer(t *testing.T) {
 	a, b := unixPair(t)
 	b.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
-	if _, err := (&rawReader{rawConnOf(t, b)}).Read(make([]byte, 10)); !errors.Is(err, os.ErrDeadlineExceeded) {
+	if _, err := (&Reader{rawConnOf(t, b)}).Read(make([]byte, 10)); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("read past its deadline: got %v, want a deadline error", err)
 	}
 	b.Close()
-	if _, err := rawWrite(rawConnOf(t, a), []byte("x")); !errors.Is(err, syscall.EPIPE) {
+	if _, err := Write(rawConnOf(t, a), []byte("x")); !errors.Is(err, syscall.EPIPE) {
 		t.Fatalf("write to a closed peer: got %v, want EPIPE", err)
 	}
 }

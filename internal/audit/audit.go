@@ -1,4 +1,7 @@
-package apiproxy
+// Package audit writes the policy proxy's audit log: one JSON line per
+// request, in the shape of log/slog's JSON handler, shared by every proxy
+// of a process.
+package audit
 
 import (
 	"bytes"
@@ -11,29 +14,30 @@ import (
 	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sockrelay/sockrelay/internal/rawio"
 )
 
-// AuditLog writes the audit log: one JSON line per request, in the shape
-// of log/slog's JSON handler (time, level, msg, then the attributes), so
-// that it reads like the plugin's other lines. It is shared by every
-// proxy of a process.
+// Log writes the audit log: one JSON line per request, in the shape of
+// log/slog's JSON handler (time, level, msg, then the attributes), so that
+// it reads like the plugin's other lines.
 //
 // Lines are encoded by hand, without reflection, and written by group
 // commit: a request whose line finds another write in progress leaves it
 // to that writer, which writes everything waiting in one call when it is
-// done. A lone request's line is written at once, as before; under load,
+// done. A lone request's line is written at once; under load,
 // many lines share one write. When the output is slower than the
 // requests (a daemon not reading the plugin's stdout), lines wait up to
 // maxPending bytes and then requests wait for the output, as they would
 // with plain writes: the log is never dropped and memory stays bounded.
 //
 // A managed plugin's stdout is a pipe. The log then opens that pipe again
-// for itself, non-blocking, and writes it by raw system calls (rawio.go),
+// for itself, non-blocking, and writes it by raw system calls (rawio),
 // each write at most PIPE_BUF bytes and cut at the end of a line: such a
 // write is atomic, so a line of the process's other writers of the pipe
 // (its operational log) never lands inside an audit line, nor the
 // reverse.
-type AuditLog struct {
+type Log struct {
 	w io.Writer
 	// pipe is the log's own open of w, when w is a pipe; prc is its
 	// descriptor's.
@@ -50,9 +54,9 @@ type AuditLog struct {
 // maxPending bounds the bytes that wait for a write in progress.
 const maxPending = 256 << 10
 
-// NewAuditLog writes audit lines to w. Close releases what it opened.
-func NewAuditLog(w io.Writer) *AuditLog {
-	a := &AuditLog{w: w}
+// New writes audit lines to w. Close releases what it opened.
+func New(w io.Writer) *Log {
+	a := &Log{w: w}
 	a.drained.L = &a.mu
 	if f, ok := w.(*os.File); ok {
 		if p := reopenPipe(f); p != nil {
@@ -68,7 +72,7 @@ func NewAuditLog(w io.Writer) *AuditLog {
 
 // Close closes the log's own open of its pipe, if it has one. Lines
 // written after Close go to w as it is.
-func (a *AuditLog) Close() error {
+func (a *Log) Close() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	p := a.pipe
@@ -110,7 +114,7 @@ const pipeBuf = 4096
 
 // output writes out, whole lines, to w, or by prc to the log's own open
 // of w's pipe.
-func (a *AuditLog) output(prc syscall.RawConn, out []byte) {
+func (a *Log) output(prc syscall.RawConn, out []byte) {
 	if prc == nil {
 		a.w.Write(out) // a log that cannot be written is not a reason to fail a request
 		return
@@ -125,7 +129,7 @@ func (a *AuditLog) output(prc syscall.RawConn, out []byte) {
 				n = i + 1
 			}
 		}
-		if _, err := rawWrite(prc, out[:n]); err != nil {
+		if _, err := rawio.Write(prc, out[:n]); err != nil {
 			return // as above; the pipe's reader is gone
 		}
 		out = out[n:]
@@ -133,7 +137,7 @@ func (a *AuditLog) output(prc syscall.RawConn, out []byte) {
 }
 
 // write adds one line (ending in a newline) to the log.
-func (a *AuditLog) write(line []byte) {
+func (a *Log) write(line []byte) {
 	a.mu.Lock()
 	for a.writing && len(a.pending) >= maxPending {
 		a.drained.Wait()
@@ -160,28 +164,53 @@ func (a *AuditLog) write(line []byte) {
 	a.mu.Unlock()
 }
 
-// line encodes one audit line for x.
-func (p *Proxy) auditLine(buf []byte, cc *clientConn, x *exchange, now time.Time) []byte {
+// Entry is one request, as its audit line tells it.
+type Entry struct {
+	Time           time.Time // when its answer went out
+	Volume, Policy string
+	Method, Path   string
+	Allow          bool
+	Rule           string
+	Status         int
+	In, Out        int64 // body bytes each way
+	Duration       time.Duration
+	// Peer is the client process (SO_PEERCRED), when it could be had.
+	Peer *Peer
+}
+
+// Peer is a client process's ids, as the kernel gives them.
+type Peer struct {
+	PID, UID int32
+}
+
+// Request writes e's line.
+func (a *Log) Request(e Entry) {
+	var buf [512]byte
+	a.write(appendEntry(buf[:0], e))
+}
+
+// appendEntry encodes e's line.
+func appendEntry(buf []byte, e Entry) []byte {
 	decision := "deny"
-	if x.allow {
+	if e.Allow {
 		decision = "allow"
 	}
 	buf = append(buf, `{"time":"`...)
-	buf = now.AppendFormat(buf, time.RFC3339Nano)
+	buf = e.Time.AppendFormat(buf, time.RFC3339Nano)
 	buf = append(buf, `","level":"INFO","msg":"request","log":"audit"`...)
-	buf = appendField(buf, "volume", p.Volume)
-	buf = appendField(buf, "policy", x.policy)
-	buf = appendField(buf, "method", x.method)
-	buf = appendField(buf, "path", x.path)
+	buf = appendField(buf, "volume", e.Volume)
+	buf = appendField(buf, "policy", e.Policy)
+	buf = appendField(buf, "method", e.Method)
+	buf = appendField(buf, "path", e.Path)
 	buf = appendField(buf, "decision", decision)
-	buf = appendField(buf, "rule", x.rule)
-	buf = appendInt(buf, "status", int64(x.status))
-	buf = appendInt(buf, "bytes_in", x.in)
-	buf = appendInt(buf, "bytes_out", x.out)
-	buf = appendInt(buf, "duration_ms", now.Sub(x.start).Milliseconds())
-	if cc.peer.ok {
-		buf = appendInt(buf, "peer_pid", int64(cc.peer.pid))
-		buf = appendInt(buf, "peer_uid", int64(cc.peer.uid))
+	buf = appendField(buf, "rule", e.Rule)
+	buf = appendInt(buf, "status", int64(e.Status))
+	buf = appendInt(buf, "bytes_in", e.In)
+	buf = appendInt(buf, "bytes_out", e.Out)
+	buf = appendInt(buf, "duration_ms", e.Duration.Milliseconds())
+	if e.Peer != nil {
+		buf = appendInt(buf, "peer_pid", int64(e.Peer.PID))
+		buf = appendInt(buf, "peer_uid", int64(e.Peer.UID))
 	}
 	return append(buf, "}\n"...)
 }

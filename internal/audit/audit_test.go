@@ -1,4 +1,4 @@
-package apiproxy
+package audit
 
 import (
 	"bytes"
@@ -17,22 +17,22 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// slogLine is the line log/slog's JSON handler writes for x: what the
+// slogLine is the line log/slog's JSON handler writes for e: what the
 // audit log wrote before it had its own encoder, and what readers of the
 // daemon's log parse.
-func slogLine(t testing.TB, p *Proxy, cc *clientConn, x *exchange, now time.Time) []byte {
+func slogLine(t testing.TB, e Entry) []byte {
 	var b bytes.Buffer
 	h := slog.NewJSONHandler(&b, nil).WithAttrs([]slog.Attr{slog.String("log", "audit")})
 	decision := "deny"
-	if x.allow {
+	if e.Allow {
 		decision = "allow"
 	}
-	r := slog.NewRecord(now, slog.LevelInfo, "request", 0)
-	r.Add("volume", p.Volume, "policy", x.policy, "method", x.method, "path", x.path,
-		"decision", decision, "rule", x.rule, "status", x.status,
-		"bytes_in", x.in, "bytes_out", x.out, "duration_ms", now.Sub(x.start).Milliseconds())
-	if cc.peer.ok {
-		r.Add("peer_pid", cc.peer.pid, "peer_uid", cc.peer.uid)
+	r := slog.NewRecord(e.Time, slog.LevelInfo, "request", 0)
+	r.Add("volume", e.Volume, "policy", e.Policy, "method", e.Method, "path", e.Path,
+		"decision", decision, "rule", e.Rule, "status", e.Status,
+		"bytes_in", e.In, "bytes_out", e.Out, "duration_ms", e.Duration.Milliseconds())
+	if e.Peer != nil {
+		r.Add("peer_pid", e.Peer.PID, "peer_uid", e.Peer.UID)
 	}
 	if err := h.Handle(context.Background(), r); err != nil {
 		t.Fatal(err)
@@ -46,19 +46,17 @@ func TestAuditLineIsSlogsLine(t *testing.T) {
 	now := time.Date(2026, 11, 29, 11, 2, 11, 123456789, time.FixedZone("x", 3600))
 	for _, tc := range []struct {
 		name string
-		x    exchange
-		peer peer
+		e    Entry
 	}{
-		{"allowed", exchange{policy: "full", method: "GET", path: "/containers/json", rule: "full", allow: true, status: 200, in: 0, out: 3, start: now.Add(-3 * time.Millisecond)}, peer{pid: 4242, uid: 100000, ok: true}},
-		{"denied, no peer", exchange{policy: "file:ci", method: "POST", path: "/containers/create", rule: "no-privileged", status: 403, in: 1621, out: 104, start: now}, peer{}},
-		{"bad request", exchange{rule: "bad-request", status: 400, start: now}, peer{pid: 1, uid: 0, ok: true}},
-		{"hostile path", exchange{method: "G\"ET", path: "/a\"b\\c\n\r\t\x00\x1f\x7f<>&\u2028\u2029é\xff\xfe" + "😀", rule: "path-not-canonical", status: 400, start: now}, peer{}},
+		{"allowed", Entry{Policy: "full", Method: "GET", Path: "/containers/json", Rule: "full", Allow: true, Status: 200, In: 0, Out: 3, Duration: 3 * time.Millisecond, Peer: &Peer{PID: 4242, UID: 100000}}},
+		{"denied, no peer", Entry{Policy: "file:ci", Method: "POST", Path: "/containers/create", Rule: "no-privileged", Status: 403, In: 1621, Out: 104}},
+		{"bad request", Entry{Rule: "bad-request", Status: 400, Peer: &Peer{PID: 1, UID: 0}}},
+		{"hostile path", Entry{Method: "G\"ET", Path: "/a\"b\\c\n\r\t\x00\x1f\x7f<>&\u2028\u2029é\xff\xfe" + "😀", Rule: "path-not-canonical", Status: 400}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := &Proxy{Volume: "vol.1"}
-			cc := &clientConn{peer: tc.peer}
-			got := p.auditLine(nil, cc, &tc.x, now)
-			want := slogLine(t, p, cc, &tc.x, now)
+			tc.e.Time, tc.e.Volume = now, "vol.1"
+			got := appendEntry(nil, tc.e)
+			want := slogLine(t, tc.e)
 			if !bytes.Equal(got, want) {
 				t.Fatalf("audit line\n got %s\nwant %s", got, want)
 			}
@@ -72,12 +70,9 @@ func FuzzAuditLine(f *testing.F) {
 	f.Add("GET", "/containers/json")
 	f.Add("P\"OST", "/a\\b\n\u2028\xff")
 	f.Fuzz(func(t *testing.T, method, path string) {
-		now := time.Unix(1700000000, 5)
-		p := &Proxy{Volume: "v"}
-		cc := &clientConn{peer: peer{pid: 7, uid: 100000, ok: true}}
-		x := &exchange{policy: "full", method: method, path: path, rule: "r", status: 200, start: now}
-		got := p.auditLine(nil, cc, x, now)
-		if want := slogLine(t, p, cc, x, now); !bytes.Equal(got, want) {
+		e := Entry{Time: time.Unix(1700000000, 5), Volume: "v", Policy: "full", Method: method, Path: path, Rule: "r", Status: 200, Peer: &Peer{PID: 7, UID: 100000}}
+		got := appendEntry(nil, e)
+		if want := slogLine(t, e); !bytes.Equal(got, want) {
 			t.Fatalf("audit line\n got %q\nwant %q", got, want)
 		}
 		if bytes.Count(got, []byte("\n")) != 1 || !json.Valid(got) {
@@ -90,7 +85,7 @@ func FuzzAuditLine(f *testing.F) {
 // that may carry several.
 func TestAuditLogConcurrentLinesWhole(t *testing.T) {
 	var out syncBuffer
-	a := NewAuditLog(&out)
+	a := New(&out)
 	var wg sync.WaitGroup
 	for g := 0; g < 50; g++ {
 		wg.Go(func() {
@@ -132,7 +127,7 @@ func (w *blockingWriter) Write(p []byte) (int, error) {
 // wait: memory stays bounded and no line is dropped.
 func TestAuditLogBoundedWhenOutputStalls(t *testing.T) {
 	w := &blockingWriter{release: make(chan struct{})}
-	a := NewAuditLog(w)
+	a := New(w)
 	line := []byte(strings.Repeat("x", 1023) + "\n")
 	const writers = 600 // 600 KiB, over twice maxPending
 	var returned sync.WaitGroup
@@ -186,7 +181,7 @@ func TestAuditLogPipeLinesNeverInterleave(t *testing.T) {
 	r, w := os.NewFile(uintptr(fds[0]), "r"), os.NewFile(uintptr(fds[1]), "w")
 	defer r.Close()
 	defer w.Close()
-	a := NewAuditLog(w)
+	a := New(w)
 	defer a.Close()
 	if a.prc == nil {
 		t.Fatal("the audit log did not open the pipe for itself")
@@ -256,7 +251,7 @@ func TestAuditLogRegularFileAsIs(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	a := NewAuditLog(f)
+	a := New(f)
 	defer a.Close()
 	if a.prc != nil {
 		t.Fatal("the audit log opened a regular file again; want it written as it is")
@@ -267,4 +262,16 @@ func TestAuditLogRegularFileAsIs(t *testing.T) {
 	if err != nil || string(b) != "{\"a\":1}\n{\"a\":2}\n" {
 		t.Fatalf("file holds %q, %v", b, err)
 	}
+}
+
+// syncBuffer is a bytes.Buffer for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
 }
