@@ -226,7 +226,35 @@ func (p *Policy) Decide(r Request) Decision {
 		return refuse(StatusForbidden, RuleUpgrade, path,
 			fmt.Sprintf("%s switches the connection to a raw stream, which policy %s does not allow", describe(r.Method, m, path), p.name))
 	}
+	if asksUpgrade(r.Header) {
+		return refuse(StatusForbidden, RuleUpgrade, path,
+			fmt.Sprintf("switching protocols on %s is not allowed by policy %s", describe(r.Method, m, path), p.name))
+	}
 	return d
+}
+
+// asksUpgrade reports whether a request asks to switch protocols: an
+// Upgrade header, or the upgrade token in Connection (any case).
+func asksUpgrade(h http.Header) bool {
+	for k, vs := range h {
+		switch {
+		case strings.EqualFold(k, "Upgrade"):
+			for _, v := range vs {
+				if strings.TrimSpace(v) != "" {
+					return true
+				}
+			}
+		case strings.EqualFold(k, "Connection"):
+			for _, v := range vs {
+				for t := range strings.SplitSeq(v, ",") {
+					if strings.EqualFold(strings.TrimSpace(t), "upgrade") {
+						return true
+					}
+				}
+			}
+		}
+	}
+	return false
 }
 
 // byRules applies the deny rules, then the allow rules or the default.

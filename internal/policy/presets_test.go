@@ -287,3 +287,23 @@ func TestDebug(t *testing.T) {
 		denied("GET", "/v1.41/debug/pprof/goroutine", 403, "read-only"),
 	})
 }
+
+// A request that asks to switch protocols where no policy allows it is
+// refused by the policy itself, whatever the spelling of the ask.
+func TestUpgradeAskedElsewhere(t *testing.T) {
+	for _, p := range []*Policy{readOnly, noEscalation, full} {
+		for _, h := range []http.Header{
+			{"Upgrade": {"h2c"}},
+			{"Connection": {"keep-alive, Upgrade"}},
+			{"upgrade": {"tcp"}},
+		} {
+			d := p.Decide(Request{Method: "GET", Target: "/v1.41/_ping", Header: h, Daemon: testDaemon})
+			if d.Allow || d.Rule != RuleUpgrade {
+				t.Errorf("%s, %v: got %+v, want %s", p.Name(), h, d, RuleUpgrade)
+			}
+		}
+	}
+	if d := full.Decide(Request{Method: "POST", Target: "/session", Header: http.Header{"Upgrade": {"h2c"}}}); !d.Allow || !d.Upgrade {
+		t.Errorf("full, /session: got %+v, want an allowed upgrade", d)
+	}
+}
