@@ -26,9 +26,9 @@ import (
 // one at a time (none being served and none waiting behind, for
 // aloneStreak connections in a row), the leader serves them itself.
 // Handing a connection to another goroutine wakes a second thread for
-// it, and that thread's wakeup and sleep were a quarter of the policy
-// proxy's CPU per request of a lone client that opens a connection per
-// request, as the docker CLI does (2-CPU VM, measured with and without).
+// it, and for a lone client that opens a connection per request, as the
+// docker CLI does, that thread's wakeup and sleep are a large share of
+// the proxy's CPU per request (docs/performance.md has the figures).
 // If a connection keeps the leader for more than takeover, another
 // goroutine becomes the leader; connections that come in while others are
 // served or waiting go to workers at once. So no connection waits behind
