@@ -89,7 +89,7 @@ sha() { sha256sum "$1" | cut -d' ' -f1; }
 key() {
 	case $1 in
 	dockerd) echo "$MOBY@$MOBY_VERSION/cmd/dockerd $GOVERSION r$RECIPE_REV tags=${DOCKERD_TAGS// /,}" ;;
-	docker-proxy) echo "$MOBY@$MOBY_VERSION/cmd/docker-proxy $GOVERSION r$RECIPE_REV" ;;
+	docker-proxy) echo "$MOBY@$MOBY_VERSION/cmd/docker-proxy $GOVERSION r$RECIPE_REV versioned" ;;
 	runc) echo "$RUNC@$RUNC_VERSION $GOVERSION r$RECIPE_REV tags=${RUNC_TAGS// /,} static-pie" ;;
 	docker-compose) echo "$COMPOSE@$COMPOSE_VERSION/cmd $GOVERSION r$RECIPE_REV" ;;
 	docker-buildx) echo "$BUILDX@$BUILDX_VERSION/cmd/buildx $GOVERSION r$RECIPE_REV" ;;
@@ -110,7 +110,7 @@ version_of() {
 	b=$(out "$1")
 	case $1 in
 	dockerd) "$b" --version ;;
-	docker-proxy) "$b" --version 2>&1 || true ;;
+	docker-proxy) "$b" --version ;;
 	runc) "$b" --version | head -n 1 ;;
 	docker-compose) "$b" version ;;
 	docker-buildx) "$b" version ;;
@@ -121,7 +121,7 @@ version_of() {
 want_version() {
 	case $1 in
 	dockerd) echo "$MOBY_VERSION" ;;
-	docker-proxy) echo "" ;; # it has no version flag worth checking
+	docker-proxy) echo "$MOBY_VERSION" ;;
 	runc) echo "runc version ${RUNC_VERSION#v}" ;;
 	docker-compose) echo "$COMPOSE_VERSION" ;;
 	docker-buildx) echo "$BUILDX_VERSION" ;;
@@ -191,6 +191,7 @@ gobuild() {
 	if ! (cd "$src" && CGO_ENABLED=$cgo "$GO" build -trimpath "$@" -o "$tmp" "$pkg") >"$work/$name.log" 2>&1; then
 		tail -n 40 "$work/$name.log" >&2
 		rm -f "$tmp"
+		touch "$work/.keep"
 		die "$name: go build failed (above; the whole log is $work/$name.log, kept)"
 	fi
 	mv -f "$tmp" "$dst"
@@ -198,25 +199,28 @@ gobuild() {
 	say "$name: built in $((SECONDS - start)) s: $(version_of "$name")"
 }
 
-build_dockerd() {
-	local src v
-	src=$(moddir "$MOBY" "$MOBY_VERSION")
-	# The daemon's own version string (docker version's Server.Version;
-	# "library-import" unless set). A v2 module version is a snapshot of
-	# moby's main branch and carries no 29.x number of its own: say the last
-	# release it follows (its releases/versions.yaml) and, as semver build
-	# metadata, the module version, e.g. 29.8.0+moby.v2.0.0-beta.24.
-	v=$(sed -n 's/^[[:space:]]*last:[[:space:]]*"\{0,1\}\([0-9][0-9.]*\)"\{0,1\}[[:space:]]*$/\1/p' "$src/releases/versions.yaml" 2>/dev/null | head -n 1)
+# moby_ldflags SRC: the version strings of dockerd and docker-proxy
+# ("library-import" unless set). A v2 module version is a snapshot of moby's
+# main branch and carries no 29.x number of its own: say the last release it
+# follows (its releases/versions.yaml) and, as semver build metadata, the
+# module version, e.g. 29.8.0+moby.v2.0.0-beta.24.
+moby_ldflags() {
+	local v p=$MOBY/dockerversion
+	v=$(sed -n 's/^[[:space:]]*last:[[:space:]]*"\{0,1\}\([0-9][0-9.]*\)"\{0,1\}[[:space:]]*$/\1/p' "$1/releases/versions.yaml" 2>/dev/null | head -n 1)
 	v=${v:+$v+}moby.$MOBY_VERSION
-	local p=$MOBY/dockerversion
-	gobuild dockerd "$src" ./cmd/dockerd 0 -tags "$DOCKERD_TAGS" \
-		-ldflags "-w -X $p.Version=$v -X $p.GitCommit=moby/v2@$MOBY_VERSION -X $p.BuildTime=$(date -u +%Y-%m-%dT%H:%M:%SZ) -X $p.PlatformName=sockrelay-engine"
+	echo "-w -X $p.Version=$v -X $p.GitCommit=moby/v2@$MOBY_VERSION -X $p.BuildTime=$(date -u +%Y-%m-%dT%H:%M:%SZ) -X $p.PlatformName=sockrelay-engine"
+}
+
+build_dockerd() {
+	local src
+	src=$(moddir "$MOBY" "$MOBY_VERSION")
+	gobuild dockerd "$src" ./cmd/dockerd 0 -tags "$DOCKERD_TAGS" -ldflags "$(moby_ldflags "$src")"
 }
 
 build_docker_proxy() {
 	local src
 	src=$(moddir "$MOBY" "$MOBY_VERSION")
-	gobuild docker-proxy "$src" ./cmd/docker-proxy 0 -ldflags "-w"
+	gobuild docker-proxy "$src" ./cmd/docker-proxy 0 -ldflags "$(moby_ldflags "$src")"
 }
 
 build_runc() {
@@ -269,11 +273,11 @@ build() {
 		say "all cached and verified in $((SECONDS - start)) s; bin: $ENGINE_CACHE/bin"
 		return 0
 	fi
-	say "to build: ${todo[*]} (a first build takes about 15 minutes on 2 cores)"
+	say "to build: ${todo[*]}"
+	[ ${#todo[@]} -lt 3 ] || say "(all five take about 15 minutes on 2 idle cores: dockerd is most of it)"
 	work=$(mktemp -d "${TMPDIR:-/tmp}/sockrelay-engine.XXXXXX")
-	built_ok=
-	# Keep the work directory (the build logs) when a build fails.
-	trap '[ -n "$built_ok" ] && rm -rf "$work"' EXIT
+	# Keep the work directory (the build log) when a build fails.
+	trap '[ -e "$work/.keep" ] || rm -rf "$work"' EXIT
 	for c in "${todo[@]}"; do
 		case $c in
 		dockerd) build_dockerd ;;
@@ -283,11 +287,11 @@ build() {
 		docker-buildx) build_buildx ;;
 		esac
 	done
-	built_ok=1
 	say "built ${todo[*]} in $((SECONDS - start)) s; bin: $ENGINE_CACHE/bin"
 	say "the CLI plugins are in $ENGINE_CACHE/cli-plugins: use them with"
 	say "  mkdir -p ~/.docker/cli-plugins && cp $ENGINE_CACHE/cli-plugins/* ~/.docker/cli-plugins/"
-	say "or point DOCKER_CONFIG at a directory whose cli-plugins/ holds them"
+	say "or point DOCKER_CONFIG at a directory whose cli-plugins/ holds them, e.g. this cache:"
+	say "  DOCKER_CONFIG=$ENGINE_CACHE docker compose version"
 }
 
 # ---- start / stop ---------------------------------------------------------
@@ -329,6 +333,16 @@ pick_network() {
 		fi
 	done
 	die "no free 10.K.0.0/16 (K in 200-249) for the bridge; ip -4 route shows them all in use"
+}
+
+# forward_rule: the one iptables rule this script adds. The daemon runs with
+# --iptables=false so that it leaves the other daemon's rules alone (Engine
+# 29 rewrites FORWARD and shares the DOCKER* chain names with 20.10). But the
+# host's FORWARD policy is DROP (the other daemon set it) and br_netfilter
+# passes bridged traffic through FORWARD, so this daemon's containers could
+# not reach each other: accept traffic within its own /16, nothing more.
+forward_rule() {
+	rule=(FORWARD -s "$net.0.0/16" -d "$net.0.0/16" -m comment --comment "sockrelay-engine $bridge" -j ACCEPT)
 }
 
 # A remapped daemon's root (uid 100000) must be able to traverse every
@@ -389,7 +403,7 @@ kill_wait() {
 shim_pids() {
 	local p
 	for p in /proc/[0-9]*; do
-		tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF -- "-address $ctd_sock " && echo "${p#/proc/}"
+		{ tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null | grep -qF -- "-address $ctd_sock " && echo "${p#/proc/}"
 	done
 	return 0
 }
@@ -397,7 +411,7 @@ shim_pids() {
 start() {
 	need_root "engine.sh start"
 	instance "$1"
-	local c bin=$ENGINE_CACHE/bin
+	local c rule bin=$ENGINE_CACHE/bin
 	find_go
 	for c in runc dockerd docker-proxy; do
 		cached "$c" || die "$c is not built in $ENGINE_CACHE (or is outdated): run make engine (scripts/engine.sh build) first"
@@ -428,6 +442,12 @@ start() {
 		ip link add "$bridge" type bridge
 		ip addr add "$net.0.1/24" dev "$bridge"
 		ip link set "$bridge" up
+	fi
+	if command -v iptables >/dev/null; then
+		forward_rule
+		iptables -C "${rule[@]}" 2>/dev/null || iptables -I "${rule[@]}"
+	else
+		say "no iptables: if FORWARD drops bridged traffic here, this daemon's containers cannot reach each other"
 	fi
 
 	# The cache's bin first on PATH: containerd's shims then find runc 1.5
@@ -504,7 +524,7 @@ start() {
 }
 
 stop_instance() {
-	local bridge='' net='' p ns m
+	local bridge='' net='' p ns m rule
 	# shellcheck disable=SC1090
 	[ -f "$envfile" ] && . "$envfile"
 	kill_wait "$dockerd_pidfile" dockerd 60
@@ -529,6 +549,10 @@ stop_instance() {
 	for m in $(awk -v d="$dir/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo | sort -r); do
 		umount -l "$m" 2>/dev/null && say "unmounted $m"
 	done
+	if [ -n "$net" ] && command -v iptables >/dev/null; then
+		forward_rule
+		while iptables -D "${rule[@]}" 2>/dev/null; do :; done
+	fi
 	if [ -n "$bridge" ] && ip link show "$bridge" >/dev/null 2>&1; then
 		say "removing bridge $bridge"
 		ip link del "$bridge"
