@@ -25,7 +25,9 @@
 #   manifest     one line per component: name, cache key, sha256
 # A component is rebuilt when its key (module and version, Go version, build
 # recipe) differs from the manifest's, or its binary is missing or changed.
-set -euo pipefail
+set -Eeuo pipefail
+# Never fail silently.
+trap 'echo "engine.sh: error: line $LINENO: $BASH_COMMAND failed" >&2' ERR
 
 ENGINE_CACHE=${ENGINE_CACHE:-/var/cache/sockrelay/engine}
 MOBY_VERSION=${MOBY_VERSION:-v2.0.0-beta.24}
@@ -105,16 +107,15 @@ out() {
 }
 
 # version_of NAME: what the cached binary says of its version (one line).
+# (No pipes into head: with pipefail, a writer cut off early fails the line.)
 version_of() {
-	local b
+	local b v
 	b=$(out "$1")
 	case $1 in
-	dockerd) "$b" --version ;;
-	docker-proxy) "$b" --version ;;
-	runc) "$b" --version | head -n 1 ;;
-	docker-compose) "$b" version ;;
-	docker-buildx) "$b" version ;;
-	esac 2>&1 | head -n 1
+	docker-compose | docker-buildx) v=$("$b" version 2>&1) ;;
+	*) v=$("$b" --version 2>&1) ;;
+	esac || true
+	echo "${v%%$'\n'*}"
 }
 
 # want_version NAME: a string the version line must contain.
@@ -134,15 +135,16 @@ cached() {
 	local line want b
 	b=$(out "$1")
 	[ -x "$b" ] && [ -f "$manifest" ] || return 1
-	line=$(grep -F "$1	" "$manifest" | head -n 1) || return 1
+	line=$(awk -F '\t' -v n="$1" '$1 == n' "$manifest")
+	[ -n "$line" ] || return 1
 	[ "$(cut -f2 <<<"$line")" = "$(key "$1")" ] || return 1
 	[ "$(cut -f3 <<<"$line")" = "$(sha "$b")" ] || {
-		say "$1: the cached binary differs from the one recorded; rebuilding"
+		say "$1: the cached binary differs from the one the manifest records"
 		return 1
 	}
 	want=$(want_version "$1")
-	[ -z "$want" ] || version_of "$1" | grep -qF "$want" || {
-		say "$1: the cached binary does not report $want; rebuilding"
+	[[ $(version_of "$1") = *"$want"* ]] || {
+		say "$1: the cached binary does not say $want: $(version_of "$1")"
 		return 1
 	}
 }
@@ -150,7 +152,7 @@ cached() {
 record() {
 	local tmp
 	tmp=$(mktemp "$ENGINE_CACHE/.manifest.XXXXXX")
-	{ [ -f "$manifest" ] && grep -vF "$1	" "$manifest" || true; } >"$tmp"
+	if [ -f "$manifest" ]; then awk -F '\t' -v n="$1" '$1 != n' "$manifest" >"$tmp"; fi
 	printf '%s\t%s\t%s\n' "$1" "$(key "$1")" "$(sha "$(out "$1")")" >>"$tmp"
 	sort -o "$tmp" "$tmp"
 	chmod 0644 "$tmp"
@@ -206,7 +208,7 @@ gobuild() {
 # module version, e.g. 29.8.0+moby.v2.0.0-beta.24.
 moby_ldflags() {
 	local v p=$MOBY/dockerversion
-	v=$(sed -n 's/^[[:space:]]*last:[[:space:]]*"\{0,1\}\([0-9][0-9.]*\)"\{0,1\}[[:space:]]*$/\1/p' "$1/releases/versions.yaml" 2>/dev/null | head -n 1)
+	v=$(sed -n 's/^[[:space:]]*last:[[:space:]]*"\{0,1\}\([0-9][0-9.]*\)"\{0,1\}[[:space:]]*$/\1/p;T;q' "$1/releases/versions.yaml" 2>/dev/null) || true
 	v=${v:+$v+}moby.$MOBY_VERSION
 	echo "-w -X $p.Version=$v -X $p.GitCommit=moby/v2@$MOBY_VERSION -X $p.BuildTime=$(date -u +%Y-%m-%dT%H:%M:%SZ) -X $p.PlatformName=sockrelay-engine"
 }
@@ -290,8 +292,8 @@ build() {
 	say "built ${todo[*]} in $((SECONDS - start)) s; bin: $ENGINE_CACHE/bin"
 	say "the CLI plugins are in $ENGINE_CACHE/cli-plugins: use them with"
 	say "  mkdir -p ~/.docker/cli-plugins && cp $ENGINE_CACHE/cli-plugins/* ~/.docker/cli-plugins/"
-	say "or point DOCKER_CONFIG at a directory whose cli-plugins/ holds them, e.g. this cache:"
-	say "  DOCKER_CONFIG=$ENGINE_CACHE docker compose version"
+	say "or point DOCKER_CONFIG at a directory whose cli-plugins/ holds them (links will do):"
+	say "scripts/engine.sh start DIR makes DIR/config so (buildx keeps its state there too)"
 }
 
 # ---- start / stop ---------------------------------------------------------
@@ -319,20 +321,67 @@ answers() { timeout 10 docker -H "unix://$sock" version --format '{{.Server.APIV
 
 # pick_network: a bridge name and a /16 of its own for this DIR, the same for
 # the same DIR, free of any address or route on the host. The bridge gets
-# 10.K.0.1/24; the daemon's own networks come from the rest of 10.K.0.0/16.
+# 10.K.0.1/24, and the FORWARD rule below covers 10.K.0.0/16, so networks
+# created with --subnet inside it work too.
 pick_network() {
-	local h k i kk
+	local h k i kk a
 	h=$(printf '%s' "$dir" | sha256sum | cut -c1-8)
 	bridge=sr29-$h
+	a=$(ip -4 -o addr show dev "$bridge" 2>/dev/null | awk '{print $4}') || true
+	if [[ $a =~ ^10\.([0-9]+)\.0\.1/24$ ]]; then
+		net=10.${BASH_REMATCH[1]}
+		return 0
+	fi
 	k=$((0x${h:0:4} % 50))
+	# (Into variables first: grep -q in a pipe with pipefail is a race.)
+	local addrs routes
+	addrs=$(ip -4 -o addr show)
+	routes=$(ip -4 route show)
 	for i in $(seq 0 49); do
 		kk=$((200 + (k + i) % 50))
-		if ! ip -4 -o addr show | grep -q " 10\.$kk\." && ! ip -4 route show | grep -q "^10\.$kk\."; then
+		if ! grep -q " 10\.$kk\." <<<"$addrs" && ! grep -q "^10\.$kk\." <<<"$routes"; then
 			net=10.$kk
 			return 0
 		fi
 	done
 	die "no free 10.K.0.0/16 (K in 200-249) for the bridge; ip -4 route shows them all in use"
+}
+
+# Engine 29 deletes the link named docker0 (the other daemon's bridge) at
+# start when it runs with --bridge none, and when it finds its "bridge"
+# network from an earlier start while default-address-pools are set
+# (configureNetworking, daemon/daemon_unix.go). So no pools, no --bridge
+# none; and should docker0 vanish all the same, put it back as it was.
+docker0_save() {
+	[ -z "${docker0_mac:-}" ] || return 0
+	docker0_mac=$(cat /sys/class/net/docker0/address 2>/dev/null) || docker0_mac=
+	docker0_addrs=$(ip -o addr show dev docker0 2>/dev/null | awk '$3 == "inet" || $3 == "inet6" { print $3, $4 }' | grep -v ' fe80:') || true
+}
+
+docker0_check() {
+	local a
+	[ -n "${docker0_mac:-}" ] || return 0
+	ip link show docker0 >/dev/null 2>&1 && return 0
+	say "WARNING: docker0, the other daemon's bridge, disappeared $1; re-creating it ($docker0_mac, $docker0_addrs)"
+	ip link add docker0 type bridge
+	ip link set docker0 address "$docker0_mac"
+	while read -r _ a; do
+		[ -n "$a" ] && ip addr add "$a" dev docker0
+	done <<<"$docker0_addrs"
+	ip link set docker0 up
+}
+
+check_args() {
+	local a=" ${ENGINE_DOCKERD_ARGS:-} "
+	if [[ $a =~ [[:space:]](--bridge|-b)[=[:space:]]+none[[:space:]] ]]; then
+		die "ENGINE_DOCKERD_ARGS: --bridge none makes Engine 29 delete docker0, the other daemon's bridge"
+	fi
+	if [[ $a == *" --default-address-pool"* ]]; then
+		die "ENGINE_DOCKERD_ARGS: with --default-address-pool Engine 29 deletes docker0, the other daemon's bridge, when it restarts; create networks with --subnet inside the bridge's 10.K.0.0/16 instead"
+	fi
+	if [[ $a =~ [[:space:]]--iptables(=true)?[[:space:]] ]]; then
+		die "ENGINE_DOCKERD_ARGS: with --iptables Engine 29 deletes the DOCKER and DOCKER-ISOLATION chains that the other daemon uses (removeIPChains, daemon/libnetwork/drivers/bridge/internal/iptabler)"
+	fi
 }
 
 # forward_rule: the one iptables rule this script adds. The daemon runs with
@@ -401,9 +450,10 @@ kill_wait() {
 # Processes whose command line names this instance's containerd socket: the
 # shims it started (containerd-shim-runc-v2 ... -address $ctd_sock ...).
 shim_pids() {
-	local p
+	local p c
 	for p in /proc/[0-9]*; do
-		{ tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null | grep -qF -- "-address $ctd_sock " && echo "${p#/proc/}"
+		c=$({ tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null) || continue
+		if [[ $c == *" -address $ctd_sock "* ]]; then echo "${p#/proc/}"; fi
 	done
 	return 0
 }
@@ -426,7 +476,7 @@ start() {
 	check_traversable
 	if alive "$dockerd_pidfile"; then
 		answers && {
-			say "Engine 29 already runs on $sock (pid $(cat "$dockerd_pidfile"))"
+			say "Engine 29 already runs on $sock (pid $(cat "$dockerd_pidfile")); DOCKER_CONFIG=$dir/config has its CLI plugins"
 			return 0
 		}
 		die "a dockerd from an earlier start (pid $(cat "$dockerd_pidfile")) runs but does not answer on $sock; run engine.sh stop $dir first (log: $dockerd_log)"
@@ -435,6 +485,7 @@ start() {
 		die "something else answers on $sock; not starting a second daemon there"
 	fi
 
+	check_args
 	pick_network
 	printf 'bridge=%s\nnet=%s\n' "$bridge" "$net" >"$envfile"
 	if ! ip link show "$bridge" >/dev/null 2>&1; then
@@ -474,6 +525,7 @@ start() {
 		}
 	fi
 
+	docker0_save
 	# Not /etc/docker/daemon.json, which is the other daemon's.
 	[ -f "$dir/daemon.json" ] || echo '{}' >"$dir/daemon.json"
 	local args=(
@@ -485,7 +537,6 @@ start() {
 		--containerd "$ctd_sock"
 		--userns-remap=default
 		--bridge "$bridge"
-		--default-address-pool "base=$net.0.0/16,size=24"
 		--iptables=false --ip6tables=false
 		--userland-proxy-path "$bin/docker-proxy"
 		--add-runtime "runc-engine=$bin/runc"
@@ -517,16 +568,25 @@ start() {
 		die "dockerd did not answer on $sock within 60 s (its log's tail above; all of it: $dockerd_log)"
 	fi
 	[ -s "$dockerd_pidfile" ] || echo "$pid" >"$dockerd_pidfile"
-	docker -H "unix://$sock" info --format '{{json .SecurityOptions}}' | grep -q 'name=userns' ||
+	docker0_check "when Engine 29 started"
+	# A DOCKER_CONFIG for this daemon whose cli-plugins are the cached ones.
+	mkdir -p "$dir/config/cli-plugins"
+	for c in docker-compose docker-buildx; do
+		if [ -x "$(out "$c")" ]; then ln -sfn "$(out "$c")" "$dir/config/cli-plugins/$c"; fi
+	done
+	[[ $(docker -H "unix://$sock" info --format '{{json .SecurityOptions}}') == *name=userns* ]] ||
 		die "the daemon on $sock is not remapped (docker info shows no name=userns)"
 	say "Engine 29 answers: $(docker -H "unix://$sock" version --format 'server {{.Server.Version}}, API {{.Server.APIVersion}} (minimum {{.Server.MinAPIVersion}})')"
-	say "use it with: export DOCKER_HOST=unix://$sock; stop it with: scripts/engine.sh stop $dir"
+	say "use it with: export DOCKER_HOST=unix://$sock DOCKER_CONFIG=$dir/config (that has docker compose and docker buildx)"
+	say "containers reach each other on the default bridge and on networks created with --subnet inside $net.0.0/16"
+	say "stop it with: scripts/engine.sh stop $dir"
 }
 
 stop_instance() {
 	local bridge='' net='' p ns m rule
 	# shellcheck disable=SC1090
 	[ -f "$envfile" ] && . "$envfile"
+	docker0_save
 	kill_wait "$dockerd_pidfile" dockerd 60
 	# Containers or plugins left running (a killed dockerd, live-restore):
 	# kill their tasks before containerd goes.
@@ -545,6 +605,16 @@ stop_instance() {
 		say "killing shim $p left by containerd"
 		kill -KILL "$p" 2>/dev/null || true
 	done
+	# Plugin sockets are in /run/docker/plugins/<id>/ whatever the exec-root,
+	# and a killed dockerd leaves its plugins' there. Plugin IDs are random:
+	# those of this data-root are this daemon's alone.
+	for p in "$dir"/data/*/plugins/*/; do
+		p=$(basename "$p")
+		if [[ $p =~ ^[0-9a-f]{64}$ ]] && [ -d "/run/docker/plugins/$p" ]; then
+			rm -rf "/run/docker/plugins/$p"
+			say "removed /run/docker/plugins/$p"
+		fi
+	done
 	# Mounts left under DIR (a killed daemon leaves some).
 	for m in $(awk -v d="$dir/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo | sort -r); do
 		umount -l "$m" 2>/dev/null && say "unmounted $m"
@@ -557,6 +627,7 @@ stop_instance() {
 		say "removing bridge $bridge"
 		ip link del "$bridge"
 	fi
+	docker0_check "while Engine 29 stopped"
 	rm -f "$envfile"
 }
 
