@@ -25,6 +25,17 @@
 #   manifest     one line per component: name, cache key, sha256
 # A component is rebuilt when its key (module and version, Go version, build
 # recipe) differs from the manifest's, or its binary is missing or changed.
+#
+# What start does to the host, beside the other (system) daemon:
+#   - a bridge sr29-<hash of DIR> with 10.K.0.1/24 (K in 200-249, free);
+#   - one iptables rule, FORWARD accepting 10.K.0.0/16 to 10.K.0.0/16, since
+#     dockerd runs with --iptables=false: Engine 29 with iptables on deletes
+#     the DOCKER* chains the other daemon uses;
+#   - containerd (Debian's) with root, state and socket under DIR; dockerd
+#     with --config-file, --data-root, --exec-root, --pidfile and its socket
+#     under DIR, --userns-remap=default, and the cached runc as the default
+#     runtime. Managed plugins' sockets still go to /run/docker/plugins/<id>.
+# stop undoes all of it; DIR keeps the data.
 set -Eeuo pipefail
 # Never fail silently.
 trap 'echo "engine.sh: error: line $LINENO: $BASH_COMMAND failed" >&2' ERR
