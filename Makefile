@@ -8,7 +8,7 @@ GO          ?= go
 LDFLAGS     := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 export CGO_ENABLED = 0
 
-.PHONY: help build plugin-rootfs test e2e check fuzz bench bench-test plugin install push uninstall demo dockerd clean
+.PHONY: help build plugin-rootfs test e2e check fuzz bench bench-test plugin install push uninstall demo dockerd engine clean
 
 help:
 	@echo "build    bin/sockrelay, a static binary"
@@ -21,6 +21,7 @@ help:
 	@echo "bench    the relay, idmap and policy modes beside direct and socat"
 	@echo "bench-test the bench harness's tests, a whole brief run included (root for every column)"
 	@echo "demo     on a fresh Debian host as root: install Docker, start a remapped dockerd, install, demo"
+	@echo "engine   build and cache Docker Engine 29, runc, Compose v2 and buildx from their Go modules (ENGINE_CACHE)"
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/sockrelay ./cmd/sockrelay
@@ -103,6 +104,13 @@ demo:
 
 dockerd:
 	scripts/dockerd.sh start
+
+# Docker Engine 29 (dockerd, docker-proxy), runc, Compose v2 and buildx,
+# built from their Go modules into ENGINE_CACHE (/var/cache/sockrelay/engine);
+# a second run only verifies. scripts/engine.sh start DIR runs the engine
+# beside the system's daemon.
+engine:
+	scripts/engine.sh build
 
 clean:
 	rm -rf bin plugin
