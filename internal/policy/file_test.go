@@ -265,20 +265,20 @@ func TestLoadTraversal(t *testing.T) {
 	}
 }
 
-// TestRulesExample keeps the policy file example of the README valid.
+// TestRulesExample keeps the policy file example of docs/policy.md valid.
 func TestRulesExample(t *testing.T) {
-	doc, err := os.ReadFile("../../README.md")
+	doc, err := os.ReadFile("../../docs/policy.md")
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, rest, ok := strings.Cut(string(doc), "```yaml\n# /etc/sockrelay/policies/ci.yaml")
 	example, _, ok2 := strings.Cut(rest, "```")
 	if !ok || !ok2 {
-		t.Fatal("README.md has no policy file example")
+		t.Fatal("docs/policy.md has no policy file example")
 	}
 	p, err := Parse("ci", []byte("#"+example))
 	if err != nil {
-		t.Fatalf("the README's example: %v", err)
+		t.Fatalf("the example of docs/policy.md: %v", err)
 	}
 	runCases(t, p, []reqCase{
 		allowed("GET", "/v1.47/images/library/alpine/json"),

@@ -1,6 +1,10 @@
 // Package policy decides, request by request, what a client of a policy
-// volume may ask of dockerd. It is a pure function of the policy and the
-// request: no I/O after loading, no clock, nothing of the rest of sockrelay.
+// volume may ask of dockerd. A decision (Decide) is a function of the
+// policy, the request, and what dockerd answers about the objects the
+// request names (Request.Daemon, which the proxy supplies): it does no
+// I/O of its own and reads no clock. Loading and watching policy files
+// (Load, Live) is this package's only I/O; it imports nothing of the rest
+// of sockrelay.
 //
 // The proxy normalises nothing itself. It calls BodyNeeded with the raw
 // method and request-target, buffers the body (at most MaxBody bytes) only
@@ -27,8 +31,9 @@ const (
 	StatusTooLarge   = http.StatusRequestEntityTooLarge // inspected body over MaxBody
 )
 
-// Rule ids, as Decision.Rule carries them. the README (Policy mode) lists which preset
-// uses which.
+// Rule ids, as Decision.Rule carries them. docs/policy.md says which
+// preset uses which; a test checks that it names every Rule constant and
+// no other rule.
 const (
 	// 400: the request cannot be read one way only.
 	RuleNotCanonical = "path-not-canonical"

@@ -1,6 +1,8 @@
 package policy
 
-// The presets, built once. the README (Policy mode) documents them; keep the two in step.
+// The presets, built once. docs/policy.md lists their rules in tables
+// that docs_test.go renders from these values; after a change, rewrite
+// them with go test ./internal/policy -run TestDocs -update.
 
 func denyRule(m methodSet, pat, id, why string) rule {
 	return rule{endpoint: ep(m, pat), id: id, why: why}

@@ -46,8 +46,8 @@ func policyKind(bin string) relayKind {
 	}}
 }
 
-// socatKind runs the socat recipe the README compares against: a process
-// forked per connection.
+// socatKind runs the socat recipe that docs/performance.md compares
+// against: a process forked per connection.
 func socatKind(bin string) relayKind {
 	return relayKind{name: report.Socat, argv: func(listen, target string) []string {
 		return []string{bin, "UNIX-LISTEN:" + listen + ",fork,mode=0666", "UNIX-CLIENT:" + target}
