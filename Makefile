@@ -29,6 +29,7 @@ build:
 test: build
 	@unformatted=$$(gofmt -l cmd internal e2e); test -z "$$unformatted" || { echo "gofmt -w these first:" $$unformatted >&2; exit 1; }
 	$(GO) vet ./...
+	scripts/doclinks.sh
 	CGO_ENABLED=1 $(GO) test -race -count=1 ./...
 
 # The rootfs: the static binary and the empty directories it mounts on.
