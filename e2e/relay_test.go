@@ -23,7 +23,7 @@ func TestPingThroughVolume(t *testing.T) {
 	vol := newVolume(t)
 	wantPing(t, runClient(t, vol, "srclient", "ping", "/var/run/docker.sock"))
 
-	r := dockerIn(nil, "run", "--rm", "--label", label, "-v", "/var/run/docker.sock:/var/run/docker.sock", image, "srclient", "ping", "/var/run/docker.sock")
+	r := dockerIn(nil, "run", "--rm", "--label", label, "-v", daemonSocket()+":/var/run/docker.sock", image, "srclient", "ping", "/var/run/docker.sock")
 	if r.err == nil || !strings.Contains(r.stderr, "permission denied") {
 		t.Fatalf("plain bind of the host socket: got\n%s\nwant permission denied", r)
 	}
@@ -34,7 +34,7 @@ func TestPingThroughVolume(t *testing.T) {
 		t.Fatalf("socket owner inside the container: got %q (%v), want \"0:0 0660\"", got, r.err)
 	}
 	st := status(t, vol)
-	if st["mode"] != "relay" || st["owner"] != "100000:100000" || st["socket"] != "docker.sock" || st["target"] != "/var/run/docker.sock" {
+	if st["mode"] != "relay" || st["owner"] != "100000:100000" || st["socket"] != "docker.sock" || st["target"] != daemonSocket() {
 		t.Fatalf("status: got %v, want relay mode owned by 100000:100000", st)
 	}
 }
@@ -299,8 +299,8 @@ func mountPoints(mode string) []string {
 // restoreHostSocket puts back the owner and mode of the host's socket
 // after a failed test changed them, so that the rest of the suite runs.
 func restoreHostSocket(st syscall.Stat_t) {
-	os.Chown("/var/run/docker.sock", int(st.Uid), int(st.Gid))
-	os.Chmod("/var/run/docker.sock", os.FileMode(st.Mode&0o777))
+	os.Chown(daemonSocket(), int(st.Uid), int(st.Gid))
+	os.Chmod(daemonSocket(), os.FileMode(st.Mode&0o777))
 }
 
 // Compose 1.29 runs the example of examples/compose (driver
@@ -379,10 +379,7 @@ func TestDaemonRestart(t *testing.T) {
 	a := startUser(t, vol, "--restart", "always")
 	wantPing(t, pingIn(t, a))
 
-	cmd := exec.Command(filepath.Join(repoRoot(), "scripts", "dockerd.sh"), "restart")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("restart dockerd: %v\n%s", err, out)
-	}
+	restartDaemon(t, "")
 	eventually(t, 60*time.Second, func() error {
 		out, err := dockerOut("volume", "ls", "-q", "--filter", "name="+vol)
 		if err != nil || strings.TrimSpace(out) != vol {
