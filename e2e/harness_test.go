@@ -104,7 +104,9 @@ func cleanup() {
 
 // buildImage makes the test image offline (scripts/testimage.sh).
 func buildImage() error {
-	out, err := exec.Command(filepath.Join(repoRoot(), "scripts", "testimage.sh"), image).CombinedOutput()
+	cmd := exec.Command(filepath.Join(repoRoot(), "scripts", "testimage.sh"), image)
+	cmd.Env = append(os.Environ(), "E2E_CLI_PLUGINS_REQUIRED=1")
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("build the test image: %v: %s", err, out)
 	}
@@ -229,15 +231,32 @@ func pluginPids(t *testing.T) []string {
 // pluginTaskPids lists the running tasks of the suite's containerd's
 // plugins.moby namespace: the plugin's processes.
 func pluginTaskPids() ([]string, error) {
-	out, err := exec.Command("ctr", "--address", filepath.Join(daemonDir, "containerd", "containerd.sock"),
-		"-n", "plugins.moby", "tasks", "list").Output()
+	ctr := func(args ...string) (string, error) {
+		out, err := exec.Command("ctr", append([]string{"--address", filepath.Join(daemonDir, "containerd", "containerd.sock")}, args...)...).Output()
+		if err != nil {
+			return "", fmt.Errorf("ctr %s: %v", strings.Join(args, " "), err)
+		}
+		return string(out), nil
+	}
+	// plugins.moby on 20.10; plugins.moby-<uid>.<gid> on Engine 29 with
+	// userns-remap.
+	nss, err := ctr("namespaces", "list", "-q")
 	if err != nil {
-		return nil, fmt.Errorf("ctr tasks list: %v", err)
+		return nil, err
 	}
 	var pids []string
-	for _, l := range strings.Split(string(out), "\n")[1:] {
-		if f := strings.Fields(l); len(f) >= 3 && f[2] == "RUNNING" {
-			pids = append(pids, f[1])
+	for _, ns := range strings.Fields(nss) {
+		if !strings.HasPrefix(ns, "plugins.moby") {
+			continue
+		}
+		out, err := ctr("-n", ns, "tasks", "list")
+		if err != nil {
+			return nil, err
+		}
+		for _, l := range strings.Split(out, "\n")[1:] {
+			if f := strings.Fields(l); len(f) >= 3 && f[2] == "RUNNING" {
+				pids = append(pids, f[1])
+			}
 		}
 	}
 	return pids, nil
