@@ -8,7 +8,7 @@ GO          ?= go
 LDFLAGS     := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 export CGO_ENABLED = 0
 
-.PHONY: help build plugin-rootfs test e2e check fuzz bench bench-test plugin install push uninstall demo dockerd engine clean
+.PHONY: help build plugin-rootfs test e2e e2e-29 check fuzz bench bench-test plugin install push uninstall demo dockerd engine clean
 
 help:
 	@echo "build    bin/sockrelay, a static binary"
@@ -60,10 +60,20 @@ push:
 uninstall:
 	scripts/plugin.sh remove $(PLUGIN)
 
+# The e2e suite runs against a userns-remapped daemon of its own:
+# ENGINE=20.10 (Debian's docker.io) or ENGINE=29 (built by make engine).
+ENGINE ?= 20.10
 e2e:
-	scripts/e2e.sh
+	ENGINE=$(ENGINE) scripts/e2e.sh
 
-check: test bench-test fuzz e2e
+# The tests CI runs on Engine 29 besides the whole suite on 20.10: install
+# from a registry, relay, idmap and policy volumes, Compose, Swarm, upgrade,
+# daemon restarts, tampering.
+E2E_29_RUN ?= TestPushAndInstallFromRegistry|TestPluginUpgradeKeepsVolumes|TestPingThroughVolume|TestOwnerOptions|TestIdmap|TestLiveRestore|TestPolicy|TestCompose|TestSwarmService|TestDaemonRestart|TestPluginRestartRestoresSocket|TestContainerCannotTamper|TestBadInput
+e2e-29:
+	ENGINE=29 E2E_RUN='$(E2E_29_RUN)' scripts/e2e.sh
+
+check: test bench-test fuzz e2e e2e-29
 
 # Each fuzz target for FUZZTIME inputs (a few seconds each); the corpora are
 # in testdata/. A count, not a duration: with a duration, Go up to 1.26

@@ -37,7 +37,7 @@ func envOr(k, def string) string {
 func TestMain(m *testing.M) {
 	if err := setup(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e setup failed:", err)
-		fmt.Fprintln(os.Stderr, "run the suite with `make e2e`: it starts a userns-remapped dockerd and installs the plugin")
+		fmt.Fprintln(os.Stderr, "run the suite with `make e2e`: it starts a userns-remapped dockerd of its own and installs the plugin into it")
 		os.Exit(1)
 	}
 	code := m.Run()
@@ -45,9 +45,30 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// The daemon of the run: scripts/e2e.sh starts one of the suite's own
+// (scripts/engine.sh) and says where, so that no test touches a daemon it
+// did not start.
+var (
+	daemonDir = os.Getenv("SOCKRELAY_E2E_DIR")
+	engine    = os.Getenv("SOCKRELAY_E2E_ENGINE")
+)
+
+// daemonSocket is the daemon's socket on the host, and the plugin's
+// default target.
+func daemonSocket() string { return filepath.Join(daemonDir, "docker.sock") }
+
+// pluginSettings point an installed plugin at the daemon's socket
+// directory, for docker plugin install.
+func pluginSettings() []string {
+	return []string{"sockdir.source=" + daemonDir, "SOCKET_DIR=" + daemonDir}
+}
+
 // setup checks the daemon and the plugin, clears leftovers of earlier
 // runs, and builds the test image offline.
 func setup() error {
+	if daemonDir == "" || engine == "" || !strings.HasPrefix(os.Getenv("DOCKER_HOST"), "unix://"+daemonDir) {
+		return fmt.Errorf("SOCKRELAY_E2E_DIR, SOCKRELAY_E2E_ENGINE and DOCKER_HOST must name the suite's own daemon")
+	}
 	out, err := dockerOut("info", "--format", "{{json .SecurityOptions}}")
 	if err != nil {
 		return fmt.Errorf("no Docker daemon answers: %v", err)
@@ -83,7 +104,9 @@ func cleanup() {
 
 // buildImage makes the test image offline (scripts/testimage.sh).
 func buildImage() error {
-	out, err := exec.Command(filepath.Join(repoRoot(), "scripts", "testimage.sh"), image).CombinedOutput()
+	cmd := exec.Command(filepath.Join(repoRoot(), "scripts", "testimage.sh"), image)
+	cmd.Env = append(os.Environ(), "E2E_CLI_PLUGINS_REQUIRED=1")
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("build the test image: %v: %s", err, out)
 	}
@@ -181,6 +204,69 @@ func startUser(t *testing.T, vol string, extra ...string) string {
 	must(t, append(args, image, "srclient", "sleep", "3600")...)
 	t.Cleanup(func() { dockerOut("rm", "-f", name) })
 	return name
+}
+
+// restartDaemon restarts the suite's dockerd (its containerd, and the
+// containers, stay) with extra flags ("" for none).
+func restartDaemon(t *testing.T, extra string) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(repoRoot(), "scripts", "engine.sh"), "restart", daemonDir)
+	cmd.Env = append(cmd.Environ(), "ENGINE_DOCKERD_ARGS="+extra)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("restart dockerd %s: %v\n%s", extra, err, out)
+	}
+}
+
+// pluginPids are the host pids of the plugin's processes in the suite's
+// daemon, and never of another daemon's plugin.
+func pluginPids(t *testing.T) []string {
+	t.Helper()
+	pids, err := pluginTaskPids()
+	if err != nil || len(pids) == 0 {
+		t.Fatalf("no running plugin task: %v", err)
+	}
+	return pids
+}
+
+// pluginTaskPids lists the running tasks of the suite's containerd's
+// plugins.moby namespace: the plugin's processes.
+func pluginTaskPids() ([]string, error) {
+	ctr := func(args ...string) (string, error) {
+		out, err := exec.Command("ctr", append([]string{"--address", filepath.Join(daemonDir, "containerd", "containerd.sock")}, args...)...).Output()
+		if err != nil {
+			return "", fmt.Errorf("ctr %s: %v", strings.Join(args, " "), err)
+		}
+		return string(out), nil
+	}
+	// plugins.moby on 20.10; plugins.moby-<uid>.<gid> on Engine 29 with
+	// userns-remap.
+	nss, err := ctr("namespaces", "list", "-q")
+	if err != nil {
+		return nil, err
+	}
+	var pids []string
+	for _, ns := range strings.Fields(nss) {
+		if !strings.HasPrefix(ns, "plugins.moby") {
+			continue
+		}
+		out, err := ctr("-n", ns, "tasks", "list")
+		if err != nil {
+			return nil, err
+		}
+		for _, l := range strings.Split(out, "\n")[1:] {
+			if f := strings.Fields(l); len(f) >= 3 && f[2] == "RUNNING" {
+				pids = append(pids, f[1])
+			}
+		}
+	}
+	return pids, nil
+}
+
+// daemonLog reads the suite's daemon's log (the plugin's output lands
+// there).
+func daemonLog() (string, error) {
+	b, err := os.ReadFile(filepath.Join(daemonDir, "dockerd.log"))
+	return string(b), err
 }
 
 // pingIn pings the daemon through the volume from inside container c.

@@ -5,7 +5,6 @@ package e2e
 import (
 	"fmt"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -16,7 +15,7 @@ import (
 func hostSocket(t *testing.T) syscall.Stat_t {
 	t.Helper()
 	var st syscall.Stat_t
-	if err := syscall.Stat("/var/run/docker.sock", &st); err != nil {
+	if err := syscall.Stat(daemonSocket(), &st); err != nil {
 		t.Fatal(err)
 	}
 	return st
@@ -59,16 +58,6 @@ func TestIdmapDirect(t *testing.T) {
 	}
 }
 
-// pluginPids finds the plugin's processes on the host.
-func pluginPids(t *testing.T) []string {
-	t.Helper()
-	out, err := exec.Command("pgrep", "-f", "^/sockrelay plugin").Output()
-	if err != nil {
-		t.Fatalf("plugin process not found: %v", err)
-	}
-	return strings.Fields(string(out))
-}
-
 // mode=idmap refuses the owner options and says why.
 func TestIdmapRefusesOwnerOptions(t *testing.T) {
 	name := uniqueName(t)
@@ -106,10 +95,7 @@ func TestIdmapDaemonRestart(t *testing.T) {
 	a := startUser(t, vol, "--restart", "always")
 	wantPing(t, pingIn(t, a))
 	before := hostSocket(t)
-	cmd := exec.Command(filepath.Join(repoRoot(), "scripts", "dockerd.sh"), "restart")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("restart dockerd: %v\n%s", err, out)
-	}
+	restartDaemon(t, "")
 	if after := hostSocket(t); after.Ino == before.Ino {
 		t.Logf("note: the daemon kept its socket inode %d across the restart", after.Ino)
 	}
@@ -122,24 +108,10 @@ func TestIdmapDaemonRestart(t *testing.T) {
 	wantPing(t, runClient(t, vol, "srclient", "ping", "/var/run/docker.sock"))
 }
 
-// restartDaemon restarts dockerd with extra arguments after the default
-// --userns-remap=default (none: the default daemon).
-func restartDaemon(t *testing.T, extra string) {
-	t.Helper()
-	cmd := exec.Command(filepath.Join(repoRoot(), "scripts", "dockerd.sh"), "restart")
-	cmd.Env = append(cmd.Environ(), "DOCKERD_ARGS=--userns-remap=default "+extra)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("restart dockerd %s: %v\n%s", extra, err, out)
-	}
-}
-
 // With live-restore, containers and the plugin keep running while the
 // daemon restarts and re-creates its socket: a relay volume dials the new
 // socket, an idmap volume's mount is renewed by its watcher.
 func TestLiveRestore(t *testing.T) {
-	if out, _ := exec.Command("systemctl", "is-active", "docker").Output(); strings.TrimSpace(string(out)) == "active" {
-		t.Fatal("this test restarts dockerd with --live-restore through scripts/dockerd.sh; the daemon here is systemd's")
-	}
 	restartDaemon(t, "--live-restore")
 	t.Cleanup(func() { restartDaemon(t, "") })
 	if out := must(t, "info", "-f", "{{.LiveRestoreEnabled}}"); strings.TrimSpace(out) != "true" {

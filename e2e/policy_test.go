@@ -325,16 +325,3 @@ func wantAudit(t *testing.T, vol string, parts ...string) {
 		return fmt.Errorf("no audit line for %s with %v in the daemon log", vol, parts)
 	})
 }
-
-// daemonLog reads the daemon's log: the file scripts/dockerd.sh writes,
-// or systemd's journal.
-func daemonLog() (string, error) {
-	if b, err := os.ReadFile("/var/log/sockrelay-dockerd.log"); err == nil {
-		return string(b), nil
-	}
-	out, err := exec.Command("journalctl", "-u", "docker", "--no-pager", "-n", "5000").Output()
-	if err != nil {
-		return "", fmt.Errorf("cannot read the daemon log: %v", err)
-	}
-	return string(out), nil
-}

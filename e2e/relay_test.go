@@ -23,7 +23,7 @@ func TestPingThroughVolume(t *testing.T) {
 	vol := newVolume(t)
 	wantPing(t, runClient(t, vol, "srclient", "ping", "/var/run/docker.sock"))
 
-	r := dockerIn(nil, "run", "--rm", "--label", label, "-v", "/var/run/docker.sock:/var/run/docker.sock", image, "srclient", "ping", "/var/run/docker.sock")
+	r := dockerIn(nil, "run", "--rm", "--label", label, "-v", daemonSocket()+":/var/run/docker.sock", image, "srclient", "ping", "/var/run/docker.sock")
 	if r.err == nil || !strings.Contains(r.stderr, "permission denied") {
 		t.Fatalf("plain bind of the host socket: got\n%s\nwant permission denied", r)
 	}
@@ -34,7 +34,7 @@ func TestPingThroughVolume(t *testing.T) {
 		t.Fatalf("socket owner inside the container: got %q (%v), want \"0:0 0660\"", got, r.err)
 	}
 	st := status(t, vol)
-	if st["mode"] != "relay" || st["owner"] != "100000:100000" || st["socket"] != "docker.sock" || st["target"] != "/var/run/docker.sock" {
+	if st["mode"] != "relay" || st["owner"] != "100000:100000" || st["socket"] != "docker.sock" || st["target"] != daemonSocket() {
 		t.Fatalf("status: got %v, want relay mode owned by 100000:100000", st)
 	}
 }
@@ -178,9 +178,9 @@ func TestBadInput(t *testing.T) {
 		{opts: []string{"perm=999"}, want: "option perm: want octal"},
 		{opts: []string{"perm=0400"}, want: "option perm"},
 		{opts: []string{"socket=../x"}, want: "option socket"},
-		{opts: []string{"target=/etc/shadow"}, want: "option target: want the absolute path of a socket below /var/run"},
-		{opts: []string{"target=/var/run/../../etc/shadow"}, want: "option target"},
-		{opts: []string{"target=/var/run/nonexistent.sock"}, want: "option target: no socket at /var/run/nonexistent.sock"},
+		{opts: []string{"target=/etc/shadow"}, want: "option target: want the absolute path of a socket below " + daemonDir},
+		{opts: []string{"target=" + daemonDir + "/../../etc/shadow"}, want: "option target"},
+		{opts: []string{"target=" + daemonDir + "/nonexistent.sock"}, want: "option target: no socket at " + daemonDir + "/nonexistent.sock"},
 		{opts: []string{"mode=bogus"}, want: "option mode: want one of relay"},
 		{opts: []string{"uid=" + strings.Repeat("1", 4096)}, want: "value longer than"},
 	}
@@ -299,8 +299,8 @@ func mountPoints(mode string) []string {
 // restoreHostSocket puts back the owner and mode of the host's socket
 // after a failed test changed them, so that the rest of the suite runs.
 func restoreHostSocket(st syscall.Stat_t) {
-	os.Chown("/var/run/docker.sock", int(st.Uid), int(st.Gid))
-	os.Chmod("/var/run/docker.sock", os.FileMode(st.Mode&0o777))
+	os.Chown(daemonSocket(), int(st.Uid), int(st.Gid))
+	os.Chmod(daemonSocket(), os.FileMode(st.Mode&0o777))
 }
 
 // Compose 1.29 runs the example of examples/compose (driver
@@ -348,6 +348,59 @@ func TestCompose(t *testing.T) {
 	}
 }
 
+// Compose v2 (docker compose, the CLI plugin of make engine) brings the
+// example up twice and takes it down with down -v, with the driver named
+// bare (sockrelay) and with its tag (sockrelay:latest).
+func TestComposeV2(t *testing.T) {
+	if plugin != "sockrelay:latest" {
+		t.Fatalf("the Compose example names driver sockrelay; this run's plugin is %s", plugin)
+	}
+	if r := dockerIn(nil, "compose", "version"); r.err != nil {
+		t.Fatalf("docker compose (v2) is not there; make engine builds it: %s", r)
+	}
+	file := filepath.Join(repoRoot(), "examples", "compose", "docker-compose.yml")
+	for _, driver := range []string{"sockrelay", "sockrelay:latest"} {
+		t.Run(driver, func(t *testing.T) {
+			project := strings.Map(func(r rune) rune {
+				if 'a' <= r && r <= 'z' || '0' <= r && r <= '9' {
+					return r
+				}
+				return -1
+			}, uniqueName(t))
+			run := func(args ...string) (string, error) {
+				cmd := exec.Command("docker", append([]string{"compose", "-f", file, "-p", project}, args...)...)
+				cmd.Env = append(os.Environ(), "SOCKRELAY_IMAGE="+image, "SOCKRELAY_DRIVER="+driver)
+				var out bytes.Buffer
+				cmd.Stdout, cmd.Stderr = &out, &out
+				err := cmd.Run()
+				return out.String(), err
+			}
+			t.Cleanup(func() {
+				run("down", "-v")
+				removeVolume(project + "_dsock")
+			})
+			for i := 0; i < 2; i++ {
+				out, err := run("up", "--abort-on-container-exit", "--exit-code-from", "ci")
+				if err != nil {
+					t.Fatalf("compose up, round %d: %v\n%s", i, err, out)
+				}
+				if !strings.Contains(out, project+"-ci-1") {
+					t.Fatalf("compose up, round %d: docker ps inside did not list itself:\n%s", i, out)
+				}
+			}
+			if got := strings.TrimSpace(must(t, "volume", "inspect", "-f", "{{.Driver}}", project+"_dsock")); got != plugin {
+				t.Fatalf("compose volume driver: got %q, want %q", got, plugin)
+			}
+			if out, err := run("down", "-v"); err != nil {
+				t.Fatalf("compose down -v: %v\n%s", err, out)
+			}
+			if r := dockerIn(nil, "volume", "inspect", project+"_dsock"); r.err == nil {
+				t.Fatalf("compose down -v left the volume")
+			}
+		})
+	}
+}
+
 // disable -f and enable: the plugin is restarted, dockerd replays no
 // Mount, and the running container's socket comes back.
 func TestPluginRestartRestoresSocket(t *testing.T) {
@@ -379,10 +432,7 @@ func TestDaemonRestart(t *testing.T) {
 	a := startUser(t, vol, "--restart", "always")
 	wantPing(t, pingIn(t, a))
 
-	cmd := exec.Command(filepath.Join(repoRoot(), "scripts", "dockerd.sh"), "restart")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("restart dockerd: %v\n%s", err, out)
-	}
+	restartDaemon(t, "")
 	eventually(t, 60*time.Second, func() error {
 		out, err := dockerOut("volume", "ls", "-q", "--filter", "name="+vol)
 		if err != nil || strings.TrimSpace(out) != vol {

@@ -14,7 +14,8 @@ import (
 func TestSwarmService(t *testing.T) {
 	state := strings.TrimSpace(must(t, "info", "-f", "{{.Swarm.LocalNodeState}}"))
 	if state != "active" {
-		must(t, "swarm", "init", "--advertise-addr", "127.0.0.1")
+		// Not 2377: the machine's own daemon may be in a swarm.
+		must(t, "swarm", "init", "--advertise-addr", "127.0.0.1:2387", "--listen-addr", "127.0.0.1:2387", "--data-path-port", "4790")
 		t.Cleanup(func() { dockerOut("swarm", "leave", "--force") })
 	}
 	svc := uniqueName(t)

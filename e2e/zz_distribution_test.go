@@ -93,7 +93,7 @@ func TestPushAndInstallFromRegistry(t *testing.T) {
 	}
 	must(t, "plugin", "rm", "-f", ref)
 
-	out := must(t, "plugin", "install", "--alias", plugin, "--grant-all-permissions", ref)
+	out := must(t, append([]string{"plugin", "install", "--alias", plugin, "--grant-all-permissions", ref}, pluginSettings()...)...)
 	if !strings.Contains(out, "Installed plugin") {
 		t.Fatalf("docker plugin install: %s", out)
 	}
@@ -129,7 +129,7 @@ func TestPluginUpgradeKeepsVolumes(t *testing.T) {
 		}
 		must(t, "plugin", "rm", "-f", addr+"/sockrelay:"+tag)
 	}
-	must(t, "plugin", "install", "--alias", plugin, "--grant-all-permissions", v1)
+	must(t, append([]string{"plugin", "install", "--alias", plugin, "--grant-all-permissions", v1}, pluginSettings()...)...)
 
 	idle := newVolume(t, "perm=0600")
 	used := newVolume(t, "policy=read-only")

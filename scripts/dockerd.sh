@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Make sure a userns-remapped dockerd runs, for make demo, make e2e and CI.
 #
+#   dockerd.sh install   install Docker's packages and the tools the e2e
+#                        suite calls, when missing; start nothing
 #   dockerd.sh start     install Docker when missing; start dockerd with
 #                        $DOCKERD_ARGS (default --userns-remap=default) when
 #                        none answers; fail when the running one is not remapped
@@ -71,6 +73,9 @@ stop_ours() {
 }
 
 case "${1:-start}" in
+install)
+	install_docker
+	;;
 start)
 	install_docker
 	if ! answers; then
@@ -94,6 +99,6 @@ stop)
 	stop_ours
 	;;
 *)
-	die "usage: dockerd.sh start|restart|stop"
+	die "usage: dockerd.sh install|start|restart|stop"
 	;;
 esac

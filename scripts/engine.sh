@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
-# Docker Engine 29 from its Go modules, for running the e2e suite against a
-# current engine beside the Debian one. make engine runs `build`.
+# Docker Engines of the e2e suite's own: Engine 29 built from its Go
+# modules, and Debian's 20.10, each run entirely apart from any daemon of
+# the machine's. make engine runs `build`.
 #
 #   engine.sh [build]    build what is missing or outdated into the cache:
 #                        dockerd and docker-proxy (github.com/moby/moby/v2),
 #                        runc, and the CLI plugins docker-compose (Compose v2)
 #                        and docker-buildx. A second run only verifies.
 #   engine.sh path       print the cache's bin directory
-#   engine.sh start DIR  start a userns-remapped Engine 29 entirely of its own
+#   engine.sh start DIR [ENGINE]
+#                        start a userns-remapped daemon entirely of its own
 #                        under DIR (socket DIR/docker.sock), with its own
-#                        containerd, bridge and data; wait until it answers
+#                        containerd, bridge and data; wait until it answers.
+#                        ENGINE is 29 (default: the cache's) or 20.10
+#                        (Debian's docker.io)
+#   engine.sh restart DIR
+#                        restart that dockerd alone (its containerd, and so
+#                        its containers, stay), with ENGINE_DOCKERD_ARGS
 #   engine.sh stop DIR   stop that daemon, then its containerd; remove its
 #                        bridge; leave nothing running
 #
@@ -26,7 +33,8 @@
 # A component is rebuilt when its key (module and version, Go version, build
 # recipe) differs from the manifest's, or its binary is missing or changed.
 #
-# What start does to the host, beside the other (system) daemon:
+# What start does to the host, beside the other (system) daemon, for either
+# engine:
 #   - a bridge sr29-<hash of DIR> with 10.K.0.1/24 (K in 200-249, free);
 #   - one iptables rule, FORWARD accepting 10.K.0.0/16 to 10.K.0.0/16, since
 #     dockerd runs with --iptables=false: Engine 29 with iptables on deletes
@@ -324,6 +332,27 @@ instance() {
 	dockerd_log=$dir/dockerd.log
 	ctd_log=$dir/containerd.log
 	envfile=$dir/engine.env
+	enginefile=$dir/engine
+}
+
+# pick_engine [ENGINE]: the engine of this DIR (given, or as it was
+# started), and its binaries.
+pick_engine() {
+	engine=${1:-}
+	[ -n "$engine" ] || engine=$(cat "$enginefile" 2>/dev/null) || engine=29
+	case "$engine" in
+	29)
+		dockerd_bin=$ENGINE_CACHE/bin/dockerd
+		engine_bin=$ENGINE_CACHE/bin
+		;;
+	20.10)
+		dockerd_bin=$(command -v dockerd || true)
+		[ -n "$dockerd_bin" ] || die "ENGINE=20.10 needs Debian's dockerd: apt-get install docker.io"
+		"$dockerd_bin" --version | grep -q ' 20\.10\.' || die "ENGINE=20.10: $dockerd_bin is $("$dockerd_bin" --version), not 20.10"
+		engine_bin=
+		;;
+	*) die "unknown ENGINE $engine: want 29 or 20.10" ;;
+	esac
 }
 
 alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
@@ -337,7 +366,7 @@ answers() { timeout 10 docker -H "unix://$sock" version --format '{{.Server.APIV
 pick_network() {
 	local h k i kk a
 	h=$(printf '%s' "$dir" | sha256sum | cut -c1-8)
-	bridge=sr29-$h
+	bridge=srd-$h
 	a=$(ip -4 -o addr show dev "$bridge" 2>/dev/null | awk '{print $4}') || true
 	if [[ $a =~ ^10\.([0-9]+)\.0\.1/24$ ]]; then
 		net=10.${BASH_REMATCH[1]}
@@ -472,11 +501,14 @@ shim_pids() {
 start() {
 	need_root "engine.sh start"
 	instance "$1"
-	local c rule bin=$ENGINE_CACHE/bin
-	find_go
-	for c in runc dockerd docker-proxy; do
-		cached "$c" || die "$c is not built in $ENGINE_CACHE (or is outdated): run make engine (scripts/engine.sh build) first"
-	done
+	pick_engine "${2:-}"
+	local c rule
+	if [ "$engine" = 29 ]; then
+		find_go
+		for c in runc dockerd docker-proxy; do
+			cached "$c" || die "$c is not built in $ENGINE_CACHE (or is outdated): run make engine (scripts/engine.sh build) first"
+		done
+	fi
 	command -v docker >/dev/null || die "no docker CLI on PATH: install docker.io (apt-get install docker.io), or any docker CLI 20.10+"
 	apt_need containerd containerd
 	apt_need containerd-shim-runc-v2 containerd
@@ -487,7 +519,7 @@ start() {
 	check_traversable
 	if alive "$dockerd_pidfile"; then
 		answers && {
-			say "Engine 29 already runs on $sock (pid $(cat "$dockerd_pidfile")); DOCKER_CONFIG=$dir/config has its CLI plugins"
+			say "Engine $(cat "$enginefile" 2>/dev/null) already runs on $sock (pid $(cat "$dockerd_pidfile")); DOCKER_CONFIG=$dir/config has its CLI plugins"
 			return 0
 		}
 		die "a dockerd from an earlier start (pid $(cat "$dockerd_pidfile")) runs but does not answer on $sock; run engine.sh stop $dir first (log: $dockerd_log)"
@@ -495,6 +527,10 @@ start() {
 	if [ -S "$sock" ] && answers; then
 		die "something else answers on $sock; not starting a second daemon there"
 	fi
+	if [ -s "$enginefile" ] && [ "$(cat "$enginefile")" != "$engine" ] && [ -d "$dir/data" ]; then
+		die "$dir holds the data of Engine $(cat "$enginefile"), not $engine: use another DIR, or rm -rf $dir"
+	fi
+	echo "$engine" >"$enginefile"
 
 	check_args
 	pick_network
@@ -511,31 +547,48 @@ start() {
 	else
 		say "no iptables: if FORWARD drops bridged traffic here, this daemon's containers cannot reach each other"
 	fi
+	start_containerd
+	start_dockerd
+	# A DOCKER_CONFIG for this daemon whose cli-plugins are the cached ones.
+	mkdir -p "$dir/config/cli-plugins"
+	for c in docker-compose docker-buildx; do
+		if [ -x "$(out "$c")" ]; then ln -sfn "$(out "$c")" "$dir/config/cli-plugins/$c"; fi
+	done
+	say "use it with: export DOCKER_HOST=unix://$sock DOCKER_CONFIG=$dir/config (that has docker compose and docker buildx, once make engine built them)"
+	say "containers reach each other on the default bridge and on networks created with --subnet inside $net.0.0/16"
+	say "stop it with: scripts/engine.sh stop $dir"
+}
 
-	# The cache's bin first on PATH: containerd's shims then find runc 1.5
-	# for the stock "runc" runtime too, and dockerd finds docker-proxy.
-	local path=$bin:$PATH
-	if ! alive "$ctd_pidfile"; then
-		write_containerd_config
-		say "starting containerd $(containerd --version | awk '{print $3}') on $ctd_sock (log: $ctd_log)"
-		PATH=$path setsid containerd --config "$ctd/config.toml" >>"$ctd_log" 2>&1 </dev/null &
-		echo $! >"$ctd_pidfile"
-		for _ in $(seq 1 60); do
-			[ -S "$ctd_sock" ] && ctr --address "$ctd_sock" version >/dev/null 2>&1 && break
-			alive "$ctd_pidfile" || {
-				tail -n 20 "$ctd_log" >&2
-				stop_instance
-				die "containerd exited at start (its log's tail above; all of it: $ctd_log)"
-			}
-			sleep 0.5
-		done
-		ctr --address "$ctd_sock" version >/dev/null 2>&1 || {
+# PATH for the daemons: for Engine 29 the cache's bin first, so that
+# containerd's shims find runc 1.5 for the stock "runc" runtime too, and
+# dockerd finds its docker-proxy.
+daemon_path() {
+	if [ -n "$engine_bin" ]; then echo "$engine_bin:$PATH"; else echo "$PATH"; fi
+}
+
+start_containerd() {
+	alive "$ctd_pidfile" && return 0
+	write_containerd_config
+	say "starting containerd $(containerd --version | awk '{print $3}') on $ctd_sock (log: $ctd_log)"
+	PATH=$(daemon_path) setsid containerd --config "$ctd/config.toml" >>"$ctd_log" 2>&1 </dev/null &
+	echo $! >"$ctd_pidfile"
+	for _ in $(seq 1 60); do
+		[ -S "$ctd_sock" ] && ctr --address "$ctd_sock" version >/dev/null 2>&1 && break
+		alive "$ctd_pidfile" || {
 			tail -n 20 "$ctd_log" >&2
 			stop_instance
-			die "containerd did not answer on $ctd_sock within 30 s (log: $ctd_log)"
+			die "containerd exited at start (its log's tail above; all of it: $ctd_log)"
 		}
-	fi
+		sleep 0.5
+	done
+	ctr --address "$ctd_sock" version >/dev/null 2>&1 || {
+		tail -n 20 "$ctd_log" >&2
+		stop_instance
+		die "containerd did not answer on $ctd_sock within 30 s (log: $ctd_log)"
+	}
+}
 
+start_dockerd() {
 	docker0_save
 	# Not /etc/docker/daemon.json, which is the other daemon's.
 	[ -f "$dir/daemon.json" ] || echo '{}' >"$dir/daemon.json"
@@ -549,19 +602,21 @@ start() {
 		--userns-remap=default
 		--bridge "$bridge"
 		--iptables=false --ip6tables=false
-		--userland-proxy-path "$bin/docker-proxy"
-		--add-runtime "runc-engine=$bin/runc"
-		--default-runtime runc-engine
 	)
+	if [ "$engine" = 29 ]; then
+		args+=(--userland-proxy-path "$engine_bin/docker-proxy" --add-runtime "runc-engine=$engine_bin/runc" --default-runtime runc-engine)
+	fi
 	# shellcheck disable=SC2206
 	args+=(${ENGINE_DOCKERD_ARGS:-})
-	say "starting dockerd $("$bin/dockerd" --version | sed 's/^Docker version //') on $sock (log: $dockerd_log)"
+	say "starting dockerd $("$dockerd_bin" --version | sed 's/^Docker version //') on $sock (log: $dockerd_log)"
 	say "  dockerd ${args[*]}"
 	echo "--- $(date -u +%FT%TZ) engine.sh start: dockerd ${args[*]}" >>"$dockerd_log"
+	local path
+	path=$(daemon_path)
 	(
 		# As docker.service does (LimitNOFILE=infinity).
 		ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-		PATH=$path exec setsid "$bin/dockerd" "${args[@]}" >>"$dockerd_log" 2>&1 </dev/null
+		PATH=$path exec setsid "$dockerd_bin" "${args[@]}" >>"$dockerd_log" 2>&1 </dev/null
 	) &
 	local pid=$!
 	for _ in $(seq 1 120); do
@@ -579,18 +634,25 @@ start() {
 		die "dockerd did not answer on $sock within 60 s (its log's tail above; all of it: $dockerd_log)"
 	fi
 	[ -s "$dockerd_pidfile" ] || echo "$pid" >"$dockerd_pidfile"
-	docker0_check "when Engine 29 started"
-	# A DOCKER_CONFIG for this daemon whose cli-plugins are the cached ones.
-	mkdir -p "$dir/config/cli-plugins"
-	for c in docker-compose docker-buildx; do
-		if [ -x "$(out "$c")" ]; then ln -sfn "$(out "$c")" "$dir/config/cli-plugins/$c"; fi
-	done
+	docker0_check "when the daemon started"
 	[[ $(docker -H "unix://$sock" info --format '{{json .SecurityOptions}}') == *name=userns* ]] ||
 		die "the daemon on $sock is not remapped (docker info shows no name=userns)"
-	say "Engine 29 answers: $(docker -H "unix://$sock" version --format 'server {{.Server.Version}}, API {{.Server.APIVersion}} (minimum {{.Server.MinAPIVersion}})')"
-	say "use it with: export DOCKER_HOST=unix://$sock DOCKER_CONFIG=$dir/config (that has docker compose and docker buildx)"
-	say "containers reach each other on the default bridge and on networks created with --subnet inside $net.0.0/16"
-	say "stop it with: scripts/engine.sh stop $dir"
+	say "Engine $engine answers: $(docker -H "unix://$sock" version --format 'server {{.Server.Version}}, API {{.Server.APIVersion}} (minimum {{.Server.MinAPIVersion}})')"
+}
+
+# restart DIR: dockerd alone, with ENGINE_DOCKERD_ARGS; containerd and the
+# containers it runs stay (with --live-restore, they keep running).
+restart() {
+	need_root "engine.sh restart"
+	instance "$1"
+	[ -s "$enginefile" ] || die "no daemon was started in $dir"
+	pick_engine
+	# shellcheck disable=SC1090
+	. "$envfile"
+	alive "$ctd_pidfile" || die "the containerd of $dir does not run; use engine.sh start $dir"
+	check_args
+	kill_wait "$dockerd_pidfile" dockerd 60
+	start_dockerd
 }
 
 stop_instance() {
@@ -638,7 +700,7 @@ stop_instance() {
 		say "removing bridge $bridge"
 		ip link del "$bridge"
 	fi
-	docker0_check "while Engine 29 stopped"
+	docker0_check "while the daemon stopped"
 	rm -f "$envfile"
 }
 
@@ -656,9 +718,10 @@ stop() {
 case "${1:-build}" in
 build) build ;;
 path) echo "$ENGINE_CACHE/bin" ;;
-start) start "${2:-}" ;;
+start) start "${2:-}" "${3:-}" ;;
+restart) restart "${2:-}" ;;
 stop) stop "${2:-}" ;;
 *)
-	die "usage: engine.sh build | path | start DIR | stop DIR"
+	die "usage: engine.sh build | path | start DIR [29|20.10] | restart DIR | stop DIR"
 	;;
 esac

@@ -56,6 +56,12 @@ create)
 	echo "created plugin $name"
 	;;
 enable)
+	# SOCKRELAY_PLUGIN_SETTINGS: KEY=VALUE settings to apply first, e.g. the
+	# sockdir mount and SOCKET_DIR of a daemon whose socket is elsewhere.
+	if [ -n "${SOCKRELAY_PLUGIN_SETTINGS:-}" ]; then
+		# shellcheck disable=SC2086
+		docker plugin set "$name" $SOCKRELAY_PLUGIN_SETTINGS
+	fi
 	docker plugin enable "$name"
 	echo "enabled plugin $name"
 	;;

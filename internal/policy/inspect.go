@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/distribution/reference"
 	"github.com/moby/moby/api/types/checkpoint"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/mount"
@@ -79,6 +80,7 @@ var inspections = []inspection{
 	{epAttachWS, false, (*checker).attachWS},
 	{epArchive, false, (*checker).archive},
 	{epExecStart, false, (*checker).execStart},
+	{epImageCreate, false, (*checker).imageCreate},
 	{epSwarmInit, true, (*checker).swarmInit},
 	{epSwarmUpdate, true, (*checker).swarmUpdate},
 }
@@ -96,7 +98,7 @@ func inspectionFor(m methodSet, path string) *inspection {
 // the body to forward when the check resolved references in them ("" and
 // nil: as sent).
 func (ins *inspection) run(p *Policy, r Request, path, query string) (string, []byte, *violation) {
-	c := checker{constraints: p.cons, policy: p.name, daemon: r.Daemon}
+	c := checker{constraints: p.cons, policy: p.name, daemon: r.Daemon, buildkit: p.allowsBuildKit()}
 	if v := ins.check(&c, r, path, query); v != nil {
 		return "", nil, v
 	}
@@ -114,8 +116,9 @@ func (ins *inspection) run(p *Policy, r Request, path, query string) (string, []
 // checker applies one policy's constraints and names it in reasons.
 type checker struct {
 	*constraints
-	policy string
-	daemon Daemon // nil: references that need the daemon are refused
+	policy   string
+	daemon   Daemon // nil: references that need the daemon are refused
+	buildkit bool   // the policy allows BuildKit's API (POST /grpc)
 
 	// What the checks resolved: the body's references (rewrites) and the
 	// request-target (target, "" when unchanged) to forward instead.
@@ -1008,6 +1011,35 @@ func (c *checker) volumeCreate(r Request, _, _ string) *violation {
 	}
 	if isLocal(req.Driver) {
 		return c.localOpts("DriverOpts", "docker volume create --opt", req.DriverOpts)
+	}
+	return nil
+}
+
+// buildKitImage is the image of the BuildKit container that buildx starts
+// when the daemon's own BuildKit cannot be reached.
+const buildKitImage = "moby/buildkit"
+
+// imageCreate checks a pull. One pull is refused, for the user's sake:
+// when the policy refuses BuildKit's API, docker buildx build concludes
+// that the daemon has no BuildKit and starts one in a container of its
+// own, which needs privileges the policy refuses too. Its first step is
+// to pull moby/buildkit; refusing that says what happened and what to do,
+// where the pull or the container's refusal would not.
+func (c *checker) imageCreate(_ Request, _, query string) *violation {
+	if c.buildkit {
+		return nil
+	}
+	q, err := url.ParseQuery(query)
+	if err != nil {
+		return badQuery()
+	}
+	for _, from := range q["fromImage"] {
+		if ref, err := reference.ParseNormalizedNamed(from); err == nil && reference.FamiliarName(ref) == buildKitImage {
+			return &violation{status: StatusForbidden, rule: RuleBuildKit, reason: "docker buildx build needs BuildKit's API (POST /grpc and /session), " +
+				"which policy " + c.policy + " does not allow; buildx then starts a BuildKit container of its own (moby/buildkit), " +
+				"which needs privileges the policy refuses. Build with the classic builder (DOCKER_BUILDKIT=0 docker build), " +
+				"or through a volume whose policy allows BuildKit (policy=full)"}
+		}
 	}
 	return nil
 }

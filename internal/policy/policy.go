@@ -17,6 +17,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 )
 
@@ -51,6 +52,7 @@ const (
 	RulePlugin     = "plugin-not-allowed"
 	RuleSwarm      = "swarm-not-allowed"
 	RuleDebug      = "debug-not-allowed"
+	RuleBuildKit   = "buildkit-not-allowed"
 	// 403: create constraints.
 	RulePrivileged    = "no-privileged"
 	RuleCapAdd        = "cap-add-not-allowed"
@@ -260,6 +262,13 @@ func asksUpgrade(h http.Header) bool {
 		}
 	}
 	return false
+}
+
+// allowsBuildKit reports whether the policy lets BuildKit's API through:
+// POST /grpc, and its switch to HTTP/2.
+func (p *Policy) allowsBuildKit() bool {
+	allowed, _, _ := p.byRules("POST", mPOST, "/grpc")
+	return allowed && slices.ContainsFunc(p.upgrade, func(u pattern) bool { return u.match("/grpc") })
 }
 
 // byRules applies the deny rules, then the allow rules or the default.

@@ -307,3 +307,28 @@ func TestUpgradeAskedElsewhere(t *testing.T) {
 		t.Errorf("full, /session: got %+v, want an allowed upgrade", d)
 	}
 }
+
+// When a policy refuses BuildKit's API, buildx pulls moby/buildkit to
+// start a BuildKit of its own: that pull is refused with a message that
+// says what to do. A policy that allows BuildKit, and other pulls, are
+// left alone.
+func TestBuildKitFallbackPull(t *testing.T) {
+	for _, target := range []string{
+		"/v1.51/images/create?fromImage=moby%2Fbuildkit&tag=buildx-stable-1",
+		"/images/create?fromImage=docker.io/moby/buildkit:buildx-stable-1",
+		"/images/create?fromImage=moby/buildkit",
+	} {
+		d := noEscalation.Decide(Request{Method: "POST", Target: target, Header: http.Header{}, Daemon: testDaemon})
+		if d.Allow || d.Rule != RuleBuildKit || !strings.Contains(d.Reason, "DOCKER_BUILDKIT=0") {
+			t.Errorf("no-escalation, %s: got %+v, want %s saying what to do", target, d, RuleBuildKit)
+		}
+		if d := full.Decide(Request{Method: "POST", Target: target, Header: http.Header{}}); !d.Allow {
+			t.Errorf("full, %s: got %+v, want allowed", target, d)
+		}
+	}
+	for _, target := range []string{"/images/create?fromImage=alpine&tag=3", "/images/create?fromImage=moby/buildkit-other"} {
+		if d := noEscalation.Decide(Request{Method: "POST", Target: target, Header: http.Header{}, Daemon: testDaemon}); !d.Allow {
+			t.Errorf("no-escalation, %s: got %+v, want allowed", target, d)
+		}
+	}
+}

@@ -76,6 +76,7 @@ var (
 	epServiceUpdate    = ep(mPOST, "/services/{id}/update")
 	epVolumeCreate     = ep(mPOST, "/volumes/create")
 	epBuild            = ep(mPOST, "/build")
+	epImageCreate      = ep(mPOST, "/images/create")
 	epNetworkConnect   = ep(mPOST, "/networks/{id}/connect")
 	epSwarmInit        = ep(mPOST, "/swarm/init")
 	epSwarmUpdate      = ep(mPOST, "/swarm/update")
