@@ -240,7 +240,7 @@ func TestFiveThousandVolumes(t *testing.T) {
 	for i := range n {
 		name := fmt.Sprintf("%s%04d", scale, i)
 		vols[name] = &state.Volume{Name: name, CreatedAt: time.Now().UTC().Truncate(time.Second), Mode: "relay",
-			UID: 100000, GID: 100000, Perm: 0o660, Socket: "docker.sock", Target: "/var/run/docker.sock",
+			UID: 100000, GID: 100000, Perm: 0o660, Socket: "docker.sock", Target: daemonSocket(),
 			Remap: &state.Remap{UID: 100000, GID: 100000, Size: 65536}}
 	}
 	if err := store.Save(vols); err != nil {
