@@ -184,6 +184,11 @@ func TestPolicyNoEscalationResolves(t *testing.T) {
 	sockName, _ := start("-v", relay+":/var/run")
 	netName, _ := start("--userns=host", "--network=host")
 	plainName, plainID := start()
+	// A local volume someone made that binds a host directory.
+	bindVol := uniqueName(t)
+	must(t, "volume", "create", "-o", "type=none", "-o", "o=bind", "-o", "device=/etc", bindVol)
+	t.Cleanup(func() { removeVolume(bindVol) })
+	bindVolName, _ := start("-v", bindVol+":/hostetc:ro")
 
 	denied := []struct {
 		args []string
@@ -201,6 +206,9 @@ func TestPolicyNoEscalationResolves(t *testing.T) {
 		{[]string{"exec", bindID[:8], "srclient", "echo"}, "bind-not-allowed"},
 		{[]string{"cp", bindName + ":/hostetc/hostname", "/tmp/x"}, "bind-not-allowed"},
 		{[]string{"exec", sockName, "docker", "ps"}, "volume-driver-not-allowed"},
+		{[]string{"run", "--rm", "-v", bindVol + ":/x", image, "srclient", "echo"}, "bind-not-allowed"},
+		{[]string{"run", "--rm", "--mount", "type=volume,src=" + bindVol + ",dst=/x", image, "srclient", "echo"}, "bind-not-allowed"},
+		{[]string{"cp", bindVolName + ":/hostetc/hostname", "/tmp/x"}, "bind-not-allowed"},
 	}
 	for _, d := range denied {
 		r := runClient(t, vol, append([]string{"docker"}, d.args...)...)

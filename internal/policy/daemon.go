@@ -167,7 +167,16 @@ func (c *checker) namedVolume(field, flag, name string) *violation {
 	case err != nil:
 		return c.lookupFailed("volume", err)
 	}
-	if isLocal(vol.Driver) || c.privileged || c.volumeDrivers.allows(vol.Driver) {
+	switch {
+	case isLocal(vol.Driver):
+		// A local volume someone made with o=bind (or type=none, or a
+		// device of the host's) is that mount, whoever mounts it.
+		if v := c.localOpts(field, flag, vol.Options); v != nil {
+			v.reason = "an existing volume: " + v.reason
+			return v
+		}
+		return nil
+	case c.privileged || c.volumeDrivers.allows(vol.Driver):
 		return nil
 	}
 	return c.deny(RuleVolumeDriver, field, flag, "an existing volume of a driver other than local"+c.driverListNote())
@@ -235,6 +244,11 @@ func (c *checker) mountPoints(mps []container.MountPoint) *violation {
 		case mount.TypeVolume:
 			if !isLocal(m.Driver) && !c.privileged && !c.volumeDrivers.allows(m.Driver) {
 				return c.deny(RuleVolumeDriver, field, "--volume-driver", "a volume of a driver other than local"+c.driverListNote())
+			}
+			if isLocal(m.Driver) && m.Name != "" {
+				if v := c.namedVolume(field, "-v name:/path", m.Name); v != nil {
+					return v
+				}
 			}
 		}
 	}

@@ -18,6 +18,7 @@ type fakeDaemon struct {
 	containers []*container.InspectResponse
 	execs      map[string]*container.ExecInspectResponse
 	volumes    map[string]string // name -> driver
+	volOpts    map[string]map[string]string
 	hostNets   []Network
 	calls      int
 }
@@ -56,6 +57,9 @@ var testDaemon = &fakeDaemon{
 		}),
 		ctr("b7", "unmasked", func(c *container.InspectResponse) { c.HostConfig.MaskedPaths = []string{} }),
 		ctr("b8", "hostuserns", func(c *container.InspectResponse) { c.HostConfig.UsernsMode = "host" }),
+		ctr("ba", "withbindvol", func(c *container.InspectResponse) {
+			c.Mounts = []container.MountPoint{{Type: mount.TypeVolume, Name: "hostroot", Driver: "local", Destination: "/data"}}
+		}),
 		ctr("b9", "localvol", func(c *container.InspectResponse) {
 			c.Mounts = []container.MountPoint{{Type: mount.TypeVolume, Name: "data", Driver: "local", Destination: "/data"}}
 		}),
@@ -71,7 +75,11 @@ var testDaemon = &fakeDaemon{
 		"in-priv":  {ID: "in-priv", ContainerID: id("b1")},
 		"privexec": {ID: "privexec", ContainerID: id("3f2a"), ProcessConfig: &container.ExecProcessConfig{Privileged: ptr(true)}},
 	},
-	volumes:  map[string]string{"relayvol": "sockrelay:latest", "data": "local", "idvol": "4f9e2c"},
+	volumes: map[string]string{"relayvol": "sockrelay:latest", "data": "local", "idvol": "4f9e2c", "hostroot": "local", "cache": "local"},
+	volOpts: map[string]map[string]string{
+		"hostroot": {"type": "none", "o": "bind", "device": "/"},
+		"cache":    {"type": "tmpfs", "device": "tmpfs", "o": "size=64m"},
+	},
 	hostNets: []Network{{ID: id("a1b2c3"), Name: "host"}, {ID: id("e5f6"), Name: "host"}},
 }
 
@@ -127,7 +135,7 @@ func (f *fakeDaemon) Volume(name string) (*volume.Volume, error) {
 		return nil, errDown
 	}
 	if d, ok := f.volumes[name]; ok {
-		return &volume.Volume{Name: name, Driver: d}, nil
+		return &volume.Volume{Name: name, Driver: d, Options: f.volOpts[name]}, nil
 	}
 	return nil, fmt.Errorf("no such volume: %w", ErrNoSuchObject)
 }
@@ -197,6 +205,10 @@ func TestReferences(t *testing.T) {
 		deniedBody("a plugin volume by ID", "POST", create, `{"HostConfig":{"Binds":["idvol:/x"]}}`, RuleVolumeDriver),
 		deniedBody("service mount of it", "POST", "/v1.41/services/create", `{"TaskTemplate":{"ContainerSpec":{"Image":"x","Mounts":[{"Type":"volume","Source":"relayvol","Target":"/var/run"}]}}}`, RuleVolumeDriver),
 		deniedBody("a volume the daemon could not look up", "POST", create, `{"HostConfig":{"Binds":["down:/x"]}}`, RuleLookup),
+		deniedBody("an existing local bind volume", "POST", create, `{"HostConfig":{"Binds":["hostroot:/x"]}}`, RuleBind),
+		deniedBody("an existing local bind volume by mount", "POST", create, `{"HostConfig":{"Mounts":[{"Type":"volume","Source":"hostroot","Target":"/x"}]}}`, RuleBind),
+		allowedB("POST", create, `{"HostConfig":{"Binds":["cache:/x"]}}`),
+		deniedBody("exec in a container with a local bind volume", "POST", "/containers/withbindvol/exec", `{}`, RuleBind),
 	}
 	for i := range cases {
 		if cases[i].rule == RuleLookup {
