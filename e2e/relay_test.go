@@ -252,6 +252,19 @@ func TestContainerCannotTamper(t *testing.T) {
 			}
 			vol := newVolume(t, opts...)
 			a := startUser(t, vol)
+			// Asking for a writable mount changes nothing.
+			rw := uniqueName(t)
+			must(t, "run", "-d", "--name", rw, "--label", label, "-v", vol+":/srv/rw:rw",
+				"--mount", "type=volume,src="+vol+",dst=/srv/mount,readonly=false", image, "srclient", "sleep", "3600")
+			t.Cleanup(func() { dockerOut("rm", "-f", rw) })
+			for _, p := range []string{"/srv/rw", "/srv/mount"} {
+				r := dockerIn(nil, "exec", rw, "srclient", "attack", p, "docker.sock")
+				for _, l := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+					if !strings.Contains(l, " denied: ") {
+						t.Errorf("attack through %s asked writable: %q succeeded", p, l)
+					}
+				}
+			}
 			hostBefore := hostSocket(t)
 			inside := strings.TrimSpace(must(t, "exec", a, "srclient", "stat", "/var/run/docker.sock"))
 			r := dockerIn(nil, "exec", a, "srclient", "attack", "/var/run", "docker.sock")
