@@ -252,6 +252,7 @@ func TestContainerCannotTamper(t *testing.T) {
 			}
 			vol := newVolume(t, opts...)
 			a := startUser(t, vol)
+			hostBefore := hostSocket(t)
 			// Asking for a writable mount changes nothing.
 			rw := uniqueName(t)
 			must(t, "run", "-d", "--name", rw, "--label", label, "-v", vol+":/srv/rw:rw",
@@ -265,7 +266,6 @@ func TestContainerCannotTamper(t *testing.T) {
 					}
 				}
 			}
-			hostBefore := hostSocket(t)
 			inside := strings.TrimSpace(must(t, "exec", a, "srclient", "stat", "/var/run/docker.sock"))
 			r := dockerIn(nil, "exec", a, "srclient", "attack", "/var/run", "docker.sock")
 			if r.err != nil {
