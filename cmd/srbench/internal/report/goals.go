@@ -95,14 +95,27 @@ func (b bound) String() string {
 // met says whether peer's figure on r meets b; known is false when r has
 // no such figure of peer.
 func (b bound) met(r *Row, peer string) (met, known bool) {
+	v, ok := b.got(r, peer)
 	if b.ratio {
-		v, ok := r.Ratio[peer]
 		return v >= b.value, ok
 	}
-	if b.every {
+	return v <= b.value, ok
+}
+
+// got is the figure of peer on r that b holds: its ratio to direct, its
+// worst round, or its median.
+func (b bound) got(r *Row, peer string) (float64, bool) {
+	switch {
+	case b.ratio:
+		v, ok := r.Ratio[peer]
+		return v, ok
+	case b.every:
 		vs := r.Samples[peer]
-		return len(vs) > 0 && slices.Max(vs) <= b.value, len(vs) > 0
+		if len(vs) == 0 {
+			return 0, false
+		}
+		return slices.Max(vs), true
 	}
 	v, ok := r.Median[peer]
-	return v <= b.value, ok
+	return v, ok
 }

@@ -77,6 +77,9 @@ func (r *Report) Row(key string) *Row {
 type PeerGoal struct {
 	Goal string `json:"goal"`
 	Met  *bool  `json:"met,omitempty"`
+	// Got is the figure the goal holds, as the table shows it: a ratio,
+	// the worst round, or the median.
+	Got string `json:"got,omitempty"`
 }
 
 // Results gathers the samples of every round.
@@ -180,6 +183,11 @@ func (rs *Results) Report(start time.Time, peers []string, rounds int) *Report {
 			pg := PeerGoal{Goal: g.bound.String()}
 			if met, known := g.bound.met(&row, g.peer); known {
 				pg.Met = &met
+				v, _ := g.bound.got(&row, g.peer)
+				pg.Got = fmt.Sprintf("%.2f", v)
+				if !g.bound.ratio {
+					pg.Got = fmt.Sprintf(d.format, v)
+				}
 			}
 			if row.Goals == nil {
 				row.Goals = map[string]PeerGoal{}
@@ -304,7 +312,7 @@ func goalLine(rows []Row, peer string) string {
 	var missed []string
 	for _, row := range rows {
 		if g := row.Goals[peer]; g.Met != nil && !*g.Met {
-			missed = append(missed, fmt.Sprintf("%s %s, want %s", row.Title, row.value(peer), g.Goal))
+			missed = append(missed, fmt.Sprintf("%s %s, want %s", row.Title, g.Got, g.Goal))
 		}
 	}
 	for _, m := range missed {

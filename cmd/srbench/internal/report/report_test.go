@@ -103,7 +103,7 @@ func TestReport(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"new-conn ping, 1 client", "0.60 (0.50-0.70)", "0.51 (0.48-0.52)", "1000",
-		"goals met (plugin-relay): 2 of 2", "goals met (plugin-policy): 1 of 2\n  NOT MET: failed connects, burst of 200 0, want ≤ 0 failed in every round",
+		"goals met (plugin-relay): 2 of 2", "goals met (plugin-policy): 1 of 2\n  NOT MET: failed connects, burst of 200 1, want ≤ 0 failed in every round",
 		"goals met (plugin-idmap): 0 of 1\n  NOT MET: new-conn ping, 1 client 0.96, want ratio ≥ 0.97",
 		"goals met (serve): 0 of 1", "0.40 (0.40-0.40)", "0.05 (0.05-0.05) !",
 		"plugin Create+Mount+Unmount+Remove, 10 volumes", "50.0 cycles/s", "socat: 7 of 100 connections failed", "a note"} {
