@@ -18,7 +18,7 @@ help:
 	@echo "plugin   assemble plugin/ offline and docker plugin create $(PLUGIN)"
 	@echo "install  plugin, then enable it, replacing an older install"
 	@echo "push     REGISTRY=host:port: plugin named REGISTRY/$(PLUGIN_NAME), then docker plugin push"
-	@echo "bench    the relay, idmap and policy modes beside direct and socat"
+	@echo "bench    the installed plugin's relay, policy and idmap volumes beside direct, serve, socat (root; a daemon of its own)"
 	@echo "bench-test the bench harness's tests, a whole brief run included (root for every column)"
 	@echo "demo     on a fresh Debian host as root: install Docker, start a remapped dockerd, install, demo"
 	@echo "engine   build and cache Docker Engine 29, runc, Compose v2 and buildx from their Go modules (ENGINE_CACHE)"
@@ -88,10 +88,12 @@ fuzz:
 	  done; \
 	done
 
-# The relay, policy and idmap modes beside a direct connection and socat,
-# medians of several rounds. Needs socat; as root it is installed when missing, and
-# the plugin's VolumeDriver figure is measured too. BENCHFLAGS passes flags
-# to cmd/srbench, e.g. BENCHFLAGS='-quick' or '-rounds 9 -bytes 1GiB -json bench.json'.
+# The installed plugin's relay, policy and idmap volumes, sockrelay serve,
+# socat and wollomatic/socket-proxy, each beside a direct connection, in a
+# userns-remapped daemon of the bench's own (scripts/bench.sh says how to
+# use another). Needs root and socat (installed when missing). BENCHFLAGS
+# passes flags to cmd/srbench, e.g. BENCHFLAGS='-quick' or
+# '-rounds 9 -bytes 1GiB -json bench.json'.
 BENCHFLAGS ?=
 bench: build
 	@command -v socat >/dev/null 2>&1 || { \
@@ -101,7 +103,7 @@ bench: build
 	  else \
 	    echo "bench: socat is not installed; run as root, or apt-get install socat first" >&2; exit 1; \
 	  fi; }
-	$(GO) run ./cmd/srbench $(BENCHFLAGS)
+	BENCHFLAGS='$(BENCHFLAGS)' scripts/bench.sh
 
 # The bench harness's tests with its slow one, a whole run with -quick's
 # settings, which make test leaves out (build tag benchrun). It checks the

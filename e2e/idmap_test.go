@@ -58,6 +58,42 @@ func TestIdmapDirect(t *testing.T) {
 	}
 }
 
+// A volume created without options is left to auto, which chooses idmap
+// here (the suite's daemon is remapped, and its socket's filesystem
+// supports idmapped mounts) and says why: the container gets the
+// daemon's own socket.
+func TestAutoChoosesIdmap(t *testing.T) {
+	vol := newVolume(t)
+	st := status(t, vol)
+	if st["mode"] != "idmap" || st["mode_chosen"] != "auto: idmapped mounts work here and no uid, gid or perm was asked for" {
+		t.Fatalf("status of a volume without options: got %v, want mode idmap, chosen by auto because idmapped mounts work", st)
+	}
+	host := hostSocket(t)
+	r := runClient(t, vol, "srclient", "ino", "/var/run/docker.sock")
+	if got, want := strings.TrimSpace(r.stdout), fmt.Sprintf("%d:%d", host.Dev, host.Ino); got != want {
+		t.Fatalf("inode inside the container: got %q (%s), want the host socket's %q", got, r, want)
+	}
+	wantPing(t, runClient(t, vol, "srclient", "ping", "/var/run/docker.sock"))
+}
+
+// An owner option leaves auto only relay, which makes a socket of its own
+// with that owner; the status says so. A named mode shows no choice.
+func TestAutoWithOwnerIsRelay(t *testing.T) {
+	vol := newVolume(t, "uid=1000")
+	st := status(t, vol)
+	if st["mode"] != "relay" || st["owner"] != "101000:100000" || !strings.HasPrefix(fmt.Sprint(st["mode_chosen"]), "auto: uid, gid or perm was asked for") {
+		t.Fatalf("status of a volume with uid=1000: got %v, want mode relay owned by 101000:100000, chosen by auto for the uid", st)
+	}
+	r := runClient(t, vol, "srclient", "stat", "/var/run/docker.sock")
+	if got := strings.TrimSpace(r.stdout); got != "1000:0 0660" {
+		t.Fatalf("socket inside the container: got %q (%s), want \"1000:0 0660\"", got, r)
+	}
+	wantPing(t, dockerIn(nil, "run", "--rm", "--label", label, "--user", "1000", "-v", vol+":/var/run", image, "srclient", "ping", "/var/run/docker.sock"))
+	if st := status(t, newVolume(t, "mode=relay")); st["mode"] != "relay" || st["mode_chosen"] != nil {
+		t.Fatalf("status of a mode=relay volume: got %v, want relay and no mode_chosen", st)
+	}
+}
+
 // mode=idmap refuses the owner options and says why.
 func TestIdmapRefusesOwnerOptions(t *testing.T) {
 	name := uniqueName(t)
@@ -117,7 +153,7 @@ func TestLiveRestore(t *testing.T) {
 	if out := must(t, "info", "-f", "{{.LiveRestoreEnabled}}"); strings.TrimSpace(out) != "true" {
 		t.Fatalf("live-restore is not on after the restart: %q", out)
 	}
-	relayVol := newVolume(t)
+	relayVol := newVolume(t, "mode=relay")
 	idmapVol := newVolume(t, "mode=idmap")
 	a := startUser(t, relayVol)
 	b := startUser(t, idmapVol)

@@ -20,7 +20,7 @@ import (
 // A remapped container reaches the daemon through the volume, while the
 // plain bind of the host's socket is refused.
 func TestPingThroughVolume(t *testing.T) {
-	vol := newVolume(t)
+	vol := newVolume(t, "mode=relay")
 	wantPing(t, runClient(t, vol, "srclient", "ping", "/var/run/docker.sock"))
 
 	r := dockerIn(nil, "run", "--rm", "--label", label, "-v", daemonSocket()+":/var/run/docker.sock", image, "srclient", "ping", "/var/run/docker.sock")
@@ -64,7 +64,7 @@ func TestOwnerOptions(t *testing.T) {
 // The docker CLI inside the container lists containers and starts a
 // sibling.
 func TestDockerCLIInside(t *testing.T) {
-	vol := newVolume(t)
+	vol := newVolume(t, "mode=relay")
 	r := runClient(t, vol, "docker", "ps")
 	if r.err != nil || !strings.HasPrefix(r.stdout, "CONTAINER ID") {
 		t.Fatalf("docker ps inside: got\n%s", r)
@@ -78,7 +78,7 @@ func TestDockerCLIInside(t *testing.T) {
 // Piped stdin crosses two relays' worth of half-close: host → client
 // container → sibling's stdin, and the output all the way back.
 func TestPipedStdin(t *testing.T) {
-	vol := newVolume(t)
+	vol := newVolume(t, "mode=relay")
 	raw := make([]byte, 96<<10)
 	rand.Read(raw)
 	payload := []byte(hex.EncodeToString(raw) + "\n")
@@ -92,7 +92,7 @@ func TestPipedStdin(t *testing.T) {
 // docker exec without -i: the CLI half-closes at once and must still get
 // the output.
 func TestExecWithoutStdin(t *testing.T) {
-	vol := newVolume(t)
+	vol := newVolume(t, "mode=relay")
 	sib := uniqueName(t)
 	must(t, "run", "-d", "--name", sib, "--label", label, image, "srclient", "sleep", "3600")
 	t.Cleanup(func() { dockerOut("rm", "-f", sib) })
@@ -111,7 +111,7 @@ func TestExecWithoutStdin(t *testing.T) {
 
 // Two containers share one volume; stopping one leaves the other working.
 func TestSharedVolume(t *testing.T) {
-	vol := newVolume(t)
+	vol := newVolume(t, "mode=relay")
 	a := startUser(t, vol)
 	b := startUser(t, vol)
 	wantPing(t, pingIn(t, a))
@@ -133,7 +133,7 @@ func TestSharedVolume(t *testing.T) {
 // docker cp into a running container mounts and unmounts with that
 // container's own ID: its relay must survive.
 func TestDockerCpKeepsRelay(t *testing.T) {
-	vol := newVolume(t)
+	vol := newVolume(t, "mode=relay")
 	a := startUser(t, vol)
 	f := filepath.Join(t.TempDir(), "payload")
 	os.WriteFile(f, []byte("hello"), 0o644)
@@ -181,7 +181,7 @@ func TestBadInput(t *testing.T) {
 		{opts: []string{"target=/etc/shadow"}, want: "option target: want the absolute path of a socket below " + daemonDir},
 		{opts: []string{"target=" + daemonDir + "/../../etc/shadow"}, want: "option target"},
 		{opts: []string{"target=" + daemonDir + "/nonexistent.sock"}, want: "option target: no socket at " + daemonDir + "/nonexistent.sock"},
-		{opts: []string{"mode=bogus"}, want: "option mode: want one of relay"},
+		{opts: []string{"mode=bogus"}, want: "option mode: want one of auto, relay, idmap, policy"},
 		{opts: []string{"uid=" + strings.Repeat("1", 4096)}, want: "value longer than"},
 	}
 	for _, c := range cases {
@@ -243,7 +243,7 @@ func TestMountCreatesOnFirstUse(t *testing.T) {
 func TestContainerCannotTamper(t *testing.T) {
 	for _, mode := range []string{"relay", "policy", "idmap"} {
 		t.Run(mode, func(t *testing.T) {
-			var opts []string
+			opts := []string{"mode=relay"}
 			switch mode {
 			case "idmap":
 				opts = []string{"mode=idmap"}
@@ -417,7 +417,7 @@ func TestComposeV2(t *testing.T) {
 // disable -f and enable: the plugin is restarted, dockerd replays no
 // Mount, and the running container's socket comes back.
 func TestPluginRestartRestoresSocket(t *testing.T) {
-	vol := newVolume(t)
+	vol := newVolume(t, "mode=relay")
 	a := startUser(t, vol)
 	wantPing(t, pingIn(t, a))
 	must(t, "plugin", "disable", "-f", plugin)
@@ -441,7 +441,7 @@ func TestPluginRestartRestoresSocket(t *testing.T) {
 // restart policy gets its socket back (its Mount comes before the API is
 // up), and new containers can use the volume.
 func TestDaemonRestart(t *testing.T) {
-	vol := newVolume(t)
+	vol := newVolume(t, "mode=relay")
 	a := startUser(t, vol, "--restart", "always")
 	wantPing(t, pingIn(t, a))
 
@@ -488,7 +488,7 @@ func TestPluginLogSettings(t *testing.T) {
 	}
 	setAndEnable("LOG_FORMAT=json", "LOG_LEVEL=debug")
 	t.Cleanup(func() { setAndEnable("LOG_FORMAT=text", "LOG_LEVEL=info") })
-	vol := newVolume(t)
+	vol := newVolume(t, "mode=relay") // its connections are logged at debug
 	wantPing(t, runClient(t, vol, "srclient", "ping", "/var/run/docker.sock"))
 	eventually(t, 10*time.Second, func() error {
 		logs, err := daemonLog()

@@ -21,7 +21,7 @@ import (
 // one answered twice, and the plugin's count of open connections back to
 // zero after.
 func TestThousandConnectionsThroughPlugin(t *testing.T) {
-	for name, opts := range map[string][]string{"relay": nil, "policy": {"policy=full"}} {
+	for name, opts := range map[string][]string{"relay": {"mode=relay"}, "policy": {"policy=full"}} {
 		t.Run(name, func(t *testing.T) {
 			vol := newVolume(t, opts...)
 			a := startUser(t, vol)
@@ -175,7 +175,7 @@ func readState(t *testing.T) map[string]json.RawMessage {
 // the plugin stops on SIGTERM within dockerd's 10 s grace, by itself, and
 // comes back.
 func TestShutdownWithOpenStreams(t *testing.T) {
-	relayVol := newVolume(t)
+	relayVol := newVolume(t, "mode=relay")
 	policyVol := newVolume(t, "policy=no-escalation")
 	sib := uniqueName(t)
 	must(t, "run", "-d", "--name", sib, "--label", label, image, "srclient", "sleep", "3600")

@@ -1,8 +1,10 @@
-// Command srbench measures sockrelay beside a direct connection and socat
-// (make bench), with the policy proxy (sockrelay serve --policy full) and,
-// as root, an idmapped bind mount of the socket. It prints tables of
-// medians, ratios to direct and the goals of sockrelay, policy and idmap;
-// it exits non-zero only on an error, never on a figure.
+// Command srbench measures sockrelay as users run it (make bench): the
+// installed plugin's relay, policy and idmap volumes, sockrelay serve
+// with and without the policy proxy, socat and wollomatic/socket-proxy,
+// each beside a direct connection measured right next to it. It prints
+// the ratios to direct (medians of per-pair ratios, with their spread)
+// and the goals of the plugin's volumes; it exits non-zero only on an
+// error, never on a figure.
 package main
 
 import (
@@ -22,14 +24,13 @@ import (
 	"github.com/sockrelay/sockrelay/cmd/srbench/internal/bench"
 	"github.com/sockrelay/sockrelay/cmd/srbench/internal/report"
 	"github.com/sockrelay/sockrelay/cmd/srbench/internal/upstream"
-	"github.com/sockrelay/sockrelay/internal/idmap"
 )
 
 func main() {
-	// The bench starts this very program in a new user namespace to hold
-	// it for the idmap mounts; nothing else may run first.
-	if len(os.Args) == 2 && os.Args[1] == idmap.HelperArg {
-		idmap.RunHelper()
+	// The bench runs this very program in a container of the plugin's
+	// daemon to keep the plugin's volumes mounted; there it only holds.
+	if os.Getenv(bench.HoldEnv) != "" {
+		bench.Hold()
 		return
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -56,7 +57,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	jsonOut := fs.String("json", "", "also write the report as JSON to `FILE`")
 	sockrelay := fs.String("sockrelay", "bin/sockrelay", "the sockrelay binary (make build)")
 	socat := fs.String("socat", "socat", "the socat binary; empty leaves socat out")
-	docker := fs.String("docker", "/var/run/docker.sock", "the daemon's socket for the /_ping figure; empty skips it")
+	socketProxy := fs.String("socket-proxy", "", "the wollomatic/socket-proxy binary; empty leaves it out")
+	docker := fs.String("docker", "", "the `socket` of a userns-remapped daemon (one of the bench's own: make bench starts one) for the /_ping figure and -plugin; empty skips both")
+	plugin := fs.String("plugin", "", "the `name` of the sockrelay plugin installed in the -docker daemon whose volumes are measured; empty leaves them out")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -99,7 +102,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		cfg.Socat = path
 	}
-	cfg.DockerSocket = *docker
+	if *socketProxy != "" {
+		path, err := exec.LookPath(*socketProxy)
+		if err != nil {
+			return fmt.Errorf("-socket-proxy: %w", err)
+		}
+		cfg.SocketProxy = path
+	}
+	cfg.DockerSocket, cfg.Plugin = *docker, *plugin
 	cfg.Progress = stderr
 
 	start := time.Now()

@@ -37,6 +37,13 @@ import (
 // write is atomic, so a line of the process's other writers of the pipe
 // (its operational log) never lands inside an audit line, nor the
 // reverse.
+//
+// On a pipe, a line also waits up to linger for others to share its
+// write. Each write to a plugin's stdout wakes containerd's shim, which
+// copies it on, and dockerd, which reads it and logs every line: with a
+// write per request, those two spend more CPU on a request than the
+// proxy does (docs/performance.md). A write of many lines costs them one
+// wakeup. Close writes what waits.
 type Log struct {
 	w io.Writer
 	// pipe is the log's own open of w, when w is a pipe; prc is its
@@ -45,14 +52,22 @@ type Log struct {
 	prc  syscall.RawConn
 
 	mu      sync.Mutex
-	drained sync.Cond // signalled when pending is taken for writing
+	drained sync.Cond // signalled when pending is taken for writing, and when writing ends
 	pending []byte
 	spare   []byte
 	writing bool
+	timer   *time.Timer // on a pipe: writes what waited for linger
+	armed   bool        // timer is set
 }
 
-// maxPending bounds the bytes that wait for a write in progress.
-const maxPending = 256 << 10
+const (
+	// maxPending bounds the bytes that wait for a write in progress.
+	maxPending = 256 << 10
+	// linger is how long a line waits on a pipe for others to share its
+	// write; flushAt bytes waiting are written at once.
+	linger  = 50 * time.Millisecond
+	flushAt = 32 << 10
+)
 
 // New writes audit lines to w. Close releases what it opened.
 func New(w io.Writer) *Log {
@@ -62,6 +77,8 @@ func New(w io.Writer) *Log {
 		if p := reopenPipe(f); p != nil {
 			if rc, err := p.SyscallConn(); err == nil {
 				a.pipe, a.prc = p, rc
+				a.timer = time.AfterFunc(time.Hour, a.lingered)
+				a.timer.Stop()
 			} else {
 				p.Close()
 			}
@@ -70,13 +87,25 @@ func New(w io.Writer) *Log {
 	return a
 }
 
-// Close closes the log's own open of its pipe, if it has one. Lines
-// written after Close go to w as it is.
+// Close writes the lines that wait, and closes the log's own open of its
+// pipe, if it has one. Lines written after Close go to w as it is, at
+// once.
 func (a *Log) Close() error {
 	a.mu.Lock()
+	if a.timer != nil {
+		a.timer.Stop()
+		a.armed = false
+	}
+	for a.writing {
+		a.drained.Wait()
+	}
+	if len(a.pending) > 0 {
+		a.flush() // unlocks
+		a.mu.Lock()
+	}
 	defer a.mu.Unlock()
 	p := a.pipe
-	a.pipe, a.prc = nil, nil
+	a.pipe, a.prc, a.timer = nil, nil, nil
 	if p == nil {
 		return nil
 	}
@@ -147,6 +176,32 @@ func (a *Log) write(line []byte) {
 		a.mu.Unlock()
 		return
 	}
+	if a.timer != nil && len(a.pending) < flushAt {
+		if !a.armed {
+			a.armed = true
+			a.timer.Reset(linger)
+		}
+		a.mu.Unlock()
+		return
+	}
+	a.flush()
+}
+
+// lingered writes the lines that waited for linger.
+func (a *Log) lingered() {
+	a.mu.Lock()
+	a.armed = false
+	if a.writing || len(a.pending) == 0 {
+		a.mu.Unlock() // the write in progress takes them
+		return
+	}
+	a.flush()
+}
+
+// flush writes what is pending, and what comes in meanwhile, in as few
+// writes as it can. Callers hold mu, with no write in progress; flush
+// releases it.
+func (a *Log) flush() {
 	a.writing = true
 	for len(a.pending) > 0 {
 		out := a.pending
@@ -161,6 +216,7 @@ func (a *Log) write(line []byte) {
 		}
 	}
 	a.writing = false
+	a.drained.Broadcast()
 	a.mu.Unlock()
 }
 

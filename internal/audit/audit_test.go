@@ -275,3 +275,36 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
+
+// On a pipe, lines wait for linger to share a write, then go without a
+// Close; many lines written within it arrive in few writes.
+func TestAuditLogPipeLingers(t *testing.T) {
+	var fds [2]int
+	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	unix.SetNonblock(fds[0], true) // the reader's deadline bounds the test
+	r, w := os.NewFile(uintptr(fds[0]), "r"), os.NewFile(uintptr(fds[1]), "w")
+	defer r.Close()
+	defer w.Close()
+	a := New(w)
+	defer a.Close()
+	const n = 20
+	for i := range n {
+		a.write(fmt.Appendf(nil, "{\"i\":%d}\n", i))
+	}
+	got, reads := 0, 0
+	buf := make([]byte, 64<<10)
+	r.SetReadDeadline(time.Now().Add(10 * linger))
+	for got < n {
+		k, err := r.Read(buf)
+		if err != nil {
+			t.Fatalf("after %d lines in %d reads: %v; want every line within the linger, without a Close", got, reads, err)
+		}
+		got += bytes.Count(buf[:k], []byte("\n"))
+		reads++
+	}
+	if reads > 2 {
+		t.Errorf("%d lines written at once came in %d reads, want them to share a write", n, reads)
+	}
+}

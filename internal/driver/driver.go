@@ -211,6 +211,12 @@ func (d *Driver) Create(r *volume.CreateRequest) error {
 	if rg.Remapped {
 		v.Remap = &rg
 	}
+	auto := v.Mode == Auto
+	if auto {
+		if err := chooseMode(v, d.cfg.Modes); err != nil {
+			return err
+		}
+	}
 	mode := findMode(d.cfg.Modes, v.Mode)
 	if err := mode.Check(v); err != nil {
 		return err
@@ -220,7 +226,7 @@ func (d *Driver) Create(r *volume.CreateRequest) error {
 	unlock := d.locks.lock(r.Name)
 	defer unlock()
 	if old := d.volume(r.Name); old != nil {
-		if d.sameVolume(old, rec) {
+		if d.sameVolume(old, rec) || auto && d.sameAsAuto(old, v) {
 			return nil
 		}
 		return fmt.Errorf("volume %q: %w; remove it first or pick another name", r.Name, ErrExists)
@@ -232,7 +238,7 @@ func (d *Driver) Create(r *volume.CreateRequest) error {
 		d.removeDir(r.Name)
 		return err
 	}
-	d.log.Info("volume created", "volume", r.Name, "mode", v.Mode, "remap_source", rg.Source)
+	d.log.Info("volume created", "volume", r.Name, "mode", v.Mode, "mode_chosen", v.Chosen, "remap_source", rg.Source)
 	return nil
 }
 
@@ -416,6 +422,9 @@ func (d *Driver) describe(rec *state.Volume, status bool) *volume.Volume {
 		"socket": v.Socket,
 		"target": v.Target,
 		"mounts": rec.MountCount(),
+	}
+	if v.Chosen != "" {
+		st["mode_chosen"] = v.Chosen
 	}
 	if m := findMode(d.cfg.Modes, v.Mode); m != nil {
 		m.Describe(v, st)

@@ -1524,3 +1524,48 @@ func TestLegacyRecords(t *testing.T) {
 		t.Errorf("new record: got %+v, want the options and the older fields (policy, uid 100007, perm 660)", n)
 	}
 }
+
+// A volume that names no mode is left to auto, which says in its Status
+// why it chose: relay here, where the driver makes no user namespaces (the
+// e2e suite covers idmap's branch on a real daemon). An explicit mode
+// shows no choice. A Create left to auto of a volume auto could have made
+// (here, one made when relay was the default) is the same volume.
+func TestCreateAuto(t *testing.T) {
+	requireRoot(t)
+	e := newEnv(t)
+	d := e.driver()
+	create(t, d, "auto", nil)
+	create(t, d, "owner", map[string]string{"uid": "1000"})
+	create(t, d, "named", map[string]string{"mode": "relay"})
+	for name, want := range map[string]string{
+		"auto":  chosenNoIdmap + "this process makes no user namespaces",
+		"owner": chosenOwner,
+		"named": "",
+	} {
+		st := status(t, d, name)
+		got, _ := st["mode_chosen"].(string)
+		if st["mode"] != "relay" || got != want || st["perm"] != "0660" {
+			t.Errorf("%s: got mode %v, mode_chosen %q, perm %v; want relay, %q, 0660", name, st["mode"], got, st["perm"], want)
+		}
+	}
+	// The reason is kept in the record, never among the options a mode sees.
+	vols, err := e.store.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := vols["auto"].Options[chosenKey]; got != chosenNoIdmap+"this process makes no user namespaces" {
+		t.Errorf("record of auto: got %q, want the reason", got)
+	}
+	if v := d.view(vols["auto"]); v.Options[chosenKey] != "" || v.Chosen == "" {
+		t.Errorf("view of auto: got options %v, chosen %q; want the reason out of the options", v.Options, v.Chosen)
+	}
+	b1, _ := os.ReadFile(e.store.Path())
+	create(t, d, "named", nil)
+	create(t, d, "auto", map[string]string{"mode": "auto"})
+	if b2, _ := os.ReadFile(e.store.Path()); !bytes.Equal(b1, b2) {
+		t.Errorf("state after Creates of the same volumes: got a change, want none")
+	}
+	if err := d.Create(&volume.CreateRequest{Name: "owner", Options: nil}); !errors.Is(err, ErrExists) {
+		t.Errorf("Create of owner (uid=1000) left to auto: got %v, want ErrExists", err)
+	}
+}

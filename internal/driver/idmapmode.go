@@ -23,9 +23,13 @@ import (
 // bind of the old one is dead.
 const IdmapWatch = time.Second
 
+// errNotRemapped refuses idmap on a daemon that does not remap: the
+// container's root is the host's, and the daemon's socket serves it as is.
+var errNotRemapped = errors.New("the daemon does not run with userns-remap")
+
 func mappingOf(v *Volume) (idmap.Mapping, error) {
 	if v.Remap == nil || !v.Remap.Remapped {
-		return idmap.Mapping{}, errors.New("mode=idmap needs a userns-remapped daemon; use mode=relay")
+		return idmap.Mapping{}, errNotRemapped
 	}
 	return idmap.Mapping{UID: v.Remap.UID, GID: v.Remap.GID, Size: v.Remap.Size}, nil
 }
@@ -52,14 +56,23 @@ func (*IdmapMode) Hint(key string) string {
 // Check refuses, at Create, an idmap volume the kernel or the filesystem
 // of the daemon's socket cannot serve.
 func (m *IdmapMode) Check(v *Volume) error {
-	mp, err := mappingOf(v)
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrInvalid, err)
-	}
-	if err := m.Userns.Probe(v.Upstream, mp); err != nil {
+	if err := m.Supported(v); err != nil {
 		return fmt.Errorf("%w: mode=idmap: %v; use mode=relay", ErrInvalid, err)
 	}
 	return nil
+}
+
+// Supported says why v's target cannot be served by an idmapped mount
+// here, or nil when it can: it makes one (Probe) and throws it away.
+func (m *IdmapMode) Supported(v *Volume) error {
+	mp, err := mappingOf(v)
+	if err != nil {
+		return err
+	}
+	if m.Userns == nil {
+		return errors.New("this process makes no user namespaces")
+	}
+	return m.Userns.Probe(v.Upstream, mp)
 }
 
 // Describe adds nothing: the socket's owner and mode are the daemon's.

@@ -63,6 +63,9 @@ type Volume struct {
 	// Remap is the daemon's remap range at Create; nil without
 	// userns-remap.
 	Remap *owner.Range
+	// Chosen says why mode=auto chose Mode; empty when the options named
+	// the mode.
+	Chosen string
 }
 
 // Dir is a served volume's directory, open twice. RW is the directory

@@ -16,9 +16,21 @@ const (
 	optTarget = "target"
 )
 
+// Auto is the mode= value that lets Create choose the mode (chooseMode):
+// idmap where idmapped mounts of the target work and no socket owner is
+// asked for, relay otherwise. It is no Mode of its own: a volume's record
+// holds the mode chosen, so a volume keeps its mode whatever changes later.
+const Auto = "auto"
+
 // DefaultMode serves a volume that names no mode and no option only one
 // mode takes.
-const DefaultMode = "relay"
+const DefaultMode = Auto
+
+// The modes auto chooses between.
+const (
+	relayName = "relay"
+	idmapName = "idmap"
+)
 
 const (
 	maxNameLen   = 100
@@ -49,10 +61,8 @@ func OptionKeys(modes []Mode) []string {
 			keys = append(keys, k)
 		}
 	}
-	if m := findMode(modes, DefaultMode); m != nil {
-		for _, o := range m.Options() {
-			add(o.Key)
-		}
+	for _, o := range autoOptions(modes) {
+		add(o.Key)
 	}
 	for _, k := range []string{optSocket, optTarget, optMode} {
 		add(k)
@@ -80,6 +90,20 @@ func modeNames(modes []Mode) []string {
 		names[i] = m.Name()
 	}
 	return names
+}
+
+// modeValues are the values the mode option takes: auto, then every mode.
+func modeValues(modes []Mode) []string {
+	return append([]string{Auto}, modeNames(modes)...)
+}
+
+// autoOptions are the options mode=auto takes besides those of every
+// volume: relay's, since asking for one of them means relay.
+func autoOptions(modes []Mode) []Option {
+	if m := findMode(modes, relayName); m != nil {
+		return m.Options()
+	}
+	return nil
 }
 
 // ParseOptions checks the options of a Create against modes and returns
@@ -110,8 +134,11 @@ func ParseOptions(opts map[string]string, hostSockDir string, modes []Mode) (*Vo
 	if err != nil {
 		return nil, err
 	}
-	v := &Volume{Mode: m.Name(), Socket: DefaultSocket, Target: path.Join(hostSockDir, "docker.sock"), Options: map[string]string{}}
-	own := m.Options()
+	v := &Volume{Mode: Auto, Socket: DefaultSocket, Target: path.Join(hostSockDir, "docker.sock"), Options: map[string]string{}}
+	own := autoOptions(modes)
+	if m != nil {
+		v.Mode, own = m.Name(), m.Options()
+	}
 	for _, k := range keys {
 		val := opts[k]
 		var err error
@@ -133,29 +160,51 @@ func ParseOptions(opts map[string]string, hostSockDir string, modes []Mode) (*Vo
 			return nil, fmt.Errorf("%w: option %s: %v", ErrInvalid, k, err)
 		}
 	}
-	for _, o := range own {
+	if m == nil {
+		if len(v.Options) == 0 {
+			return v, nil // chooseMode decides, at Create
+		}
+		// Only relay makes a socket whose owner and mode can be chosen.
+		if m = findMode(modes, relayName); m == nil {
+			return nil, fmt.Errorf("%w: this build has no mode %s; pick one of %s", ErrInvalid, relayName, strings.Join(modeNames(modes), ", "))
+		}
+		v.Mode, v.Chosen = m.Name(), chosenOwner
+	}
+	if err := fillDefaults(v, m); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// fillDefaults gives v the defaults of m's options it was not given, and
+// refuses it when it lacks one that m requires.
+func fillDefaults(v *Volume, m Mode) error {
+	for _, o := range m.Options() {
 		if _, ok := v.Options[o.Key]; ok {
 			continue
 		}
 		if o.Required {
-			return nil, fmt.Errorf("%w: mode=%s needs option %s: %s", ErrInvalid, m.Name(), o.Key, o.Help)
+			return fmt.Errorf("%w: mode=%s needs option %s: %s", ErrInvalid, m.Name(), o.Key, o.Help)
 		}
 		if o.Default != "" {
 			v.Options[o.Key] = o.Default
 		}
 	}
-	return v, nil
+	return nil
 }
 
 // pickMode is the mode the options name; without one, the mode of an
 // option that only one mode takes (policy=… is a policy volume), or
-// DefaultMode.
+// DefaultMode. It returns nil for auto.
 func pickMode(opts map[string]string, modes []Mode) (Mode, error) {
 	if name, ok := opts[optMode]; ok {
+		if name == Auto {
+			return nil, nil
+		}
 		if m := findMode(modes, name); m != nil {
 			return m, nil
 		}
-		return nil, fmt.Errorf("%w: option mode: want one of %s", ErrInvalid, strings.Join(modeNames(modes), ", "))
+		return nil, fmt.Errorf("%w: option mode: want one of %s", ErrInvalid, strings.Join(modeValues(modes), ", "))
 	}
 	var only Mode
 	for k := range opts {
@@ -169,20 +218,18 @@ func pickMode(opts map[string]string, modes []Mode) (Mode, error) {
 			only = takers[0]
 		}
 	}
-	if only != nil {
-		return only, nil
-	}
-	if m := findMode(modes, DefaultMode); m != nil {
-		return m, nil
-	}
-	return nil, fmt.Errorf("%w: this build has no mode %s; pick one of %s", ErrInvalid, DefaultMode, strings.Join(modeNames(modes), ", "))
+	return only, nil // nil: DefaultMode, auto
 }
 
-// notForMode refuses an option that mode m does not take.
+// notForMode refuses an option that mode m (nil: auto) does not take.
 func notForMode(m Mode, key string, modes []Mode) error {
+	name := Auto
+	if m != nil {
+		name = m.Name()
+	}
 	if h, ok := m.(Hinter); ok {
 		if hint := h.Hint(key); hint != "" {
-			return fmt.Errorf("%w: option %s does not apply to mode=%s: %s", ErrInvalid, key, m.Name(), hint)
+			return fmt.Errorf("%w: option %s does not apply to mode=%s: %s", ErrInvalid, key, name, hint)
 		}
 	}
 	var takers []string
@@ -191,7 +238,7 @@ func notForMode(m Mode, key string, modes []Mode) error {
 			takers = append(takers, "mode="+o.Name())
 		}
 	}
-	return fmt.Errorf("%w: option %s does not apply to mode=%s; it is an option of %s", ErrInvalid, key, m.Name(), strings.Join(takers, " and "))
+	return fmt.Errorf("%w: option %s does not apply to mode=%s; it is an option of %s", ErrInvalid, key, name, strings.Join(takers, " and "))
 }
 
 func parseID(v string) (string, error) {

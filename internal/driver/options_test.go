@@ -110,15 +110,16 @@ func parse(opts map[string]string, dir string) (spec, error) {
 	return s, nil
 }
 
+// Without options, the mode is left to Create (auto), and no mode's
+// options are filled in yet.
 func TestParseOptionsDefaults(t *testing.T) {
-	for _, opts := range []map[string]string{nil, {}} {
-		s, err := parse(opts, sock)
+	for _, opts := range []map[string]string{nil, {}, {"mode": "auto"}, {"socket": DefaultSocket}} {
+		v, err := ParseOptions(opts, sock, testModes)
 		if err != nil {
-			t.Fatalf("parse(%v): got %v, want nil", opts, err)
+			t.Fatalf("ParseOptions(%v): got %v, want nil", opts, err)
 		}
-		want := spec{Mode: "relay", Perm: 0o660, Socket: DefaultSocket, Target: "/var/run/docker.sock"}
-		if s != want {
-			t.Errorf("parse(%v): got %+v, want %+v", opts, s, want)
+		if v.Mode != Auto || len(v.Options) != 0 || v.Chosen != "" || v.Socket != DefaultSocket || v.Target != "/var/run/docker.sock" {
+			t.Errorf("ParseOptions(%v): got %+v, want mode auto, no options yet, the default socket and target", opts, v)
 		}
 	}
 	s, err := parse(nil, "/srv/socks")
@@ -173,6 +174,34 @@ func TestParseOptionsGood(t *testing.T) {
 				t.Errorf("%s: got %v, want %v", tt.key, got, want)
 			}
 		})
+	}
+}
+
+// An owner option leaves auto no choice: only relay makes a socket of
+// its own. A named mode is taken as it is.
+func TestParseOptionsAutoWithOwner(t *testing.T) {
+	for _, opts := range []map[string]string{{"uid": "1000"}, {"gid": "0"}, {"perm": "0600"}, {"mode": "auto", "perm": "0600", "socket": "a.sock"}} {
+		v, err := ParseOptions(opts, sock, testModes)
+		if err != nil {
+			t.Fatalf("ParseOptions(%v): got %v, want nil", opts, err)
+		}
+		if v.Mode != "relay" || v.Chosen != chosenOwner || v.Options["perm"] == "" {
+			t.Errorf("ParseOptions(%v): got mode %q (%q), options %v; want relay, %q, with its defaults", opts, v.Mode, v.Chosen, v.Options, chosenOwner)
+		}
+	}
+	for _, mode := range []string{"relay", "idmap"} {
+		v, err := ParseOptions(map[string]string{"mode": mode}, sock, testModes)
+		if err != nil || v.Mode != mode || v.Chosen != "" {
+			t.Errorf("mode=%s: got %+v, %v; want mode %s, not chosen by auto", mode, v, err, mode)
+		}
+	}
+	_, err := ParseOptions(map[string]string{"mode": "auto", "policy": "full"}, sock, testModes)
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "does not apply to mode=auto") || !strings.Contains(err.Error(), "mode=policy") {
+		t.Errorf("mode=auto with policy: got %v, want it refused, naming mode=policy", err)
+	}
+	_, err = ParseOptions(map[string]string{"mode": "bogus"}, sock, testModes)
+	if err == nil || !strings.Contains(err.Error(), "want one of auto, relay, idmap, policy") {
+		t.Errorf("mode=bogus: got %v, want the list of mode values, auto first", err)
 	}
 }
 
@@ -441,16 +470,16 @@ func FuzzParseOptions(f *testing.F) {
 // checkSpec checks what an accepted spec must hold.
 func checkSpec(t *testing.T, opts map[string]string, dir string, s spec) {
 	t.Helper()
-	if !slices.Contains(modeNames(testModes), s.Mode) {
-		t.Errorf("parse(%q): mode got %q, want one of %v", opts, s.Mode, modeNames(testModes))
+	if !slices.Contains(modeValues(testModes), s.Mode) {
+		t.Errorf("parse(%q): mode got %q, want one of %v", opts, s.Mode, modeValues(testModes))
 	}
-	if m, ok := opts["mode"]; ok && m != s.Mode {
+	if m, ok := opts["mode"]; ok && m != s.Mode && !(m == Auto && s.Mode == relayName) {
 		t.Errorf("parse(%q): mode got %q, want %q as asked", opts, s.Mode, m)
 	}
 	if s.UID > 65535 || s.GID > 65535 {
 		t.Errorf("parse(%q): ids got %d:%d, want at most 65535", opts, s.UID, s.GID)
 	}
-	if s.Mode != "idmap" && (s.Perm&^0o777 != 0 || s.Perm&0o600 != 0o600) {
+	if s.Mode != "idmap" && s.Mode != Auto && (s.Perm&^0o777 != 0 || s.Perm&0o600 != 0o600) {
 		t.Errorf("parse(%q): perm got %o, want owner rw and no special bits", opts, s.Perm)
 	}
 	if len(s.Socket) == 0 || len(s.Socket) > 64 || !nameRE.MatchString(s.Socket) || path.Base(s.Socket) != s.Socket {

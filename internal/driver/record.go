@@ -10,11 +10,23 @@ import (
 	"github.com/sockrelay/sockrelay/internal/state"
 )
 
+// chosenKey keeps Volume.Chosen among a record's options, so that the
+// state file's format needs no field for it; it is no volume option (a
+// Create that gives it is refused as unknown), and view takes it out
+// again before a mode sees the options.
+const chosenKey = "mode_chosen"
+
 // recordOf is the persisted record of a new volume.
 func recordOf(v *Volume, createdAt time.Time, mounts map[string]int) *state.Volume {
 	rec := &state.Volume{
 		Name: v.Name, CreatedAt: createdAt, Mode: v.Mode, Socket: v.Socket, Target: v.Target,
 		Options: maps.Clone(v.Options), Mounts: mounts,
+	}
+	if v.Chosen != "" {
+		if rec.Options == nil {
+			rec.Options = map[string]string{}
+		}
+		rec.Options[chosenKey] = v.Chosen
 	}
 	if v.Remap != nil {
 		rec.Remap = &state.Remap{UID: v.Remap.UID, GID: v.Remap.GID, Size: v.Remap.Size}
@@ -39,6 +51,8 @@ func (d *Driver) view(rec *state.Volume) *Volume {
 	if v.Options == nil {
 		v.Options = d.legacyOptions(rec)
 	}
+	v.Chosen = v.Options[chosenKey]
+	delete(v.Options, chosenKey)
 	return v
 }
 
@@ -72,6 +86,8 @@ func (d *Driver) legacyOptions(rec *state.Volume) map[string]string {
 // sameVolume reports whether a Create of rec asks for the volume old is.
 func (d *Driver) sameVolume(old, rec *state.Volume) bool {
 	a, b := d.view(old), d.view(rec)
+	// Why auto chose is not part of what was asked: a probe that answers
+	// otherwise now leaves the same mode for another reason.
 	return a.Mode == b.Mode && a.Socket == b.Socket && a.Target == b.Target && maps.Equal(a.Options, b.Options) &&
 		(a.Remap == nil) == (b.Remap == nil) && (a.Remap == nil || *a.Remap == *b.Remap)
 }

@@ -68,12 +68,6 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 		s.warnUpstream(err)
 		return
 	}
-	if uc, ok := c.(*net.UnixConn); ok {
-		splice.SizeForBulk(uc)
-	}
-	if uc, ok := up.(*net.UnixConn); ok {
-		splice.SizeForBulk(uc)
-	}
 	stop := context.AfterFunc(ctx, func() {
 		c.Close()
 		up.Close()

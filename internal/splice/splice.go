@@ -11,9 +11,16 @@ import (
 	"sync/atomic"
 )
 
-// sockBuf is the buffer size SizeForBulk asks for (the kernel caps it at
-// net.core.wmem_max and rmem_max).
-const sockBuf = 4 << 20
+const (
+	// sockBuf is the buffer size SizeForBulk asks for (the kernel caps it
+	// at net.core.wmem_max and rmem_max).
+	sockBuf = 4 << 20
+	// bulkAfter is how many bytes one direction of a Pipe moves before
+	// both its sockets get sockBuf: fewer, larger wakeups for images,
+	// archives and build contexts, and no setsockopt for the short
+	// exchanges that most connections are.
+	bulkAfter = 256 << 10
+)
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
 
@@ -23,11 +30,24 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }
 // side hangs up entirely, or an error comes in either direction, both are
 // closed at once: a client that goes away never leaves its upstream open.
 // Pipe closes a and b and returns the bytes copied.
+//
+// Once one direction has moved bulkAfter bytes, both sockets get the
+// buffers of SizeForBulk.
 func Pipe(a, b net.Conn) int64 {
 	var n atomic.Int64
 	var wg sync.WaitGroup
+	var sized sync.Once
+	bulk := func() {
+		sized.Do(func() {
+			for _, c := range []net.Conn{a, b} {
+				if uc, ok := c.(*net.UnixConn); ok {
+					SizeForBulk(uc)
+				}
+			}
+		})
+	}
 	one := func(dst, src net.Conn) {
-		k, err := copyConn(dst, src)
+		k, err := copyLimit(dst, src, -1, bulk)
 		n.Add(k)
 		if err == nil && !hungUp(src) {
 			if cw, ok := dst.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
@@ -45,25 +65,22 @@ func Pipe(a, b net.Conn) int64 {
 	return n.Load()
 }
 
-// copyConn copies src to dst until EOF (nil) or an error: by splice(2)
-// between Unix sockets, with a pooled buffer otherwise.
-func copyConn(dst, src net.Conn) (int64, error) {
-	return copyLimit(dst, src, -1)
-}
-
 // CopyN copies exactly n bytes from src to dst, by splice(2) between Unix
 // sockets; fewer bytes before EOF is io.ErrUnexpectedEOF.
 func CopyN(dst, src net.Conn, n int64) (int64, error) {
 	if n <= 0 {
 		return 0, nil
 	}
-	return copyLimit(dst, src, n)
+	return copyLimit(dst, src, n, nil)
 }
 
-func copyLimit(dst, src net.Conn, limit int64) (int64, error) {
+// copyLimit copies src to dst, limit bytes or (limit < 0) until EOF: by
+// splice(2) between Unix sockets, calling bulk once when bulkAfter bytes
+// have moved; with a pooled buffer otherwise.
+func copyLimit(dst, src net.Conn, limit int64, bulk func()) (int64, error) {
 	if d, ok := dst.(*net.UnixConn); ok {
 		if s, ok := src.(*net.UnixConn); ok {
-			n, err := spliceCopy(d, s, limit)
+			n, err := spliceCopy(d, s, limit, bulk)
 			if err != errNoSplice {
 				return n, err
 			}

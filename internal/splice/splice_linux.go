@@ -6,6 +6,7 @@ import (
 	"net"
 	"sync"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -14,6 +15,12 @@ import (
 // socket into a pipe and from the pipe into the destination socket, with
 // the Go netpoller doing the waiting (RawConn.Read/Write and
 // SPLICE_F_NONBLOCK). AF_UNIX supports splice both ways on current kernels.
+//
+// The splices are raw system calls: with SPLICE_F_NONBLOCK and a
+// non-blocking pipe they never block, and a raw call does not enter the
+// scheduler's system-call state, whose entry wakes the runtime's monitor
+// thread whenever it sleeps, as it does whenever a relay waits a moment
+// between a request and its answer (package rawio says more).
 
 const (
 	// pipeSize is the pipe's capacity (F_SETPIPE_SZ); the kernel caps it
@@ -73,6 +80,22 @@ func (p *pipe) close() {
 	unix.Close(p.w)
 }
 
+// rawSplice moves up to n bytes from in to out, never blocking: a raw
+// splice(2) with SPLICE_F_NONBLOCK, retried on EINTR. Its error is nil
+// or an Errno (EAGAIN when nothing could move).
+func rawSplice(in, out, n int) (int64, error) {
+	for {
+		k, _, errno := syscall.RawSyscall6(unix.SYS_SPLICE, uintptr(in), 0, uintptr(out), 0, uintptr(n), spliceFlags)
+		switch errno {
+		case 0:
+			return int64(k), nil
+		case unix.EINTR:
+			continue
+		}
+		return 0, errno
+	}
+}
+
 // errNoSplice means the connections cannot splice; copy with a buffer.
 var errNoSplice = errors.New("splice not supported")
 
@@ -80,7 +103,9 @@ var errNoSplice = errors.New("splice not supported")
 // (returning nil) or an error; with limit >= 0 it copies exactly limit
 // bytes, and an earlier EOF is io.ErrUnexpectedEOF. A pipe that still
 // holds data after an error is closed, never pooled.
-func spliceCopy(dst, src *net.UnixConn, limit int64) (written int64, err error) {
+//
+// bulk, when set, is called once when the copy has moved bulkAfter bytes.
+func spliceCopy(dst, src *net.UnixConn, limit int64, bulk func()) (written int64, err error) {
 	srcRC, err := src.SyscallConn()
 	if err != nil {
 		return 0, errNoSplice
@@ -110,12 +135,7 @@ func spliceCopy(dst, src *net.UnixConn, limit int64) (written int64, err error) 
 			if limit >= 0 {
 				max = int(min(int64(max), limit-written))
 			}
-			for {
-				n, serr = unix.Splice(int(fd), nil, p.w, nil, max, spliceFlags)
-				if serr != unix.EINTR {
-					break
-				}
-			}
+			n, serr = rawSplice(int(fd), p.w, max)
 			if serr == unix.EAGAIN {
 				putPipe(p) // empty: everything read so far was drained
 				p = nil
@@ -147,12 +167,7 @@ func spliceCopy(dst, src *net.UnixConn, limit int64) (written int64, err error) 
 			var m int64
 			var werr error
 			err := dstRC.Write(func(fd uintptr) bool {
-				for {
-					m, werr = unix.Splice(p.r, nil, int(fd), nil, int(n), spliceFlags)
-					if werr != unix.EINTR {
-						break
-					}
-				}
+				m, werr = rawSplice(p.r, int(fd), int(n))
 				return werr != unix.EAGAIN
 			})
 			if err != nil {
@@ -165,6 +180,9 @@ func spliceCopy(dst, src *net.UnixConn, limit int64) (written int64, err error) 
 				return written, io.ErrShortWrite
 			}
 			n -= m
+			if written < bulkAfter && written+m >= bulkAfter && bulk != nil {
+				bulk()
+			}
 			written += m
 		}
 	}
@@ -188,10 +206,11 @@ func hungUp(c net.Conn) bool {
 	}
 	hup := false
 	rc.Control(func(fd uintptr) {
-		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
-		if n, err := unix.Poll(fds, 0); err == nil && n > 0 {
-			hup = fds[0].Revents&(unix.POLLHUP|unix.POLLERR) != 0
-		}
+		// It never blocks: a raw system call, as the splices.
+		pfd := unix.PollFd{Fd: int32(fd), Events: unix.POLLOUT}
+		var zero unix.Timespec
+		n, _, errno := syscall.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&pfd)), 1, uintptr(unsafe.Pointer(&zero)), 0, 0, 0)
+		hup = errno == 0 && n > 0 && pfd.Revents&(unix.POLLHUP|unix.POLLERR) != 0
 	})
 	return hup
 }

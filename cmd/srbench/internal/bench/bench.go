@@ -1,22 +1,21 @@
-// Package bench measures sockrelay beside a direct connection and socat:
-// it starts a synthetic upstream HTTP server on a Unix socket, the relays
-// in front of it (sockrelay serve, as a byte relay and as the policy proxy
-// set to allow everything, and socat), makes an idmapped bind mount of it
-// when root, and interleaves the measurements of every peer over several
-// rounds. It reports the median of every figure with its ratio to direct
-// and the goals of sockrelay, policy and idmap (package report). It
-// reports; it never fails on a figure, only on an error such as a checksum
-// mismatch or a peer that will not start.
+// Package bench measures sockrelay as users run it, beside a direct
+// connection and other relays: it starts a synthetic upstream HTTP server
+// on a Unix socket, reaches it through volumes of the installed plugin
+// (relay, policy, idmap: their host-side socket paths, mounted by a
+// container of the plugin's daemon), through `sockrelay serve` with and
+// without the policy proxy, socat and wollomatic/socket-proxy, and
+// interleaves the measurements over several rounds. Each peer's figure is
+// measured right beside one of direct's, and its ratio is the median of
+// those pairs' ratios, shown with their spread (package report). It
+// reports; it never fails on a figure, only on an error such as a
+// checksum mismatch or a peer that will not start.
 package bench
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -28,7 +27,6 @@ import (
 	"github.com/sockrelay/sockrelay/cmd/srbench/internal/proctree"
 	"github.com/sockrelay/sockrelay/cmd/srbench/internal/report"
 	"github.com/sockrelay/sockrelay/cmd/srbench/internal/upstream"
-	"github.com/sockrelay/sockrelay/internal/idmap"
 )
 
 // Config says what to measure and how long.
@@ -56,19 +54,28 @@ type Config struct {
 	// CycleDuration is how long the plugin cycles are timed.
 	CycleDuration time.Duration
 
-	// Sockrelay is the sockrelay binary; empty leaves sockrelay (and the
-	// policy proxy and the plugin figure) out.
+	// Sockrelay is the sockrelay binary; empty leaves sockrelay serve (and
+	// the policy proxy and the plugin figure) out.
 	Sockrelay string
 	// Socat is the socat binary; empty leaves socat out.
 	Socat string
-	// DockerSocket is the daemon's socket, measured only when it answers
-	// and the daemon runs with userns-remap; empty skips it. A daemon that
-	// stops answering, or restarts, during a /_ping figure has that round
-	// of it left out, with a note.
+	// SocketProxy is the wollomatic/socket-proxy binary; empty leaves it
+	// out.
+	SocketProxy string
+	// DockerSocket is a userns-remapped daemon's socket: its /_ping is
+	// measured, and Plugin is installed there; empty skips both. The
+	// bench never starts, stops or configures a daemon (make bench starts
+	// one of its own and passes its socket); in it, it makes only a
+	// container, an image and volumes of its own, and removes them. A
+	// daemon that stops answering, or restarts, during a /_ping figure
+	// has that round of it left out, with a note.
 	DockerSocket string
+	// Plugin is the name of the installed sockrelay plugin on
+	// DockerSocket whose volumes are measured; empty leaves them out.
+	Plugin string
 	// Self is the program started with upstream.Env set to serve the
-	// upstream, and with idmap.HelperArg to hold a user namespace for the
-	// idmap column; empty means this very program (os.Executable).
+	// upstream, and with HoldEnv in the container that keeps the plugin's
+	// volumes mounted; empty means this very program (os.Executable).
 	Self string
 
 	// Progress, when set, gets a line per figure and round as they come.
@@ -87,7 +94,6 @@ func DefaultConfig() Config {
 		DockerClients: []int{1, 8},
 		Volumes:       []int{10, 5000},
 		CycleDuration: time.Second,
-		DockerSocket:  "/var/run/docker.sock",
 	}
 }
 
@@ -130,6 +136,9 @@ func (c Config) check() error {
 			break
 		}
 	}
+	if c.Plugin != "" && c.DockerSocket == "" {
+		errs = append(errs, errors.New("plugin: needs the socket of the daemon it is installed in"))
+	}
 	return errors.Join(errs...)
 }
 
@@ -137,6 +146,7 @@ func (c Config) check() error {
 type harness struct {
 	cfg      Config
 	dir      string
+	upDir    string // the upstream's directory: below the plugin's SOCKET_DIR when the plugin is measured
 	stream   *upstream.Stream
 	sum      [32]byte // sha256 of the first cfg.Bytes of the stream
 	up       *peer    // the upstream, in a process of its own
@@ -144,9 +154,7 @@ type harness struct {
 	peers    []*peer              // direct first
 	kinds    map[string]relayKind // to start fresh relays of each peer
 	docker   []*peer              // direct to the daemon first; empty when skipped
-	userns   *idmap.Namespaces    // of the idmap mounts; nil when not root
-	mounts   []*idmapMount        // every idmap mount made, detached by close
-	dkIdmap  *idmapMount          // the idmap mount of the daemon's socket, if any
+	inst     *installed           // the installed plugin; nil when not measured
 	leftOut  map[string]int       // row key (and " peer"): the last round (from 1) left out
 	plugins  []*pluginRun         // one per cfg.Volumes, when measured
 	res      *report.Results
@@ -156,7 +164,8 @@ type harness struct {
 
 // Run measures every figure cfg asks for and returns the report. On an
 // error it returns the report of what was measured so far, and the error.
-// Every process and file it made is gone when it returns.
+// Every process and file it made is gone when it returns, and so is all
+// it made in the daemon.
 func Run(ctx context.Context, cfg Config) (*report.Report, error) {
 	if err := cfg.check(); err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
@@ -164,7 +173,9 @@ func Run(ctx context.Context, cfg Config) (*report.Report, error) {
 	start := time.Now()
 	h := &harness{cfg: cfg, res: report.NewResults(cfg.layout()), kinds: map[string]relayKind{}}
 	err := h.run(ctx)
-	h.close()
+	if cerr := h.close(); cerr != nil {
+		err = errors.Join(err, fmt.Errorf("cleanup: %w", cerr))
+	}
 	if ctx.Err() != nil {
 		err = fmt.Errorf("bench interrupted: %w", ctx.Err())
 	}
@@ -195,17 +206,39 @@ func (h *harness) logf(format string, args ...any) {
 	}
 }
 
+// self is the program the bench starts as its upstream and runs in the
+// holding container: cfg.Self, or this very program.
+func (h *harness) self() (string, error) {
+	if h.cfg.Self != "" {
+		return h.cfg.Self, nil
+	}
+	return os.Executable()
+}
+
 func (h *harness) setup(ctx context.Context) error {
 	h.raiseNoFile()
 	dir, err := os.MkdirTemp("", "srb")
 	if err != nil {
 		return fmt.Errorf("temp dir: %w", err)
 	}
-	h.dir = dir
+	h.dir, h.upDir = dir, dir
 	h.procs = proctree.NewSet(dir)
-	// sun_path is 108 bytes; the longest socket name here is about 30.
+	// sun_path is 108 bytes; the longest socket path below it is about 30.
 	if len(dir) > 70 {
 		return fmt.Errorf("temp dir %s is too long for socket paths (sun_path is 108 bytes): set TMPDIR to a short directory", dir)
+	}
+	if h.cfg.Plugin != "" {
+		h.logf("plugin %s on %s", h.cfg.Plugin, h.cfg.DockerSocket)
+		if h.inst, err = inspectInstalled(ctx, h.cfg.DockerSocket, h.cfg.Plugin, dir); err != nil {
+			return err
+		}
+		// The plugin reaches only targets below its SOCKET_DIR.
+		if h.upDir, err = os.MkdirTemp(h.inst.sockDir, "srb"); err != nil {
+			return fmt.Errorf("the upstream's directory in the plugin's SOCKET_DIR: %w", err)
+		}
+		if len(h.upDir) > 90 {
+			return fmt.Errorf("the plugin's SOCKET_DIR %s is too long for the upstream's socket path (sun_path is 108 bytes)", h.inst.sockDir)
+		}
 	}
 	h.stream = upstream.NewStream(upstream.Seed)
 	h.sum = h.stream.Sum(h.cfg.Bytes)
@@ -213,14 +246,31 @@ func (h *harness) setup(ctx context.Context) error {
 		return err
 	}
 	h.peers = []*peer{{name: report.Direct, addr: h.up.addr}}
+	if h.inst != nil {
+		self, err := h.self()
+		if err != nil {
+			return err
+		}
+		h.logf("plugin %s: a volume of each mode, mounted by a container that holds still", h.cfg.Plugin)
+		peers, docker, err := h.inst.start(ctx, self, h.up.addr, h.dockerSocket())
+		if err != nil {
+			return fmt.Errorf("plugin %s: %w", h.cfg.Plugin, err)
+		}
+		h.peers = append(h.peers, peers...)
+		h.docker = docker // direct is put first by setupDocker
+		h.res.Note("plugin: volumes of the installed plugin %s (relay, policy=full, idmap), reached through their host-side socket paths (%s/plugins/<id>/propagated-mount/<volume>/docker.sock) and mounted by a container that holds still; its CPU figure is the plugin process's", h.cfg.Plugin, h.inst.root)
+	}
 	if h.cfg.Sockrelay != "" {
-		h.kinds[report.Sockrelay] = sockrelayKind(h.cfg.Sockrelay)
-		h.kinds[report.Policy] = policyKind(h.cfg.Sockrelay)
-		h.res.Note("policy: sockrelay serve --policy full (every request parsed, allowed, and written as a JSON audit line to its stdout, a log file); it keeps up to 32 idle upstream connections for the next client connections, as HTTP reverse proxies do; each of its idle connections carries one kept-alive /_ping first, as the proxy takes its upstream connection at a connection's first request")
-		h.res.Note("reference from another harness, not measured here: wollomatic/socket-proxy 1.13 set to allow everything, as ratios to direct: 0.47 new-conn ping (1 client), 0.37 at 8 clients, 0.35 kept-alive, 0.66 download; sockguard 1.7 and cetusguard lower still")
+		h.kinds[report.Serve] = serveKind(h.cfg.Sockrelay)
+		h.kinds[report.ServePolicy] = servePolicyKind(h.cfg.Sockrelay)
+		h.res.Note("serve-policy: sockrelay serve --policy full, its audit lines going to a log file (the plugin's go to the daemon's log)")
 	}
 	if h.cfg.Socat != "" {
 		h.kinds[report.Socat] = socatKind(h.cfg.Socat)
+	}
+	if h.cfg.SocketProxy != "" {
+		h.kinds[report.SocketProxy] = socketProxyKind(h.cfg.SocketProxy)
+		h.res.Note("socket-proxy: wollomatic/socket-proxy (%s), every method allowed on every path, log level ERROR", h.cfg.SocketProxy)
 	}
 	for _, name := range relayNames {
 		k, ok := h.kinds[name]
@@ -233,9 +283,6 @@ func (h *harness) setup(ctx context.Context) error {
 		}
 		h.peers = append(h.peers, p)
 	}
-	if err := h.setupIdmap(ctx); err != nil {
-		return err
-	}
 	if err := h.setupDocker(ctx); err != nil {
 		return err
 	}
@@ -245,77 +292,28 @@ func (h *harness) setup(ctx context.Context) error {
 	return h.warmUp(ctx)
 }
 
-// startUpstream runs upstream.Serve in a child process: cfg.Self with
-// upstream.Env set.
-func (h *harness) startUpstream(ctx context.Context) error {
-	self := h.cfg.Self
-	if self == "" {
-		var err error
-		if self, err = os.Executable(); err != nil {
-			return fmt.Errorf("upstream: %w", err)
-		}
+// dockerSocket is the daemon's socket when its /_ping is measured.
+func (h *harness) dockerSocket() string {
+	if len(h.cfg.DockerClients) == 0 {
+		return ""
 	}
-	addr := filepath.Join(h.dir, "up.sock")
-	env := []string{"PATH=" + os.Getenv("PATH"), upstream.Env + "=" + addr}
-	p, err := h.procs.Start("upstream", []string{self}, env)
-	if err != nil {
-		return err
-	}
-	if err := p.WaitReady(ctx, addr, 10*time.Second); err != nil {
-		return fmt.Errorf("upstream (%s with %s set): %w", self, upstream.Env, err)
-	}
-	h.up = &peer{name: "upstream", addr: addr, proc: p}
-	return nil
-}
-
-// raiseNoFile lifts the bench's open-file limit to the hard limit: the
-// burst and the idle connections hold thousands of sockets at once.
-func (h *harness) raiseNoFile() {
-	var rl syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
-		h.res.Note("cannot read RLIMIT_NOFILE: %v", err)
-		return
-	}
-	if rl.Cur < rl.Max {
-		rl.Cur = rl.Max
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
-			h.res.Note("cannot raise RLIMIT_NOFILE: %v", err)
-		}
-	}
-	// Each idle or burst connection costs the bench up to 2 fds (client
-	// and upstream side).
-	if need := uint64(2*max(h.cfg.Burst, h.cfg.Idle) + 512); rl.Cur < need {
-		h.res.Note("RLIMIT_NOFILE is %d, below the %d the counts need: expect failures that are the bench's, not the relay's", rl.Cur, need)
-	}
+	return h.cfg.DockerSocket
 }
 
 func (h *harness) setupDocker(ctx context.Context) error {
-	if h.cfg.DockerSocket == "" || len(h.cfg.DockerClients) == 0 {
+	sock := h.dockerSocket()
+	if sock == "" {
+		h.docker = nil
 		return nil
 	}
-	sock := h.cfg.DockerSocket
-	userns, err := dockerUserns(ctx, sock)
-	// A socket that is there but does not answer may be a daemon that
-	// someone is restarting: give it a moment.
-	for deadline := time.Now().Add(dockerWait); err != nil && ctx.Err() == nil && time.Now().Before(deadline); {
-		if _, serr := os.Stat(sock); serr != nil {
-			break
-		}
-		if sleep(ctx, 500*time.Millisecond) == nil {
-			userns, err = dockerUserns(ctx, sock)
-		}
-	}
+	i, err := newDockerAPI(sock).info(ctx)
 	if err != nil {
-		h.res.Note("dockerd /_ping: skipped, %s does not answer (%v)", sock, err)
-		h.logf("dockerd /_ping: skipped: %v", err)
-		return nil
+		return fmt.Errorf("dockerd on %s: %w", sock, err)
 	}
-	if !userns {
-		h.res.Note("dockerd /_ping: skipped, the daemon on %s does not run with userns-remap", sock)
-		h.logf("dockerd /_ping: skipped: no userns-remap")
-		return nil
+	if !i.remapped() {
+		return fmt.Errorf("dockerd on %s does not run with userns-remap", sock)
 	}
-	docker := []*peer{{name: report.Direct, addr: sock}}
+	docker := append([]*peer{{name: report.Direct, addr: sock}}, h.docker...)
 	for _, name := range relayNames {
 		k, ok := h.kinds[name]
 		if !ok {
@@ -327,87 +325,7 @@ func (h *harness) setupDocker(ctx context.Context) error {
 		}
 		docker = append(docker, p)
 	}
-	if p := h.setupDockerIdmap(ctx, sock); p != nil {
-		docker = append(docker, p)
-	}
 	h.docker = docker
-	return nil
-}
-
-// setupDockerIdmap makes the idmap peer of the /_ping figure: an
-// idmapped bind mount of the daemon's socket. It returns nil, with a note
-// saying why, when it cannot.
-func (h *harness) setupDockerIdmap(ctx context.Context, sock string) *peer {
-	const label = "the dockerd /_ping figure"
-	if h.userns == nil {
-		return nil // not root: said already
-	}
-	if err := h.userns.Probe(sock, idmapMapping); err != nil {
-		h.skipIdmap(label, "%v", err)
-		return nil
-	}
-	m, err := h.mountIdmap(sock, "dk-idmap.sock")
-	if err == nil {
-		err = m.check(ctx)
-	}
-	if err != nil {
-		h.skipIdmap(label, "%v", err)
-		return nil
-	}
-	h.dkIdmap = m
-	return &peer{name: report.Idmap, addr: m.path}
-}
-
-// dockerUserns asks the daemon's GET /info whether it remaps user ids.
-func dockerUserns(ctx context.Context, sock string) (bool, error) {
-	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx, sock) }}
-	defer tr.CloseIdleConnections()
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://docker/info", nil)
-	if err != nil {
-		return false, err
-	}
-	resp, err := (&http.Client{Transport: tr}).Do(req)
-	if err != nil {
-		return false, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return false, fmt.Errorf("GET /info: %s", resp.Status)
-	}
-	var info struct{ SecurityOptions []string }
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 4<<20)).Decode(&info); err != nil {
-		return false, fmt.Errorf("GET /info: %w", err)
-	}
-	for _, o := range info.SecurityOptions {
-		if strings.Contains(o, "name=userns") {
-			return true, nil
-		}
-	}
-	return false, nil
-}
-
-func (h *harness) setupPlugins(ctx context.Context) error {
-	switch {
-	case len(h.cfg.Volumes) == 0:
-		return nil
-	case h.cfg.Sockrelay == "":
-		h.res.Note("plugin VolumeDriver cost: skipped, no sockrelay binary")
-		return nil
-	case os.Geteuid() != 0:
-		h.res.Note("plugin VolumeDriver cost: skipped, needs root (Mount chowns each volume's socket to the remapped root %d)", remapID)
-		h.logf("plugin VolumeDriver cost: skipped: not root")
-		return nil
-	}
-	for _, n := range h.cfg.Volumes {
-		h.logf("starting sockrelay plugin with %d existing volumes", n)
-		pr, err := startPlugin(ctx, h.procs, h.cfg.Sockrelay, h.dir, n)
-		if err != nil {
-			return err
-		}
-		h.plugins = append(h.plugins, pr)
-	}
 	return nil
 }
 
@@ -430,22 +348,29 @@ func (h *harness) warmUp(ctx context.Context) error {
 	return h.checkAlive()
 }
 
-func (h *harness) close() {
+func (h *harness) close() error {
+	var errs []error
 	for _, pr := range h.plugins {
 		pr.close()
+	}
+	if h.inst != nil {
+		errs = append(errs, h.inst.close())
 	}
 	if h.procs != nil {
 		h.procs.StopAll()
 	}
-	h.closeIdmap()
-	if h.dir != "" {
-		os.RemoveAll(h.dir)
+	if h.upDir != "" && h.upDir != h.dir {
+		errs = append(errs, os.RemoveAll(h.upDir))
 	}
+	if h.dir != "" {
+		errs = append(errs, os.RemoveAll(h.dir))
+	}
+	return errors.Join(errs...)
 }
 
 // relayNames are the peers that are relay processes, in the order they
 // are started.
-var relayNames = []string{report.Sockrelay, report.Socat, report.Policy}
+var relayNames = []string{report.Serve, report.ServePolicy, report.Socat, report.SocketProxy}
 
 // peerNames are the columns: direct and every peer set up, in peerOrder.
 func (h *harness) peerNames() []string {
@@ -465,7 +390,8 @@ func (h *harness) peerNames() []string {
 	return names
 }
 
-// checkAlive fails when a relay has died: its figures would be nonsense.
+// checkAlive fails when a relay has died, or the plugin's process is not
+// the one measured: its figures would be nonsense.
 func (h *harness) checkAlive() error {
 	for _, p := range slices.Concat([]*peer{h.up}, h.peers, h.docker) {
 		if p.proc != nil {
@@ -478,6 +404,70 @@ func (h *harness) checkAlive() error {
 		if err := pr.proc.Exited(); err != nil {
 			return err
 		}
+	}
+	if h.inst != nil {
+		return h.inst.alive()
+	}
+	return nil
+}
+
+func (h *harness) startUpstream(ctx context.Context) error {
+	self := h.cfg.Self
+	if self == "" {
+		var err error
+		if self, err = os.Executable(); err != nil {
+			return fmt.Errorf("upstream: %w", err)
+		}
+	}
+	addr := filepath.Join(h.upDir, "up.sock")
+	env := []string{"PATH=" + os.Getenv("PATH"), upstream.Env + "=" + addr}
+	p, err := h.procs.Start("upstream", []string{self}, env)
+	if err != nil {
+		return err
+	}
+	if err := p.WaitReady(ctx, addr, 10*time.Second); err != nil {
+		return fmt.Errorf("upstream (%s with %s set): %w", self, upstream.Env, err)
+	}
+	h.up = &peer{name: "upstream", addr: addr, proc: p}
+	return nil
+}
+func (h *harness) raiseNoFile() {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		h.res.Note("cannot read RLIMIT_NOFILE: %v", err)
+		return
+	}
+	if rl.Cur < rl.Max {
+		rl.Cur = rl.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+			h.res.Note("cannot raise RLIMIT_NOFILE: %v", err)
+		}
+	}
+	// Each idle or burst connection costs the bench up to 2 fds (client
+	// and upstream side).
+	if need := uint64(2*max(h.cfg.Burst, h.cfg.Idle) + 512); rl.Cur < need {
+		h.res.Note("RLIMIT_NOFILE is %d, below the %d the counts need: expect failures that are the bench's, not the relay's", rl.Cur, need)
+	}
+}
+func (h *harness) setupPlugins(ctx context.Context) error {
+	switch {
+	case len(h.cfg.Volumes) == 0:
+		return nil
+	case h.cfg.Sockrelay == "":
+		h.res.Note("plugin VolumeDriver cost: skipped, no sockrelay binary")
+		return nil
+	case os.Geteuid() != 0:
+		h.res.Note("plugin VolumeDriver cost: skipped, needs root (Mount chowns each volume's socket to the remapped root %d)", remapID)
+		h.logf("plugin VolumeDriver cost: skipped: not root")
+		return nil
+	}
+	for _, n := range h.cfg.Volumes {
+		h.logf("starting sockrelay plugin with %d existing volumes", n)
+		pr, err := startPlugin(ctx, h.procs, h.cfg.Sockrelay, h.dir, n)
+		if err != nil {
+			return err
+		}
+		h.plugins = append(h.plugins, pr)
 	}
 	return nil
 }

@@ -12,23 +12,15 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/sockrelay/sockrelay/cmd/srbench/internal/upstream"
-	"github.com/sockrelay/sockrelay/internal/idmap"
-	"github.com/sockrelay/sockrelay/internal/mounts/mounttest"
 )
 
-// TestMain lets Run start this test binary as its upstream, and as the
-// user namespace holder of the idmap column.
+// TestMain lets Run start this test binary as its upstream.
 func TestMain(m *testing.M) {
-	if len(os.Args) == 2 && os.Args[1] == idmap.HelperArg {
-		idmap.RunHelper()
-		os.Exit(0)
-	}
 	if path := os.Getenv(upstream.Env); path != "" {
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 		err := upstream.Serve(ctx, path)
@@ -39,7 +31,7 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	mounttest.Main(m)
+	os.Exit(m.Run())
 }
 
 func tempDir(t *testing.T) string {
@@ -184,6 +176,7 @@ func TestConfigCheck(t *testing.T) {
 		"clients":  func(c *Config) { c.Clients = []int{1, 0} },
 		"volumes":  func(c *Config) { c.Volumes = []int{-1} },
 		"duration": func(c *Config) { c.PingDuration = 0 },
+		"plugin":   func(c *Config) { c.Plugin = "sockrelay" },
 	} {
 		c := QuickConfig()
 		mod(&c)
@@ -191,38 +184,4 @@ func TestConfigCheck(t *testing.T) {
 			t.Errorf("%s: Run accepted a bad config", name)
 		}
 	}
-}
-
-// probeIdmap says whether an idmapped mount of a socket in the temp dir,
-// where Run makes its own, can be made here.
-func probeIdmap() error {
-	dir, err := os.MkdirTemp("", "srb")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	ln, err := net.Listen("unix", filepath.Join(dir, "probe.sock"))
-	if err != nil {
-		return err
-	}
-	defer ln.Close()
-	ns := &idmap.Namespaces{Self: os.Args[0]}
-	defer ns.Close()
-	return ns.Probe(filepath.Join(dir, "probe.sock"), idmapMapping)
-}
-
-// idmapMounts lists the mounts of this process named like Run's idmap
-// mounts.
-func idmapMounts(t *testing.T) []string {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for line := range strings.Lines(string(b)) {
-		if f := strings.Fields(line); len(f) > 4 && strings.Contains(f[4], "/srb") && strings.HasSuffix(f[4], "idmap.sock") {
-			out = append(out, f[4])
-		}
-	}
-	return out
 }

@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"slices"
 	"syscall"
 	"time"
 
@@ -14,8 +13,7 @@ import (
 const dockerTimeout = 5 * time.Second
 
 // dockerWait is how long the bench waits for the daemon to answer before
-// a /_ping figure: someone else may be restarting it. (A variable for
-// tests.)
+// a /_ping figure: someone may be restarting it. (A variable for tests.)
 var dockerWait = 10 * time.Second
 
 // sockID is the identity of a socket: a daemon that restarts makes a new
@@ -54,18 +52,18 @@ func dockerAnswers(ctx context.Context, sock string, wait time.Duration) (sockID
 }
 
 // dockerStep measures the new-connection /_ping of the real daemon with
-// clients clients on every peer of h.docker. The daemon is shared: when
-// it does not answer before, stops answering, or restarts during the
-// step, the round's samples of the step are left out, with a note, and
-// the run goes on.
+// clients clients on every peer of h.docker, each right beside direct.
+// When the daemon does not answer before, stops answering, or restarts
+// during the step, the round's samples of the step are left out, with a
+// note, and the run goes on.
 func (h *harness) dockerStep(ctx context.Context, r, clients int) error {
 	key := report.KeyDockerPing(clients)
-	sock := h.cfg.DockerSocket
+	sock := h.docker[0].addr
 	skip := func(format string, args ...any) {
 		h.leaveOut(r, key)
 		why := fmt.Sprintf(format, args...)
 		h.res.Note("dockerd /_ping, %d client%s: round %d left out: %s", clients, plural(clients), r+1, why)
-		h.logf("round %d/%d  %-28s  left out: %s", r+1, h.cfg.Rounds, key, why)
+		h.logf("round %d/%d  %-22s  left out: %s", r+1, h.cfg.Rounds, key, why)
 	}
 	before, err := dockerAnswers(ctx, sock, dockerWait)
 	if err != nil {
@@ -75,46 +73,21 @@ func (h *harness) dockerStep(ctx context.Context, r, clients int) error {
 		skip("the daemon on %s does not answer (%v)", sock, err)
 		return nil
 	}
-	peers := h.docker
-	if err := h.freshDockerIdmap(ctx); err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
+	keep := func() (bool, error) {
+		after, err := dockerAnswers(ctx, sock, 0)
+		switch {
+		case ctx.Err() != nil:
+			return false, ctx.Err()
+		case err != nil:
+			skip("the daemon on %s stopped answering during it (%v)", sock, err)
+			return false, nil
+		case after != before:
+			skip("the daemon restarted during it (%s was made anew)", sock)
+			return false, nil
 		}
-		peers = slices.DeleteFunc(slices.Clone(peers), func(p *peer) bool { return p.name == report.Idmap })
-		h.leaveOut(r, key+" "+report.Idmap)
-		h.skipIdmap(fmt.Sprintf("round %d of %s", r+1, key), "%v", err)
+		return true, nil
 	}
-	type sample struct {
-		peer string
-		res  pingResult
-	}
-	var got []sample
-	for _, p := range rotate(peers, r) {
-		res, err := pingRateWithin(ctx, p.addr, clients, h.cfg.PingDuration, dockerTimeout)
-		if err != nil {
-			return fmt.Errorf("%s: %w", p.name, err)
-		}
-		got = append(got, sample{p.name, res})
-		if err := h.settle(ctx, p); err != nil {
-			return err
-		}
-	}
-	after, err := dockerAnswers(ctx, sock, 0)
-	switch {
-	case ctx.Err() != nil:
-		return ctx.Err()
-	case err != nil:
-		skip("the daemon on %s stopped answering during it (%v)", sock, err)
-		return nil
-	case after != before:
-		skip("the daemon restarted during it (%s was made anew)", sock)
-		return nil
-	}
-	for _, s := range got {
-		h.res.Add(key, s.peer, s.res.rate)
-		h.res.AddFailed(key, s.peer, s.res.failed, s.res.ok+s.res.failed)
-	}
-	return nil
+	return h.pairs(ctx, r, h.docker, h.pingStep(key, clients, dockerTimeout), keep)
 }
 
 // leaveOut marks round r of what (a row key, or a row key, a space and a
@@ -124,29 +97,6 @@ func (h *harness) leaveOut(r int, what string) {
 		h.leftOut = map[string]int{}
 	}
 	h.leftOut[what] = r + 1
-}
-
-// freshDockerIdmap re-makes the idmap mount of the daemon's socket when
-// the daemon has made a new socket since (it restarted): a mount of the
-// old one is dead.
-func (h *harness) freshDockerIdmap(ctx context.Context) error {
-	m := h.dkIdmap
-	if m == nil {
-		return nil
-	}
-	stale, err := m.stale()
-	if err != nil || !stale {
-		return err
-	}
-	h.logf("idmap: %s was made anew (the daemon restarted): mounting it again", m.src)
-	if err := m.remount(h.userns); err != nil {
-		return err
-	}
-	if err := m.check(ctx); err != nil {
-		return err
-	}
-	h.res.Note("idmap: %s was made anew during the run (the daemon restarted); the bench mounted the new one", m.src)
-	return nil
 }
 
 func plural(n int) string {

@@ -4,7 +4,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -14,7 +13,6 @@ import (
 	"time"
 
 	"github.com/sockrelay/sockrelay/cmd/srbench/internal/report"
-	"github.com/sockrelay/sockrelay/internal/idmap"
 )
 
 // fakeDaemon answers /_ping on a socket, like dockerd, and can stop and
@@ -93,9 +91,11 @@ func TestDockerStepSkips(t *testing.T) {
 	cfg := QuickConfig()
 	cfg.PingDuration = 100 * time.Millisecond
 	cfg.DockerSocket = d.path
-	h := &harness{cfg: cfg, dir: dir, res: report.NewResults(cfg.layout()), docker: []*peer{{name: report.Direct, addr: d.path}}}
+	// The daemon's socket is direct, and the same socket again the peer
+	// measured beside it.
+	h := &harness{cfg: cfg, dir: dir, res: report.NewResults(cfg.layout()), docker: []*peer{{name: report.Direct, addr: d.path}, {name: report.Serve, addr: d.path}}}
 	key := report.KeyDockerPing(1)
-	samples := func() int { return len(h.res.Samples(key, report.Direct)) }
+	samples := func() int { return len(h.res.Samples(key, report.Serve)) }
 
 	if err := h.dockerStep(ctx, 0, 1); err != nil || samples() != 1 {
 		t.Fatalf("daemon answering: got %v and %d samples, want 1 sample; notes %q", err, samples(), h.res.Notes())
@@ -125,49 +125,7 @@ func TestDockerStepSkips(t *testing.T) {
 	if err := h.dockerStep(ctx, 3, 1); err != nil || samples() != 2 {
 		t.Errorf("daemon back: got %v and %d samples, want 2", err, samples())
 	}
-}
-
-// The idmap mount of a daemon's socket is made again when the daemon has
-// made a new socket, and detached at the end.
-func TestDockerStepRemountsIdmap(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("idmapped mounts need root")
-	}
-	if err := probeIdmap(); err != nil {
-		t.Skipf("idmapped mounts cannot be made here: %v", err)
-	}
-	ctx := t.Context()
-	dir := tempDir(t)
-	d := newFakeDaemon(t, filepath.Join(dir, "docker.sock"))
-	cfg := QuickConfig()
-	cfg.PingDuration = 100 * time.Millisecond
-	cfg.DockerSocket = d.path
-	h := &harness{cfg: cfg, dir: dir, res: report.NewResults(cfg.layout()), userns: &idmap.Namespaces{Self: os.Args[0]}}
-	t.Cleanup(h.closeIdmap)
-	p := h.setupDockerIdmap(ctx, d.path)
-	if p == nil {
-		t.Fatalf("no idmap peer: %q", h.res.Notes())
-	}
-	h.docker = []*peer{{name: report.Direct, addr: d.path}, p}
-	key := report.KeyDockerPing(1)
-	if err := h.dockerStep(ctx, 0, 1); err != nil || len(h.res.Samples(key, report.Idmap)) != 1 {
-		t.Fatalf("got %v and %v, want a sample of idmap; notes %q", err, h.res.Samples(key, report.Idmap), h.res.Notes())
-	}
-	d.restart()
-	if stale, err := h.dkIdmap.stale(); err != nil || !stale {
-		t.Fatalf("after a restart: stale %v, %v; want stale", stale, err)
-	}
-	if err := h.dockerStep(ctx, 1, 1); err != nil || len(h.res.Samples(key, report.Idmap)) != 2 {
-		t.Fatalf("after a restart: got %v and %v, want 2 samples of idmap; notes %q", err, h.res.Samples(key, report.Idmap), h.res.Notes())
-	}
-	if f := h.res.Failed(key, report.Idmap); f != 0 {
-		t.Errorf("after a restart: %d pings through the idmap mount failed", f)
-	}
-	if !hasNote(h.res.Notes(), "made anew", "mounted the new one") {
-		t.Errorf("no note says the mount was made again: %q", h.res.Notes())
-	}
-	h.closeIdmap()
-	if m := idmapMounts(t); len(m) > 0 {
-		t.Errorf("mounts left after closeIdmap: %q", m)
+	if rs := h.res.PairRatios(key, report.Serve); len(rs) != 2 || len(h.res.Samples(key, report.Direct)) != 2 {
+		t.Errorf("daemon back: got ratios %v and direct's samples %v, want one of each per round kept", rs, h.res.Samples(key, report.Direct))
 	}
 }

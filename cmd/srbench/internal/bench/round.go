@@ -35,50 +35,53 @@ func (h *harness) settle(ctx context.Context, p *peer) error {
 	return err
 }
 
-// step is one figure of a round: measure runs on each peer in turn, or,
-// when whole is set, whole measures them all itself.
+// value is one figure of one measurement of a peer.
+type value struct {
+	key string
+	v   float64
+	// failed of tried connections, for the figures that count them.
+	failed, tried int
+	// alone is a figure with no direct counterpart (a relay's CPU time).
+	alone bool
+}
+
+// measure measures one figure, or a few, of a peer.
+type measure func(ctx context.Context, p *peer) ([]value, error)
+
+// step is one figure of a round, measured on each peer in turn, each
+// right beside direct; or, when whole is set, measured by whole itself.
 type step struct {
-	peers   []*peer
 	keys    []string // the rows it fills
-	measure func(ctx context.Context, p *peer) error
+	measure measure
 	whole   func(ctx context.Context) error
 }
 
 // round measures every figure once, each on every peer before the next
 // figure, starting with a different peer each round.
 func (h *harness) round(ctx context.Context, r int) error {
-	order := rotate(h.peers, r)
-	var relays []*peer
-	for _, p := range order {
-		if p.proc != nil {
-			relays = append(relays, p)
-		}
-	}
 	var steps []step
 	for _, c := range h.cfg.Clients {
-		steps = append(steps, step{peers: order, keys: []string{report.KeyPingNew(c)}, measure: h.pingStep(report.KeyPingNew(c), c)})
+		steps = append(steps, step{keys: []string{report.KeyPingNew(c)}, measure: h.pingStep(report.KeyPingNew(c), c, ioTimeout)})
 	}
 	steps = append(steps,
-		step{peers: order, keys: []string{report.KeyPingKeepAlive}, measure: func(ctx context.Context, p *peer) error {
+		step{keys: []string{report.KeyPingKeepAlive}, measure: func(ctx context.Context, p *peer) ([]value, error) {
 			v, err := keepAliveRate(ctx, p.addr, h.cfg.PingDuration)
-			if err != nil {
-				return err
-			}
-			h.res.Add(report.KeyPingKeepAlive, p.name, v)
-			return nil
+			return []value{{key: report.KeyPingKeepAlive, v: v}}, err
 		}},
-		step{peers: order, keys: []string{report.KeyDownload, report.KeyUpload, report.KeyCPU}, measure: h.bulk},
-		step{peers: order, keys: []string{report.KeyBurst}, measure: func(ctx context.Context, p *peer) error {
+		step{keys: []string{report.KeyDownload, report.KeyUpload, report.KeyCPU}, measure: h.bulk},
+		step{keys: []string{report.KeyBurst}, measure: func(ctx context.Context, p *peer) ([]value, error) {
 			failed, err := burst(ctx, p.addr, h.cfg.Burst)
-			if err != nil {
-				return err
-			}
-			h.res.Add(report.KeyBurst, p.name, float64(failed))
-			h.res.AddFailed(report.KeyBurst, p.name, failed, h.cfg.Burst)
-			return nil
+			return []value{{key: report.KeyBurst, v: float64(failed), failed: failed, tried: h.cfg.Burst}}, err
 		}},
-		step{peers: relays, keys: []string{report.KeyIdleMem}, measure: func(ctx context.Context, p *peer) error {
-			return h.idleMemory(ctx, h.kinds[p.name], r)
+		step{keys: []string{report.KeyIdleMem}, whole: func(ctx context.Context) error {
+			for _, p := range rotate(h.peers, r) {
+				if k, ok := h.kinds[p.name]; ok {
+					if err := h.idleMemory(ctx, k, r); err != nil {
+						return fmt.Errorf("%s: %w", p.name, err)
+					}
+				}
+			}
+			return nil
 		}},
 	)
 	if len(h.docker) > 0 {
@@ -90,7 +93,7 @@ func (h *harness) round(ctx context.Context, r int) error {
 	}
 	for i, pr := range h.plugins {
 		key := report.KeyPluginCycles(h.cfg.Volumes[i])
-		steps = append(steps, step{peers: []*peer{{name: report.Plugin}}, keys: []string{key}, measure: func(ctx context.Context, _ *peer) error {
+		steps = append(steps, step{keys: []string{key}, whole: func(ctx context.Context) error {
 			v, err := pr.cycles(ctx, h.cfg.CycleDuration)
 			if err != nil {
 				return err
@@ -101,18 +104,14 @@ func (h *harness) round(ctx context.Context, r int) error {
 	}
 
 	for _, s := range steps {
+		var err error
 		if s.whole != nil {
-			if err := s.whole(ctx); err != nil {
-				return err
-			}
+			err = s.whole(ctx)
+		} else {
+			err = h.pairs(ctx, r, h.peers, s.measure, nil)
 		}
-		for _, p := range s.peers {
-			if err := s.measure(ctx, p); err != nil {
-				return fmt.Errorf("%s: %w", p.name, err)
-			}
-			if err := h.settle(ctx, p); err != nil {
-				return err
-			}
+		if err != nil {
+			return err
 		}
 		if err := h.done(r, s.keys...); err != nil {
 			return err
@@ -121,35 +120,106 @@ func (h *harness) round(ctx context.Context, r int) error {
 	return nil
 }
 
-// pingStep measures the new-connection ping rate with clients clients.
-func (h *harness) pingStep(key string, clients int) func(context.Context, *peer) error {
-	return func(ctx context.Context, p *peer) error {
-		res, err := pingRate(ctx, p.addr, clients, h.cfg.PingDuration)
-		if err != nil {
+// pairs measures every peer of peers (direct first) right beside direct:
+// direct, then the peer, or the other way round, alternating from pair
+// to pair and round to round, so that neither is always first. Each
+// pair's figures are recorded together, or, when keep says no, none of
+// the step's.
+func (h *harness) pairs(ctx context.Context, r int, peers []*peer, m measure, keep func() (bool, error)) error {
+	direct := peers[0]
+	type pair struct {
+		p      *peer
+		dv, pv []value
+	}
+	var got []pair
+	for i, p := range rotate(peers[1:], r) {
+		var dv, pv []value
+		for _, q := range order(direct, p, r+i) {
+			vs, err := m(ctx, q)
+			if err != nil {
+				return fmt.Errorf("%s: %w", q.name, err)
+			}
+			if err := h.settle(ctx, q); err != nil {
+				return err
+			}
+			if q == direct {
+				dv = vs
+			} else {
+				pv = vs
+			}
+		}
+		got = append(got, pair{p: p, dv: dv, pv: pv})
+	}
+	if keep != nil {
+		if ok, err := keep(); err != nil || !ok {
 			return err
 		}
-		h.res.Add(key, p.name, res.rate)
-		h.res.AddFailed(key, p.name, res.failed, res.ok+res.failed)
-		return nil
+	}
+	for _, g := range got {
+		for _, v := range g.pv {
+			switch d, ok := find(g.dv, v.key); {
+			case v.alone || !ok:
+				h.res.Add(v.key, g.p.name, v.v)
+			default:
+				h.res.AddPair(v.key, g.p.name, d.v, v.v)
+				if d.tried > 0 {
+					h.res.AddFailed(v.key, report.Direct, d.failed, d.tried)
+				}
+			}
+			if v.tried > 0 {
+				h.res.AddFailed(v.key, g.p.name, v.failed, v.tried)
+			}
+		}
+	}
+	return nil
+}
+
+// order is the order of a pair: direct first when n is even.
+func order(direct, p *peer, n int) []*peer {
+	if n%2 == 0 {
+		return []*peer{direct, p}
+	}
+	return []*peer{p, direct}
+}
+
+func find(vs []value, key string) (value, bool) {
+	for _, v := range vs {
+		if v.key == key {
+			return v, true
+		}
+	}
+	return value{}, false
+}
+
+// pingStep measures the new-connection ping rate with clients clients,
+// each request bounded by timeout.
+func (h *harness) pingStep(key string, clients int, timeout time.Duration) measure {
+	return func(ctx context.Context, p *peer) ([]value, error) {
+		res, err := pingRateWithin(ctx, p.addr, clients, h.cfg.PingDuration, timeout)
+		return []value{{key: key, v: res.rate, failed: res.failed, tried: res.ok + res.failed}}, err
 	}
 }
 
-// done prints the round's samples of keys and checks the relays live.
+// done prints the round's figures of keys: each peer's ratio to direct
+// in its pair, or its sample where it has no ratio. It checks the relays
+// live.
 func (h *harness) done(r int, keys ...string) error {
 	for _, key := range keys {
 		if h.leftOut[key] == r+1 {
 			continue // its last samples are an earlier round's
 		}
 		var b strings.Builder
-		fmt.Fprintf(&b, "round %d/%d  %-28s", r+1, h.cfg.Rounds, key)
+		fmt.Fprintf(&b, "round %d/%d  %-22s", r+1, h.cfg.Rounds, key)
 		measured := false
 		for _, p := range append(h.peerNames(), report.Plugin) {
 			vs := h.res.Samples(key, p)
-			if len(vs) == 0 {
+			if len(vs) == 0 || h.leftOut[key+" "+p] == r+1 {
 				continue
 			}
 			measured = true
-			if h.leftOut[key+" "+p] != r+1 {
+			if rs := h.res.PairRatios(key, p); len(rs) > 0 {
+				fmt.Fprintf(&b, "  %s %.2f", p, rs[len(rs)-1])
+			} else {
 				fmt.Fprintf(&b, "  %s %.4g", p, vs[len(vs)-1])
 			}
 		}
@@ -161,41 +231,33 @@ func (h *harness) done(r int, keys ...string) error {
 }
 
 // bulk measures a download and an upload through p, and the CPU time the
-// relay spent on them.
-func (h *harness) bulk(ctx context.Context, p *peer) error {
-	var before float64
-	if p.proc != nil {
-		if err := h.settle(ctx, p); err != nil {
-			return err
-		}
-		var err error
-		if before, err = p.proc.CPU(); err != nil {
-			return err
-		}
+// process in the data path spent on them, if there is one.
+func (h *harness) bulk(ctx context.Context, p *peer) ([]value, error) {
+	before, hasCPU, err := p.cpu()
+	if err != nil {
+		return nil, err
 	}
 	dl, err := download(ctx, p.addr, h.cfg.Bytes, h.sum)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	ul, err := upload(ctx, h.stream, p.addr, h.cfg.Bytes, h.sum)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	h.res.Add(report.KeyDownload, p.name, dl)
-	h.res.Add(report.KeyUpload, p.name, ul)
-	if p.proc == nil {
-		return nil
+	vs := []value{{key: report.KeyDownload, v: dl}, {key: report.KeyUpload, v: ul}}
+	if !hasCPU {
+		return vs, nil
 	}
 	if err := h.settle(ctx, p); err != nil {
-		return err
+		return nil, err
 	}
-	after, err := p.proc.CPU()
+	after, _, err := p.cpu()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	gib := float64(2*h.cfg.Bytes) / (1 << 30)
-	h.res.Add(report.KeyCPU, p.name, (after-before)/gib)
-	return nil
+	return append(vs, value{key: report.KeyCPU, v: (after - before) / gib, alone: true}), nil
 }
 
 // idleMemory starts a fresh relay of kind k, holds cfg.Idle idle
@@ -225,17 +287,24 @@ func (h *harness) idleMemory(ctx context.Context, k relayKind, r int) error {
 		return err
 	}
 	// The policy proxy dials the upstream at a connection's first
-	// request: each connection carries one before it idles.
-	conns, err := holdIdle(ctx, listen, h.cfg.Idle, k.name == report.Policy)
+	// request: each connection carries one before it idles. So does
+	// socket-proxy, an HTTP proxy too.
+	prime := k.name == report.ServePolicy || k.name == report.SocketProxy
+	conns, err := holdIdle(ctx, listen, h.cfg.Idle, prime)
 	if err != nil {
 		return err
 	}
 	defer closeAll(conns)
 	want := base + int64(h.cfg.Idle)
-	if k.name == report.Policy {
+	if k.name == report.ServePolicy {
 		// The first ping's upstream connection waits in the proxy's pool
 		// (counted in base) and serves the first connection held.
 		want--
+	}
+	if k.name == report.SocketProxy {
+		// It keeps a few upstream connections for all its clients, not
+		// one per client: wait for none.
+		want = 0
 	}
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
 	err = waitActive(wctx, h.up.addr, want)
@@ -254,7 +323,7 @@ func (h *harness) idleMemory(ctx context.Context, k relayKind, r int) error {
 	h.res.Add(report.KeyIdleMem, k.name, float64(after-before)/float64(h.cfg.Idle))
 	if !h.idleNote {
 		h.idleNote = true
-		h.res.Note("memory per idle conn: growth of the relay's Pss (smaps_rollup; VmRSS where missing) with the connections held, over their count; user-space pages only, not socket buffers")
+		h.res.Note("memory per idle conn: growth of the relay's Pss (smaps_rollup; VmRSS where missing) with the connections held, over their count; user-space pages only, not socket buffers; of processes the bench starts afresh for it (not the installed plugin, a long-running process)")
 	}
 	if k.name == report.Socat && r == 0 {
 		h.res.Note("socat forks a process per connection: its memory is the Pss of the listener plus all its children (%d of them with %d connections held); their page tables and kernel stacks are not counted", children, h.cfg.Idle)

@@ -173,6 +173,10 @@ func (p *Process) WaitReady(ctx context.Context, addr string, timeout time.Durat
 // children it has reaped, and of its children still running.
 func (p *Process) CPU() (float64, error) { return treeCPU(p.pid()) }
 
+// CPU is the same of any process pid, one the bench did not start (the
+// installed plugin's).
+func CPU(pid int) (float64, error) { return treeCPU(pid) }
+
 // MemKiB is the memory of the process and its children, and how many
 // children there are; see memKiB for what is counted.
 func (p *Process) MemKiB() (kib int64, children int, err error) { return treeMemKiB(p.pid()) }

@@ -1,6 +1,7 @@
 // Package report turns the samples of a bench run into its report: the
-// median of every figure per peer, its ratio to direct, the goals each
-// peer is held to, and the report's tables and JSON.
+// median of every figure per peer, its ratio to direct by the paired
+// estimator (the median of per-pair ratios, with their spread), the goals
+// each peer is held to, and the report's tables and JSON.
 package report
 
 import (
@@ -34,11 +35,21 @@ type Row struct {
 	Title string `json:"title"`
 	Unit  string `json:"unit"`
 	// Lower is set when a lower value is better (memory, CPU, failures).
-	Lower   bool                 `json:"lower_is_better,omitempty"`
+	Lower bool `json:"lower_is_better,omitempty"`
+	// Median is the median of each peer's samples; direct's are those
+	// of every pair.
 	Median  map[string]float64   `json:"median"`
 	Samples map[string][]float64 `json:"samples"`
-	// Ratio is each peer's median over direct's, for rows that have direct.
+	// PairRatios are, per peer, its sample over direct's sample measured
+	// right beside it, one per pair (per round).
+	PairRatios map[string][]float64 `json:"pair_ratios,omitempty"`
+	// Ratio is each peer's median of PairRatios: the paired estimator,
+	// which a change of the machine's load between pairs moves less
+	// than a ratio of medians.
 	Ratio map[string]float64 `json:"ratio_to_direct,omitempty"`
+	// Spread is the lowest and highest of each peer's PairRatios: how
+	// much the figure moves from pair to pair.
+	Spread map[string][2]float64 `json:"ratio_spread,omitempty"`
 	// Failed counts failed connections over all rounds, per peer.
 	Failed map[string]int `json:"failed_connections,omitempty"`
 	// Attempts counts the connections tried over all rounds, per peer,
@@ -47,8 +58,6 @@ type Row struct {
 	// Goals are the goals of every peer (among Peers) that has one on
 	// this figure, by peer.
 	Goals map[string]PeerGoal `json:"goals,omitempty"`
-	// AheadOfSocat says if sockrelay's median beats socat's.
-	AheadOfSocat *bool `json:"ahead_of_socat,omitempty"`
 
 	format string
 }
@@ -68,6 +77,9 @@ func (r *Report) Row(key string) *Row {
 type PeerGoal struct {
 	Goal string `json:"goal"`
 	Met  *bool  `json:"met,omitempty"`
+	// Got is the figure the goal holds, as the table shows it: a ratio,
+	// the worst round, or the median.
+	Got string `json:"got,omitempty"`
 }
 
 // Results gathers the samples of every round.
@@ -75,6 +87,7 @@ type Results struct {
 	layout   Layout
 	defs     []rowDef
 	samples  map[string]map[string][]float64
+	pairs    map[string]map[string][]float64
 	failed   map[string]map[string]int
 	attempts map[string]map[string]int
 	notes    []string
@@ -83,15 +96,30 @@ type Results struct {
 // NewResults is ready for the samples of a run that measures l.
 func NewResults(l Layout) *Results {
 	return &Results{layout: l, defs: rowDefs(l), samples: map[string]map[string][]float64{},
-		failed: map[string]map[string]int{}, attempts: map[string]map[string]int{}}
+		pairs: map[string]map[string][]float64{}, failed: map[string]map[string]int{}, attempts: map[string]map[string]int{}}
 }
 
-// Add records a sample of peer on the row key.
+// Add records a sample of peer on the row key, one with no direct
+// measured beside it (memory, CPU, the plugin's cycles, direct alone).
 func (rs *Results) Add(key, peer string, v float64) {
-	if rs.samples[key] == nil {
-		rs.samples[key] = map[string][]float64{}
+	add(rs.samples, key, peer, v)
+}
+
+// AddPair records a sample v of peer on the row key and the sample of
+// direct measured right beside it.
+func (rs *Results) AddPair(key, peer string, direct, v float64) {
+	add(rs.samples, key, Direct, direct)
+	add(rs.samples, key, peer, v)
+	if direct > 0 {
+		add(rs.pairs, key, peer, v/direct)
 	}
-	rs.samples[key][peer] = append(rs.samples[key][peer], v)
+}
+
+func add(m map[string]map[string][]float64, key, peer string, v float64) {
+	if m[key] == nil {
+		m[key] = map[string][]float64{}
+	}
+	m[key][peer] = append(m[key][peer], v)
 }
 
 // AddFailed counts attempts connections of peer on the row key, failed of
@@ -113,6 +141,9 @@ func (rs *Results) Note(format string, args ...any) {
 // Samples are the samples of peer on the row key so far, oldest first.
 func (rs *Results) Samples(key, peer string) []float64 { return rs.samples[key][peer] }
 
+// PairRatios are peer's ratios to direct on the row key so far.
+func (rs *Results) PairRatios(key, peer string) []float64 { return rs.pairs[key][peer] }
+
 // Failed is how many connections of peer failed on the row key so far.
 func (rs *Results) Failed(key, peer string) int { return rs.failed[key][peer] }
 
@@ -133,10 +164,13 @@ func (rs *Results) Report(start time.Time, peers []string, rounds int) *Report {
 		for p, vs := range s {
 			row.Median[p] = median(vs)
 		}
-		if dv, ok := row.Median[Direct]; ok && dv > 0 && !d.lower {
-			row.Ratio = map[string]float64{}
-			for p, v := range row.Median {
-				row.Ratio[p] = v / dv
+		if pr := rs.pairs[d.key]; len(pr) > 0 && !d.lower {
+			row.PairRatios = pr
+			row.Ratio = map[string]float64{Direct: 1}
+			row.Spread = map[string][2]float64{}
+			for p, vs := range pr {
+				row.Ratio[p] = median(vs)
+				row.Spread[p] = [2]float64{slices.Min(vs), slices.Max(vs)}
 			}
 		}
 		if d.counted {
@@ -149,20 +183,16 @@ func (rs *Results) Report(start time.Time, peers []string, rounds int) *Report {
 			pg := PeerGoal{Goal: g.bound.String()}
 			if met, known := g.bound.met(&row, g.peer); known {
 				pg.Met = &met
+				v, _ := g.bound.got(&row, g.peer)
+				pg.Got = fmt.Sprintf("%.2f", v)
+				if !g.bound.ratio {
+					pg.Got = fmt.Sprintf(d.format, v)
+				}
 			}
 			if row.Goals == nil {
 				row.Goals = map[string]PeerGoal{}
 			}
 			row.Goals[g.peer] = pg
-		}
-		sr, okR := row.Median[Sockrelay]
-		so, okS := row.Median[Socat]
-		if okR && okS {
-			ahead := sr > so
-			if d.lower {
-				ahead = sr < so || sr == 0 && so == 0
-			}
-			row.AheadOfSocat = &ahead
 		}
 		rep.Rows = append(rep.Rows, row)
 	}
@@ -181,62 +211,55 @@ func median(vs []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
-// mainPeers are the columns of the first table; every other peer gets a
-// table of its own, beside direct, with its own goals.
-var mainPeers = []string{Direct, Sockrelay, Socat}
-
-// peerTitles head the tables of the other peers.
-var peerTitles = map[string]string{
-	Policy: "policy: sockrelay serve --policy full, HTTP parsed, one audit line per request",
-	Idmap:  "idmap: an idmapped bind mount of the socket, no process in the data path",
-}
-
-// WriteTable prints the report as tables: one row per figure; first
-// direct, sockrelay and socat with sockrelay's goals, then a table for
-// each other peer (policy, idmap) beside direct with its own goals.
-// Values of peers other than direct carry their ratio to direct.
+// WriteTable prints the report: first the installed plugin's volumes
+// beside direct, with their goals; then the other peers (serve, socat,
+// socket-proxy) beside direct; then the plugin's VolumeDriver cost and the
+// notes. A ratio is the median of the per-pair ratios, with their lowest
+// and highest in brackets; a figure where less is better is the median.
 func (r *Report) WriteTable(w io.Writer) error {
-	fmt.Fprintf(w, "sockrelay bench: median of %d round%s; (x.xx) = ratio to direct, same run; %s per transfer\n\n", r.Rounds, plural(r.Rounds), sizeString(r.Bytes))
-	var peers, others []string
+	fmt.Fprintf(w, "sockrelay bench: %d round%s; %s per transfer; x.xx (lo-hi) = the median of the ratios of\n", r.Rounds, plural(r.Rounds), sizeString(r.Bytes))
+	fmt.Fprintf(w, "each peer to direct measured right beside it, one pair per round, and the lowest and highest of them\n")
+	var mine, others []string
 	for _, p := range r.Peers {
-		if slices.Contains(mainPeers, p) {
-			peers = append(peers, p)
-		} else {
+		switch {
+		case p == Direct:
+		case slices.Contains(pluginPeers, p):
+			mine = append(mine, p)
+		default:
 			others = append(others, p)
 		}
 	}
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	head := []string{"figure", "unit"}
-	head = append(head, peers...)
-	head = append(head, "goal (sockrelay)", "met", "vs socat")
-	fmt.Fprintln(tw, strings.Join(head, "\t"))
 	var plugin, figures []Row
 	for _, row := range r.Rows {
 		if _, ok := row.Median[Plugin]; ok {
 			plugin = append(plugin, row)
-			continue
+		} else {
+			figures = append(figures, row)
 		}
-		figures = append(figures, row)
-		cells := []string{row.Title, row.Unit}
-		for _, p := range peers {
-			cells = append(cells, row.cell(p))
-		}
-		g := row.Goals[Sockrelay]
-		cells = append(cells, dash(g.Goal), yesNo(g.Met, "met", "NOT MET"), yesNo(row.AheadOfSocat, "ahead", "BEHIND"))
-		fmt.Fprintln(tw, strings.Join(cells, "\t"))
 	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	fmt.Fprintln(w, r.summary())
-	for _, p := range others {
-		if err := writePeerTable(w, p, figures); err != nil {
+	if len(mine) > 0 {
+		fmt.Fprintln(w, "\nthe installed plugin: its volumes through their host-side socket paths")
+		if err := writeTable(w, figures, mine); err != nil {
 			return err
+		}
+		for _, p := range mine {
+			fmt.Fprintln(w, goalLine(figures, p))
+		}
+	}
+	if len(others) > 0 {
+		fmt.Fprintln(w, "\nbeside it: the same upstream through other processes")
+		if err := writeTable(w, figures, others); err != nil {
+			return err
+		}
+		for _, p := range others {
+			if _, goals := goalsMet(figures, p); goals > 0 {
+				fmt.Fprintln(w, goalLine(figures, p))
+			}
 		}
 	}
 	if len(plugin) > 0 {
 		fmt.Fprintln(w, "\nplugin VolumeDriver cost (sockrelay plugin, real HTTP protocol, no direct or socat equivalent):")
-		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		for _, row := range plugin {
 			fmt.Fprintf(tw, "  %s\t%s %s\n", row.Title, row.cell(Plugin), row.Unit)
 		}
@@ -260,30 +283,42 @@ func (r *Report) WriteTable(w io.Writer) error {
 	return nil
 }
 
-// writePeerTable prints the figures of peer beside direct's, with its
-// goals, and how many it met.
-func writePeerTable(w io.Writer, peer string, rows []Row) error {
-	title := peerTitles[peer]
-	if title == "" {
-		title = peer
-	}
-	fmt.Fprintf(w, "\n%s (same rounds):\n", title)
+// writeTable prints rows for direct and peers, a row only when one of
+// them has a figure on it.
+func writeTable(w io.Writer, rows []Row, peers []string) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "figure\tunit\t%s\t%s\tgoal (%s)\tmet\n", Direct, peer, peer)
+	head := []string{"figure", "unit", peerHeads[Direct]}
+	for _, p := range peers {
+		head = append(head, peerHeads[p])
+	}
+	fmt.Fprintln(tw, strings.Join(head, "\t"))
 	for _, row := range rows {
-		cells := []string{row.Title, row.Unit, row.cell(Direct), row.cell(peer), "—", "—"}
-		if g, ok := row.Goals[peer]; ok {
-			cells[4] = g.Goal
-			cells[5] = yesNo(g.Met, "met", "NOT MET")
+		if !slices.ContainsFunc(peers, func(p string) bool { _, ok := row.Median[p]; return ok }) {
+			continue
+		}
+		cells := []string{row.Title, row.Unit, row.cell(Direct)}
+		for _, p := range peers {
+			cells = append(cells, row.cell(p))
 		}
 		fmt.Fprintln(tw, strings.Join(cells, "\t"))
 	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
+	return tw.Flush()
+}
+
+// goalLine says how many of peer's goals it met, and which it missed.
+func goalLine(rows []Row, peer string) string {
 	met, goals := goalsMet(rows, peer)
-	_, err := fmt.Fprintf(w, "\ngoals met (%s): %d of %d\n", peer, met, goals)
-	return err
+	s := fmt.Sprintf("goals met (%s): %d of %d", peer, met, goals)
+	var missed []string
+	for _, row := range rows {
+		if g := row.Goals[peer]; g.Met != nil && !*g.Met {
+			missed = append(missed, fmt.Sprintf("%s %s, want %s", row.Title, g.Got, g.Goal))
+		}
+	}
+	for _, m := range missed {
+		s += "\n  NOT MET: " + m
+	}
+	return s
 }
 
 // goalsMet counts peer's goals on rows that it met, and those it has a
@@ -300,25 +335,6 @@ func goalsMet(rows []Row, peer string) (met, goals int) {
 	return met, goals
 }
 
-// summary counts sockrelay's goals met and the figures ahead of socat.
-func (r *Report) summary() string {
-	var versus, ahead int
-	for _, row := range r.Rows {
-		if row.AheadOfSocat != nil {
-			versus++
-			if *row.AheadOfSocat {
-				ahead++
-			}
-		}
-	}
-	met, goals := goalsMet(r.Rows, Sockrelay)
-	s := fmt.Sprintf("\ngoals met (%s): %d of %d", Sockrelay, met, goals)
-	if versus > 0 {
-		s += fmt.Sprintf("; sockrelay ahead of socat: %d of %d figures", ahead, versus)
-	}
-	return s
-}
-
 // WriteJSON writes the report as indented JSON.
 func (r *Report) WriteJSON(w io.Writer) error {
 	enc := json.NewEncoder(w)
@@ -331,9 +347,11 @@ func (row *Row) cell(peer string) string {
 	if !ok {
 		return "—"
 	}
-	s := fmt.Sprintf(row.format, v)
-	if ratio, ok := row.Ratio[peer]; ok && peer != Direct {
-		s += fmt.Sprintf(" (%.2f)", ratio)
+	s := row.value(peer)
+	if sp, ok := row.Spread[peer]; ok {
+		s += fmt.Sprintf(" (%.2f-%.2f)", sp[0], sp[1])
+	} else if peer == Direct && !row.Lower {
+		s = fmt.Sprintf(row.format, v)
 	}
 	if f := row.Failed[peer]; f > 0 && row.Key != KeyBurst {
 		s += " !"
@@ -341,22 +359,13 @@ func (row *Row) cell(peer string) string {
 	return s
 }
 
-func dash(s string) string {
-	if s == "" {
-		return "—"
+// value is peer's figure on the row: its ratio to direct where it has
+// one, its median otherwise.
+func (row *Row) value(peer string) string {
+	if r, ok := row.Ratio[peer]; ok && peer != Direct {
+		return fmt.Sprintf("%.2f", r)
 	}
-	return s
-}
-
-func yesNo(b *bool, yes, no string) string {
-	switch {
-	case b == nil:
-		return "—"
-	case *b:
-		return yes
-	default:
-		return no
-	}
+	return fmt.Sprintf(row.format, row.Median[peer])
 }
 
 func plural(n int) string {

@@ -33,22 +33,24 @@ func TestMedian(t *testing.T) {
 func TestReport(t *testing.T) {
 	const rounds = 3
 	rs := NewResults(quick)
+	// Each peer's samples beside direct's: the ratios of the pairs are
+	// 0.6, 0.5, 0.7 for the relay whatever direct's own drift.
+	for i, d := range []float64{1000, 800, 1200} {
+		rs.AddPair(KeyPingNew(1), PluginRelay, d, []float64{0.6, 0.5, 0.7}[i]*d)
+		rs.AddPair(KeyPingNew(1), PluginPolicy, d, []float64{0.52, 0.48, 0.51}[i]*d)
+		rs.AddPair(KeyPingNew(1), PluginIdmap, d, []float64{0.95, 0.96, 0.99}[i]*d)
+		rs.AddPair(KeyPingNew(1), Serve, d, 0.4*d)
+		rs.AddPair(KeyPingNew(1), Socat, d, 0.05*d)
+	}
 	for _, v := range []struct {
 		key, peer string
 		vals      []float64
 	}{
-		{KeyPingNew(1), Direct, []float64{1000, 900, 1100}},
-		{KeyPingNew(1), Sockrelay, []float64{600, 500, 700}},
-		{KeyPingNew(1), Socat, []float64{200, 250, 150}},
-		{KeyPingNew(1), Policy, []float64{520, 480, 510}},
-		{KeyPingNew(1), Idmap, []float64{950, 960, 990}},
 		{KeyBurst, Direct, []float64{0, 0, 0}},
-		{KeyBurst, Sockrelay, []float64{0, 0, 0}},
+		{KeyBurst, PluginRelay, []float64{0, 0, 0}},
+		{KeyBurst, PluginPolicy, []float64{0, 1, 0}},
 		{KeyBurst, Socat, []float64{100, 120, 90}},
-		{KeyBurst, Policy, []float64{0, 1, 0}},
-		{KeyBurst, Idmap, []float64{0, 0, 0}},
-		{KeyIdleMem, Policy, []float64{40, 41, 39}},
-		{KeyIdleMem, Sockrelay, []float64{30, 31, 29}},
+		{KeyIdleMem, Serve, []float64{30, 31, 29}},
 		{KeyIdleMem, Socat, []float64{60, 61, 59}},
 		{KeyPluginCycles(10), Plugin, []float64{50, 40, 60}},
 	} {
@@ -58,33 +60,39 @@ func TestReport(t *testing.T) {
 	}
 	rs.AddFailed(KeyPingNew(1), Socat, 7, 100)
 	rs.Note("a note")
-	peers := []string{Direct, Sockrelay, Socat, Policy, Idmap}
+	peers := []string{Direct, PluginRelay, PluginPolicy, PluginIdmap, Serve, Socat}
 	rep := rs.Report(time.Now(), peers, rounds)
 
 	ping := rep.Row(KeyPingNew(1))
 	if ping == nil {
 		t.Fatal("no ping row")
 	}
-	if got := ping.Ratio[Sockrelay]; got != 0.6 {
-		t.Errorf("sockrelay ratio: got %v, want 0.6", got)
+	if got := ping.Ratio[PluginRelay]; got != 0.6 {
+		t.Errorf("relay ratio: got %v, want 0.6, the median of the pairs' ratios", got)
 	}
-	if g := ping.Goals[Sockrelay]; g.Goal != "ratio ≥ 0.55" || g.Met == nil || !*g.Met || ping.AheadOfSocat == nil || !*ping.AheadOfSocat {
-		t.Errorf("ping, sockrelay: got goal %+v, ahead %v; want ratio ≥ 0.55, met (0.60), ahead", g, ping.AheadOfSocat)
+	if got := ping.Spread[PluginRelay]; got != [2]float64{0.5, 0.7} {
+		t.Errorf("relay spread: got %v, want [0.5 0.7]", got)
 	}
-	if g := ping.Goals[Policy]; g.Goal != "ratio ≥ 0.50" || g.Met == nil || !*g.Met {
+	if got := ping.Median[Direct]; got != 1000 {
+		t.Errorf("direct: got %v, want 1000, the median of every pair's direct sample", got)
+	}
+	if g := ping.Goals[PluginRelay]; g.Goal != "ratio ≥ 0.55" || g.Met == nil || !*g.Met {
+		t.Errorf("ping, relay: got goal %+v, want ratio ≥ 0.55, met (0.60)", g)
+	}
+	if g := ping.Goals[PluginPolicy]; g.Goal != "ratio ≥ 0.50" || g.Met == nil || !*g.Met {
 		t.Errorf("ping, policy: got goal %+v, want ratio ≥ 0.50, met (0.51)", g)
 	}
-	if g := ping.Goals[Idmap]; g.Goal != "ratio ≥ 0.97" || g.Met == nil || *g.Met {
+	if g := ping.Goals[PluginIdmap]; g.Goal != "ratio ≥ 0.97" || g.Met == nil || *g.Met {
 		t.Errorf("ping, idmap: got goal %+v, want ratio ≥ 0.97, not met (0.96)", g)
 	}
-	if _, ok := rep.Row(KeyBurst).Goals[Idmap]; ok {
-		t.Error("burst: idmap has a goal, but its goals are on ratios only")
+	if _, ok := ping.Goals[Serve]; ok {
+		t.Error("ping: serve has a goal, but the goals are the installed plugin's")
 	}
-	if b := rep.Row(KeyBurst); b.Goals[Sockrelay].Met == nil || !*b.Goals[Sockrelay].Met || !*b.AheadOfSocat || b.Ratio != nil {
-		t.Errorf("burst: got sockrelay's goal %+v, ahead %v, ratio %v; want met, ahead, no ratio", b.Goals[Sockrelay], b.AheadOfSocat, b.Ratio)
+	if b := rep.Row(KeyBurst); b.Goals[PluginRelay].Met == nil || !*b.Goals[PluginRelay].Met || b.Ratio != nil {
+		t.Errorf("burst: got relay's goal %+v, ratio %v; want met, no ratio", b.Goals[PluginRelay], b.Ratio)
 	}
-	if m := rep.Row(KeyIdleMem); m.Goals[Sockrelay].Goal != "≤ 20 KiB" || m.Goals[Sockrelay].Met == nil || *m.Goals[Sockrelay].Met || !*m.AheadOfSocat {
-		t.Errorf("memory: got sockrelay's goal %+v, ahead %v; want ≤ 20 KiB, not met (30 KiB), ahead", m.Goals[Sockrelay], m.AheadOfSocat)
+	if m := rep.Row(KeyIdleMem); m.Goals[Serve].Goal != "≤ 20 KiB" || m.Goals[Serve].Met == nil || *m.Goals[Serve].Met {
+		t.Errorf("memory: got serve's goal %+v; want ≤ 20 KiB, not met (30 KiB)", m.Goals[Serve])
 	}
 	if rep.Row(KeyDownload) != nil {
 		t.Error("a row with no samples is reported")
@@ -94,18 +102,18 @@ func TestReport(t *testing.T) {
 	if err := rep.WriteTable(&out); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"new-conn ping, 1 client", "600 (0.60)", "ratio ≥ 0.55", "NOT MET", "ahead",
-		"plugin Create+Mount+Unmount+Remove, 10 volumes", "50.0 cycles/s", "socat: 7 of 100 connections failed", "a note",
-		"goals met (sockrelay): 2 of 3; sockrelay ahead of socat: 3 of 3 figures",
-		"goal (policy)", "510 (0.51)", "goals met (policy): 1 of 1",
-		"goal (idmap)", "960 (0.96)", "goals met (idmap): 0 of 1"} {
+	for _, want := range []string{"new-conn ping, 1 client", "0.60 (0.50-0.70)", "0.51 (0.48-0.52)", "1000",
+		"goals met (plugin-relay): 2 of 2", "goals met (plugin-policy): 1 of 2\n  NOT MET: failed connects, burst of 200 1, want ≤ 0 failed in every round",
+		"goals met (plugin-idmap): 0 of 1\n  NOT MET: new-conn ping, 1 client 0.96, want ratio ≥ 0.97",
+		"goals met (serve): 0 of 1", "0.40 (0.40-0.40)", "0.05 (0.05-0.05) !",
+		"plugin Create+Mount+Unmount+Remove, 10 volumes", "50.0 cycles/s", "socat: 7 of 100 connections failed", "a note"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, out.String())
 		}
 	}
-	// The first table has direct, sockrelay and socat only.
+	// The first table has direct and the plugin's volumes only.
 	lines := strings.Split(out.String(), "\n")
-	if i := slices.IndexFunc(lines, func(l string) bool { return strings.HasPrefix(l, "figure") }); i < 0 || strings.Contains(lines[i], Policy) || strings.Contains(lines[i], Idmap) {
+	if i := slices.IndexFunc(lines, func(l string) bool { return strings.HasPrefix(l, "figure") }); i < 0 || strings.Contains(lines[i], "serve") || !strings.Contains(lines[i], "idmap") {
 		t.Errorf("first table's head: got %q", lines[max(i, 0)])
 	}
 	for _, l := range lines {
@@ -121,16 +129,14 @@ func TestReport(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &back); err != nil {
 		t.Fatal(err)
 	}
-	if len(back.Rows) != len(rep.Rows) || back.Row(KeyPingNew(1)).Median[Socat] != 200 || !slices.Equal(back.Peers, peers) {
+	if len(back.Rows) != len(rep.Rows) || back.Row(KeyPingNew(1)).Ratio[Socat] != 0.05 || !slices.Equal(back.Peers, peers) ||
+		back.Row(KeyPingNew(1)).Spread[PluginRelay] != [2]float64{0.5, 0.7} {
 		t.Errorf("JSON round trip: got %v %+v", back.Peers, back.Rows)
 	}
-	if g := back.Row(KeyPingNew(1)).Goals[Idmap]; g.Goal != "ratio ≥ 0.97" || g.Met == nil || *g.Met {
-		t.Errorf("JSON round trip: idmap's goal: got %+v", g)
-	}
 
-	// Without the idmap column there is no idmap goal nor table.
-	rep = rs.Report(time.Now(), []string{Direct, Sockrelay, Socat}, rounds)
-	if _, ok := rep.Row(KeyPingNew(1)).Goals[Idmap]; ok {
+	// Without the idmap column there is no idmap goal.
+	rep = rs.Report(time.Now(), []string{Direct, PluginRelay, Socat}, rounds)
+	if _, ok := rep.Row(KeyPingNew(1)).Goals[PluginIdmap]; ok {
 		t.Error("a goal for idmap, which is not a column")
 	}
 }
@@ -141,12 +147,12 @@ func TestBound(t *testing.T) {
 		ratio float64
 		want  bool
 	}{{0.6, true}, {0.55, true}, {0.5, false}} {
-		met, known := floor.met(&Row{Ratio: map[string]float64{Policy: c.ratio}}, Policy)
+		met, known := floor.met(&Row{Ratio: map[string]float64{PluginPolicy: c.ratio}}, PluginPolicy)
 		if !known || met != c.want {
 			t.Errorf("ratio %v: got met %v (known %v), want %v", c.ratio, met, known, c.want)
 		}
 	}
-	if _, known := floor.met(&Row{Ratio: map[string]float64{Policy: 1}}, Sockrelay); known {
+	if _, known := floor.met(&Row{Ratio: map[string]float64{PluginPolicy: 1}}, PluginRelay); known {
 		t.Error("a row without sockrelay has a known goal for sockrelay")
 	}
 	ceiling := atMost(0, "failed")
@@ -154,12 +160,16 @@ func TestBound(t *testing.T) {
 		median float64
 		want   bool
 	}{{0, true}, {1, false}} {
-		met, known := ceiling.met(&Row{Median: map[string]float64{Sockrelay: c.median}}, Sockrelay)
+		met, known := ceiling.met(&Row{Median: map[string]float64{PluginRelay: c.median}}, PluginRelay)
 		if !known || met != c.want {
 			t.Errorf("median %v: got met %v (known %v), want %v", c.median, met, known, c.want)
 		}
 	}
-	for b, want := range map[bound]string{floor: "ratio ≥ 0.55", ceiling: "≤ 0 failed", atMost(20, "KiB"): "≤ 20 KiB"} {
+	every := neverAbove(0, "failed")
+	if met, known := every.met(&Row{Median: map[string]float64{PluginRelay: 0}, Samples: map[string][]float64{PluginRelay: {0, 2, 0}}}, PluginRelay); !known || met {
+		t.Errorf("a round with 2 failures of 3 rounds: got met %v (known %v), want not met", met, known)
+	}
+	for b, want := range map[bound]string{floor: "ratio ≥ 0.55", ceiling: "≤ 0 failed", atMost(20, "KiB"): "≤ 20 KiB", every: "≤ 0 failed in every round"} {
 		if got := b.String(); got != want {
 			t.Errorf("%#v: got %q, want %q", b, got, want)
 		}
@@ -172,7 +182,7 @@ func TestBound(t *testing.T) {
 func TestGoals(t *testing.T) {
 	defs := rowDefs(quick)
 	for _, g := range goals {
-		if !slices.Contains([]string{Sockrelay, Socat, Policy, Idmap}, g.peer) {
+		if !slices.Contains([]string{PluginRelay, PluginPolicy, PluginIdmap, Serve, ServePolicy, Socat, SocketProxy}, g.peer) {
 			t.Errorf("goal %+v: peer %q is not one with a ratio to direct", g, g.peer)
 		}
 		if !slices.ContainsFunc(defs, g.on) {
