@@ -96,6 +96,13 @@ func runPlugin(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout
 		return err
 	}
 	daemonSocket := filepath.Join(cfg.SocketDirMount, "docker.sock")
+	if _, err := os.Stat(daemonSocket); err != nil {
+		// Not fatal: the daemon may be restarting. But docker plugin
+		// upgrade takes mounts from the new build's config, so a
+		// sockdir.source set before is back at /var/run.
+		log.Warn("no docker.sock in the sockdir mount: set sockdir.source to the directory of the daemon's socket (docker plugin upgrade resets it to /var/run)",
+			"SOCKET_DIR", cfg.HostSocketDir, "err", err)
+	}
 	res := &owner.Resolver{
 		RemapUser:    cfg.RemapUser,
 		SubUID:       cfg.SubUIDFile,
