@@ -2,9 +2,11 @@ package relay_test
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -218,14 +220,22 @@ func TestRelayThousandConcurrentMixed(t *testing.T) {
 	_, baseFDs := fdCounts(t)
 
 	var failed atomic.Int64
-	fail := func() { failed.Add(1) }
+	var whyMu sync.Mutex
+	var why []string
+	fail := func(kind string, err error) {
+		if failed.Add(1) <= 5 {
+			whyMu.Lock()
+			why = append(why, fmt.Sprintf("%s: %v", kind, err))
+			whyMu.Unlock()
+		}
+	}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var ready sync.WaitGroup
 	conn := func() net.Conn {
 		c, err := net.DialTimeout("unix", r.path, 10*time.Second)
 		if err != nil {
-			fail()
+			fail("dial", err)
 			return nil
 		}
 		c.SetDeadline(time.Now().Add(60 * time.Second))
@@ -244,7 +254,7 @@ func TestRelayThousandConcurrentMixed(t *testing.T) {
 			line := make([]byte, 6)
 			for {
 				if _, err := io.ReadFull(c, line); err != nil || string(line) != "event\n" {
-					fail()
+					fail("stream", fmt.Errorf("read %q: %v", line, err))
 					return
 				}
 				select {
@@ -273,11 +283,11 @@ func TestRelayThousandConcurrentMixed(t *testing.T) {
 				default:
 				}
 				if _, err := c.Write([]byte("ping")); err != nil {
-					fail()
+					fail("ping write", err)
 					return
 				}
 				if _, err := io.ReadFull(c, got); err != nil || string(got) != "ping" {
-					fail()
+					fail("ping read", fmt.Errorf("read %q: %v", got, err))
 					return
 				}
 			}
@@ -300,7 +310,7 @@ func TestRelayThousandConcurrentMixed(t *testing.T) {
 			}()
 			got, err := io.ReadAll(c)
 			if err != nil || !bytes.Equal(got, payload) {
-				fail()
+				fail("bulk", fmt.Errorf("read %d of %d bytes (equal %v): %v", len(got), len(payload), bytes.Equal(got, payload), err))
 			}
 		})
 	}
@@ -312,7 +322,7 @@ func TestRelayThousandConcurrentMixed(t *testing.T) {
 	close(stop)
 	wg.Wait()
 	if n := failed.Load(); n != 0 {
-		t.Fatalf("failed connections: got %d of 1,000, want 0", n)
+		t.Fatalf("failed connections: got %d of 1,000, want 0; the first: %s", n, strings.Join(why, "; "))
 	}
 	if !waitFor(15*time.Second, func() bool { return r.stats.Active.Load() == 0 && runtime.NumGoroutine() <= baseG }) {
 		t.Fatalf("after the load: %d active, %d goroutines, want 0 and at most %d", r.stats.Active.Load(), runtime.NumGoroutine(), baseG)
