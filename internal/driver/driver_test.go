@@ -59,6 +59,7 @@ type testEnv struct {
 	upLn     net.Listener
 	modes    []Mode
 	inUse    func(ctx context.Context, name string) (bool, error)
+	ask      func(ctx context.Context, name string) (DaemonVolume, error)
 }
 
 func newEnv(t testing.TB) *testEnv {
@@ -146,6 +147,7 @@ func (e *testEnv) driver() *Driver {
 		SocketDirMount: e.sockDir,
 		Modes:          e.modes,
 		InUse:          e.inUse,
+		AskDaemon:      e.ask,
 	})
 	if err != nil {
 		cancel()

@@ -41,8 +41,9 @@ const lostStatusValue = "lost"
 const rebuiltID = "rebuilt-"
 
 // Recovery bounds: the daemon may not answer until the plugin is enabled,
-// which follows its first answers on the plugin socket.
-const (
+// which follows its first answers on the plugin socket. Variables for
+// tests.
+var (
 	recoverFor   = 2 * time.Minute
 	recoverFirst = 500 * time.Millisecond
 	recoverMax   = 10 * time.Second
