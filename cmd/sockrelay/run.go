@@ -38,6 +38,7 @@ const usage = `usage: sockrelay <command> [flags]
 commands:
   plugin    serve the VolumeDriver API (the managed plugin's entrypoint)
   serve     relay one socket to another, outside Docker (sockrelay serve -h)
+  state     state export: the volumes as the single state file of older builds
   version   print the version and commit
 `
 
@@ -66,6 +67,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return err
 		}
 		return runServe(ctx, cfg, cfg.Logger(stdout), stdout)
+	case "state":
+		return runState(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintf(stdout, "sockrelay %s %s\n", version, buildCommit())
 		return nil
