@@ -205,11 +205,18 @@ func (d *Driver) Create(r *volume.CreateRequest) error {
 	if d.lostVolume(r.Name) != nil {
 		d.log.Warn("volume created anew over its lost record", "volume", r.Name)
 	}
-	if err := d.makeDir(r.Name); err != nil {
+	// The record first, the directory after: a crash between leaves a
+	// record, whose directory the next start makes. A directory without a
+	// record stands for a lost record, which the next start rebuilds from
+	// the daemon, and the daemon has no options of a Create it never saw
+	// succeed.
+	if err := d.commit(r.Name, rec); err != nil {
 		return err
 	}
-	if err := d.commit(r.Name, rec); err != nil {
-		d.removeDir(r.Name)
+	if err := d.makeDir(r.Name); err != nil {
+		if cerr := d.commit(r.Name, nil); cerr != nil {
+			d.log.Error("undo the record of a volume whose directory failed", "volume", r.Name, "err", cerr)
+		}
 		return err
 	}
 	d.log.Info("volume created", "volume", r.Name, "mode", v.Mode, "mode_chosen", v.Chosen, "remap_source", p.remapSource)
@@ -304,12 +311,17 @@ func (d *Driver) Remove(r *volume.RemoveRequest) error {
 			return err
 		}
 	}
-	if err := d.commit(r.Name, nil); err != nil {
-		return err
-	}
+	// The directory first, the record after, for the reason Create gives.
 	d.stop(r.Name)
 	if err := d.removeDir(r.Name); err != nil {
 		d.log.Warn("remove volume directory", "volume", r.Name, "err", err)
+	}
+	if err := d.commit(r.Name, nil); err != nil {
+		// The volume stays: its directory is made again.
+		if derr := d.makeDir(r.Name); derr != nil {
+			d.log.Error("make the directory of a volume whose Remove failed", "volume", r.Name, "err", derr)
+		}
+		return err
 	}
 	d.log.Info("volume removed", "volume", r.Name)
 	return nil

@@ -91,10 +91,10 @@ func (d *Driver) load() {
 		d.lost[dm.Name] = &lostVolume{why: why, aside: l.Quarantined[dm.Name], pending: true}
 	}
 	// A volume directory without a record: the record was deleted, or the
-	// whole records directory was lost. The directory is made by Create
-	// before the record, and removed by Remove after it, so it may also be
-	// a Create that a crash cut short: Recover asks the daemon, and
-	// forgets it when the daemon has no such volume.
+	// whole records directory was lost (Create writes the record before
+	// it makes the directory, and Remove removes the directory first, so
+	// no crash leaves one). Recover asks the daemon, and forgets it when
+	// the daemon has no such volume.
 	ents, err := d.root.ReadDir(-1)
 	if err != nil {
 		d.log.Error("cannot list the volume directories; volumes whose records are lost cannot be found", "dir", d.cfg.VolumeRoot, "err", err)
@@ -258,7 +258,8 @@ func (d *Driver) recoverOne(ctx context.Context, name string) error {
 		return err
 	}
 	if !dv.Found {
-		// The daemon has no such volume: a Create or Remove cut short.
+		// The daemon has no such volume (it was removed while the plugin
+		// was away): nothing to rebuild.
 		unlock := d.locks.lock(name)
 		defer unlock()
 		if d.forgetLost(name) {
