@@ -153,7 +153,7 @@ func (l *lostVolume) summary(name string) string {
 	if len(l.aside) > 0 {
 		s += "; moved aside to " + l.aside[len(l.aside)-1]
 	}
-	return s + ". " + l.whatToDo(name)
+	return s + "; " + l.whatToDo(name)
 }
 
 func (d *Driver) describeLost(name string, l *lostVolume) *volume.Volume {

@@ -171,10 +171,13 @@ func (s *Store) PutAll(vols map[string]*Volume) error {
 	if err := os.Mkdir(s.recordsDir(), 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("records directory: %w", err)
 	}
-	return s.writeRecords(s.recordsDir(), vols)
+	return s.writeRecords(s.recordsDir(), vols, false)
 }
 
-func (s *Store) writeRecords(dir string, vols map[string]*Volume) error {
+// writeRecords writes vols into dir and syncs the filesystem once. With
+// fresh, dir is a new directory no one reads before it is renamed into
+// place, so each record is written straight to its name.
+func (s *Store) writeRecords(dir string, vols map[string]*Volume, fresh bool) error {
 	for name, v := range vols {
 		if v.Name != name {
 			return fmt.Errorf("record %q names volume %q", name, v.Name)
@@ -186,8 +189,13 @@ func (s *Store) writeRecords(dir string, vols map[string]*Volume) error {
 		if err != nil {
 			return err
 		}
-		if err := writeAtomic(dir, name+recordExt, b, false); err != nil {
-			return err
+		if fresh {
+			err = os.WriteFile(filepath.Join(dir, name+recordExt), b, 0o600)
+		} else {
+			err = writeAtomic(dir, name+recordExt, b, false)
+		}
+		if err != nil {
+			return fmt.Errorf("write state: %w", err)
 		}
 	}
 	return syncFS(dir)
@@ -428,7 +436,7 @@ func (s *Store) migrate(l *Loaded) {
 	}
 	tmp, err := os.MkdirTemp(s.dir, "."+RecordsDir+".migrating-")
 	if err == nil {
-		err = s.writeRecords(tmp, good)
+		err = s.writeRecords(tmp, good, true)
 	}
 	if err == nil {
 		err = os.Chmod(tmp, 0o700)
