@@ -3,11 +3,8 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -75,7 +72,7 @@ func TestRemoveAfterMissedUnmount(t *testing.T) {
 }
 
 // kill -9 the plugin again and again while volumes are created, mounted
-// and removed. dockerd restarts it each time. Afterwards the state file
+// and removed. dockerd restarts it each time. Afterwards every record
 // reads, the daemon and the plugin agree on every volume, and a container
 // that was running all along has its socket back.
 func TestKillNineLoop(t *testing.T) {
@@ -130,17 +127,32 @@ func TestKillNineLoop(t *testing.T) {
 		return nil
 	})
 
-	// The state file reads, and the plugin and the daemon agree.
-	st := readState(t)
-	listed := strings.Fields(must(t, "volume", "ls", "-q", "--filter", "driver="+plugin))
+	// Every record reads, and the plugin and the daemon agree: a kill
+	// between a Remove's record and its directory leaves a volume the
+	// daemon still has and the plugin rebuilds from it, soon after start.
+	var st map[string]*state.Volume
 	inDaemon := map[string]bool{}
-	for _, v := range listed {
-		inDaemon[v] = true
-		if _, ok := st[v]; !ok {
-			t.Errorf("volume %s is listed by the daemon but lost from the plugin's state", v)
+	eventually(t, 30*time.Second, func() error {
+		st = readState(t)
+		inDaemon = map[string]bool{}
+		var missing []string
+		for _, v := range strings.Fields(must(t, "volume", "ls", "-q", "--filter", "driver="+plugin)) {
+			inDaemon[v] = true
+			if _, ok := st[v]; !ok {
+				missing = append(missing, v)
+			}
 		}
+		if len(missing) > 0 {
+			return fmt.Errorf("volumes listed by the daemon but without a record in the plugin: %v", missing)
+		}
+		return nil
+	})
+	for v := range inDaemon {
 		if r := dockerIn(nil, "volume", "inspect", v); r.err != nil {
 			t.Errorf("volume %s listed but its Get fails: %s", v, r)
+		}
+		if rec := st[v]; rec != nil && rec.Rebuilt != "" {
+			t.Logf("volume %s: record rebuilt: %s", v, rec.Rebuilt)
 		}
 	}
 	for v := range st {
@@ -154,21 +166,22 @@ func TestKillNineLoop(t *testing.T) {
 	t.Logf("%d volumes churned through 6 kills", len(churned))
 }
 
-// readState parses the plugin's state file from the host side.
-func readState(t *testing.T) map[string]json.RawMessage {
+// readState reads the plugin's records from the host side; every one
+// must read.
+func readState(t *testing.T) map[string]*state.Volume {
 	t.Helper()
-	b, err := os.ReadFile(statePath(t))
+	store, err := state.New(stateDir(t))
 	if err != nil {
-		t.Fatalf("state file: %v", err)
+		t.Fatal(err)
 	}
-	var f struct {
-		Version int                        `json:"version"`
-		Volumes map[string]json.RawMessage `json:"volumes"`
+	l, err := store.Read()
+	if err != nil {
+		t.Fatalf("records: %v", err)
 	}
-	if err := json.Unmarshal(b, &f); err != nil || f.Version != 1 {
-		t.Fatalf("state file does not parse: %v (version %d)", err, f.Version)
+	for _, dm := range l.Damaged {
+		t.Errorf("record %s does not read: %v", dm.Path, dm.Err)
 	}
-	return f.Volumes
+	return l.Volumes
 }
 
 // With streams open through a relay and a policy volume (docker events),
@@ -220,7 +233,9 @@ func TestShutdownWithOpenStreams(t *testing.T) {
 // 5,000 volumes: docker volume ls lists them all, and Create, Mount and
 // Remove keep working. The volumes are written into the plugin's state
 // while it is disabled (5,000 Creates through the CLI would take the
-// better part of the run); the plugin restores each at start.
+// better part of the run), in the single-file layout of older builds:
+// enable migrates all of them to records, within dockerd's 9 s, and the
+// plugin restores each at start.
 func TestFiveThousandVolumes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("5,000 volumes")
@@ -228,22 +243,22 @@ func TestFiveThousandVolumes(t *testing.T) {
 	const n = 5000
 	scale := prefix + "scale-"
 	must(t, "plugin", "disable", "-f", plugin)
-	path := statePath(t)
-	store, err := state.New(filepath.Dir(path))
+	store, err := state.New(stateDir(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	vols, err := store.Load()
-	if err != nil {
-		t.Fatal(err)
+	l, err := store.Read()
+	if err != nil || len(l.Damaged) > 0 {
+		t.Fatalf("records: %v, damaged %v", err, l.Damaged)
 	}
+	vols := l.Volumes
 	for i := range n {
 		name := fmt.Sprintf("%s%04d", scale, i)
 		vols[name] = &state.Volume{Name: name, CreatedAt: time.Now().UTC().Truncate(time.Second), Mode: "relay",
 			UID: 100000, GID: 100000, Perm: 0o660, Socket: "docker.sock", Target: daemonSocket(),
 			Remap: &state.Remap{UID: 100000, GID: 100000, Size: 65536}}
 	}
-	if err := store.Save(vols); err != nil {
+	if err := state.WriteLegacy(store.LegacyPath(), vols); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -259,7 +274,10 @@ func TestFiveThousandVolumes(t *testing.T) {
 	})
 	start := time.Now()
 	must(t, "plugin", "enable", plugin)
-	t.Logf("enable with %d volumes: %v", len(vols), time.Since(start).Round(time.Millisecond))
+	t.Logf("enable with %d volumes, migrated from state.json: %v", len(vols), time.Since(start).Round(time.Millisecond))
+	if got := readState(t); len(got) < len(vols) {
+		t.Fatalf("records after the migration: got %d, want %d", len(got), len(vols))
+	}
 
 	start = time.Now()
 	out := must(t, "volume", "ls", "-q", "--filter", "driver="+plugin)
@@ -282,12 +300,4 @@ func TestFiveThousandVolumes(t *testing.T) {
 	wantPing(t, runClient(t, vol, "srclient", "ping", "/var/run/docker.sock"))
 	wantPing(t, runClient(t, scale+"0042", "srclient", "ping", "/var/run/docker.sock"))
 	t.Logf("create, two runs (mount, ping, unmount) beside %d volumes: %v", n, time.Since(start).Round(time.Millisecond))
-}
-
-// statePath is the host path of the plugin's state file.
-func statePath(t *testing.T) string {
-	t.Helper()
-	id := strings.TrimSpace(must(t, "plugin", "inspect", "-f", "{{.Id}}", plugin))
-	root := strings.TrimSpace(must(t, "info", "-f", "{{.DockerRootDir}}"))
-	return filepath.Join(root, "plugins", id, "propagated-mount", ".sockrelay", state.FileName)
 }

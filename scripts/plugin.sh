@@ -2,32 +2,33 @@
 # Manage the sockrelay managed plugin: create it from an assembled bundle,
 # enable it, or remove it. Used by make plugin/install/uninstall.
 #
-# Replacing an installed plugin keeps its volumes: the state file is copied
-# from the old plugin's propagated mount into the new one's before enable.
+# Replacing an installed plugin keeps its volumes: the state directory (a
+# record per volume) is copied from the old plugin's propagated mount into
+# the new one's before enable.
 # (docker plugin upgrade keeps the propagated mount by itself.)
 set -euo pipefail
 
 cmd=${1:?usage: plugin.sh create NAME DIR | enable NAME | remove NAME}
 name=${2:?plugin name}
-saved=${TMPDIR:-/tmp}/sockrelay-state.$$.json
-trap 'rm -f "$saved"' EXIT
+saved=${TMPDIR:-/tmp}/sockrelay-state.$$
+trap 'rm -rf "$saved"' EXIT
 
 exists() { docker plugin inspect "$1" >/dev/null 2>&1; }
 
-# state_file NAME: the host path of an installed plugin's state file.
-state_file() {
+# state_dir NAME: the host path of an installed plugin's state directory.
+state_dir() {
 	local id root
 	id=$(docker plugin inspect -f '{{.Id}}' "$1")
 	root=$(docker info -f '{{.DockerRootDir}}')
-	echo "$root/plugins/$id/propagated-mount/.sockrelay/state.json"
+	echo "$root/plugins/$id/propagated-mount/.sockrelay"
 }
 
 remove() {
 	exists "$1" || return 0
-	local f
-	f=$(state_file "$1")
-	if [ -s "$f" ] && [ "${2:-}" = keep ]; then
-		cp "$f" "$saved"
+	local d
+	d=$(state_dir "$1")
+	if [ -d "$d" ] && [ "${2:-}" = keep ]; then
+		cp -a "$d" "$saved"
 	fi
 	echo "removing the installed plugin $1"
 	docker plugin disable -f "$1" >/dev/null 2>&1 || true
@@ -46,11 +47,11 @@ create)
 		fi
 		exit 1
 	fi
-	if [ -s "$saved" ]; then
-		f=$(state_file "$name")
-		mkdir -p "$(dirname "$f")"
-		chmod 0700 "$(dirname "$f")"
-		cp "$saved" "$f"
+	if [ -d "$saved" ]; then
+		d=$(state_dir "$name")
+		mkdir -p "$d"
+		chmod 0700 "$d"
+		cp -a "$saved/." "$d/"
 		echo "kept the volumes of the previous install"
 	fi
 	echo "created plugin $name"

@@ -7,9 +7,11 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 
@@ -36,6 +38,7 @@ const usage = `usage: sockrelay <command> [flags]
 commands:
   plugin    serve the VolumeDriver API (the managed plugin's entrypoint)
   serve     relay one socket to another, outside Docker (sockrelay serve -h)
+  state     state export: the volumes as the single state file of older builds
   version   print the version and commit
 `
 
@@ -64,6 +67,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return err
 		}
 		return runServe(ctx, cfg, cfg.Logger(stdout), stdout)
+	case "state":
+		return runState(args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintf(stdout, "sockrelay %s %s\n", version, buildCommit())
 		return nil
@@ -135,7 +140,8 @@ func runPlugin(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout
 			Log: log, Userns: userns, Audit: audit,
 			Policies: policy.Source{Dir: cfg.PolicyDir, Shown: cfg.PolicyDirHost},
 		}),
-		InUse: daemon.Client{Socket: daemonSocket}.VolumeInUse,
+		InUse:     daemon.Client{Socket: daemonSocket}.VolumeInUse,
+		AskDaemon: askDaemon(daemon.Client{Socket: daemonSocket}),
 	})
 	if err != nil {
 		return err
@@ -152,6 +158,13 @@ func runPlugin(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout
 	log.Info("plugin API listening", "socket", cfg.PluginSocket)
 
 	d.Reconcile()
+	// Volumes whose records are lost are rebuilt from the daemon's
+	// answers, asked now that the plugin answers the daemon.
+	recovered := make(chan struct{})
+	go func() {
+		defer close(recovered)
+		d.Recover(relayCtx)
+	}()
 
 	select {
 	case <-ctx.Done():
@@ -163,6 +176,7 @@ func runPlugin(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout
 	done := make(chan struct{})
 	go func() {
 		cancelRelays()
+		<-recovered
 		d.Close()
 		close(done)
 	}()
@@ -173,6 +187,26 @@ func runPlugin(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout
 		log.Warn("shutdown took too long; exiting with relays still open")
 	}
 	return err
+}
+
+// askDaemon asks the daemon what it holds of a volume, and which running
+// containers use it.
+func askDaemon(c daemon.Client) func(ctx context.Context, name string) (driver.DaemonVolume, error) {
+	return func(ctx context.Context, name string) (driver.DaemonVolume, error) {
+		v, err := c.Volume(ctx, name)
+		var se *daemon.StatusError
+		if errors.As(err, &se) && se.Code == http.StatusNotFound && strings.Contains(se.Message, "no such volume") {
+			return driver.DaemonVolume{}, nil
+		}
+		if err != nil {
+			return driver.DaemonVolume{}, err
+		}
+		running, err := c.RunningWith(ctx, name)
+		if err != nil {
+			return driver.DaemonVolume{}, err
+		}
+		return driver.DaemonVolume{Found: true, Driver: v.Driver, Options: v.Options, Status: v.Status, Running: running}, nil
+	}
 }
 
 // listenPlugin listens on the plugin API socket, replacing a stale file.

@@ -18,6 +18,8 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -60,6 +62,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	socketProxy := fs.String("socket-proxy", "", "the wollomatic/socket-proxy binary; empty leaves it out")
 	docker := fs.String("docker", "", "the `socket` of a userns-remapped daemon (one of the bench's own: make bench starts one) for the /_ping figure and -plugin; empty skips both")
 	plugin := fs.String("plugin", "", "the `name` of the sockrelay plugin installed in the -docker daemon whose volumes are measured; empty leaves them out")
+	volumes := fs.String("volumes", "", "the `counts` of existing volumes beside which the plugin's Create+Mount+Unmount+Remove cycles are timed, such as 10,5000 (default 10,5000; 10,500 with -quick)")
+	cycles := fs.Duration("cycles", 0, "how long the plugin's cycles are timed at each count (default 1s, 200ms with -quick)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -86,6 +90,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	if *dur != 0 {
 		cfg.PingDuration = *dur
+	}
+	if *volumes != "" {
+		cfg.Volumes = nil
+		for _, f := range strings.Split(*volumes, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 0 {
+				return fmt.Errorf("-volumes: %q: want counts of volumes, such as 10,5000", f)
+			}
+			cfg.Volumes = append(cfg.Volumes, n)
+		}
+	}
+	if *cycles != 0 {
+		cfg.CycleDuration = *cycles
 	}
 	bin, err := filepath.Abs(*sockrelay)
 	if err == nil {

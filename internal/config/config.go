@@ -22,8 +22,9 @@ type Config struct {
 
 	// PluginSocket is where the VolumeDriver API listens (inside the plugin).
 	PluginSocket string
-	// StateDir holds state.json. It lies inside the propagatedMount, which
-	// survives disable/enable, daemon restarts and docker plugin upgrade.
+	// StateDir holds the records of the volumes. It lies inside the
+	// propagatedMount, which survives disable/enable, daemon restarts and
+	// docker plugin upgrade.
 	StateDir string
 	// VolumeRoot is the plugin's propagatedMount: volume directories live
 	// below it and the daemon maps Mountpoints below it to the host.
@@ -114,7 +115,7 @@ func Load(args []string, getenv func(string) string) (*Config, error) {
 	fs := flag.NewFlagSet("sockrelay plugin", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&c.PluginSocket, "plugin-socket", c.PluginSocket, "VolumeDriver API socket")
-	fs.StringVar(&c.StateDir, "state-dir", c.StateDir, "directory of state.json")
+	fs.StringVar(&c.StateDir, "state-dir", c.StateDir, "state directory: a record per volume")
 	fs.StringVar(&c.VolumeRoot, "volume-root", c.VolumeRoot, "directory of the volume directories (the propagatedMount)")
 	fs.StringVar(&c.SocketDirMount, "socket-dir-mount", c.SocketDirMount, "where the host's SOCKET_DIR is mounted")
 	fs.StringVar(&c.SubUIDFile, "subuid", c.SubUIDFile, "the host's /etc/subuid")

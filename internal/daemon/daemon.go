@@ -14,6 +14,7 @@ import (
 
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/system"
+	"github.com/moby/moby/api/types/volume"
 )
 
 // Timeout bounds each question.
@@ -103,4 +104,32 @@ func (c Client) get(ctx context.Context, path string, query url.Values, v any) e
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	return nil
+}
+
+// Volume is what the daemon holds of a volume (GET /volumes/NAME); an
+// error wrapping a StatusError of 404 when it has none.
+func (c Client) Volume(ctx context.Context, name string) (*volume.Volume, error) {
+	var v volume.Volume
+	if err := c.get(ctx, "/volumes/"+url.PathEscape(name), nil, &v); err != nil {
+		return nil, err
+	}
+	return &v, nil
+}
+
+// RunningWith lists the IDs of the running containers that use the
+// volume name (GET /containers/json with a volume filter).
+func (c Client) RunningWith(ctx context.Context, name string) ([]string, error) {
+	filters, err := json.Marshal(map[string][]string{"volume": {name}})
+	if err != nil {
+		return nil, err
+	}
+	var list []container.Summary
+	if err := c.get(ctx, "/containers/json", url.Values{"filters": {string(filters)}}, &list); err != nil {
+		return nil, err
+	}
+	ids := make([]string, 0, len(list))
+	for _, s := range list {
+		ids = append(ids, s.ID)
+	}
+	return ids, nil
 }

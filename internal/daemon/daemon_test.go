@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -101,5 +102,48 @@ func TestErrors(t *testing.T) {
 	}
 	if _, err := (Client{Socket: filepath.Join(t.TempDir(), "none.sock")}).VolumeInUse(context.Background(), "v"); err == nil {
 		t.Errorf("VolumeInUse without a daemon: got nil error")
+	}
+}
+
+// Volume asks GET /volumes/NAME, the name escaped; a 404 is a
+// StatusError. RunningWith asks for running containers only, filtered by
+// the volume's name.
+func TestVolumeAndRunningWith(t *testing.T) {
+	var paths []string
+	var all string
+	var query map[string][]string
+	sock := fakeDaemon(t, func(w http.ResponseWriter, r *http.Request) {
+		paths = append(paths, r.URL.EscapedPath())
+		switch r.URL.Path {
+		case "/volumes/v1":
+			io.WriteString(w, `{"Name":"v1","Driver":"sockrelay:latest","Options":{"mode":"relay"},"Status":{"record":"lost"}}`)
+		case "/containers/json":
+			all = r.URL.Query().Get("all")
+			json.Unmarshal([]byte(r.URL.Query().Get("filters")), &query)
+			io.WriteString(w, `[{"Id":"c1"},{"Id":"c2"}]`)
+		default:
+			w.WriteHeader(http.StatusNotFound)
+			io.WriteString(w, `{"message":"get x: no such volume"}`)
+		}
+	})
+	c := Client{Socket: sock}
+	v, err := c.Volume(context.Background(), "v1")
+	if err != nil || v.Driver != "sockrelay:latest" || v.Options["mode"] != "relay" || v.Status["record"] != "lost" {
+		t.Fatalf("Volume v1: got %+v, %v", v, err)
+	}
+	_, err = c.Volume(context.Background(), "a/../b")
+	var se *StatusError
+	if !errors.As(err, &se) || se.Code != http.StatusNotFound {
+		t.Errorf("Volume of an unknown name: got %v, want a 404 StatusError", err)
+	}
+	if paths[1] != "/volumes/a%2F..%2Fb" {
+		t.Errorf("path asked: got %q, want the name escaped as one element", paths[1])
+	}
+	ids, err := c.RunningWith(context.Background(), "v1")
+	if err != nil || !slices.Equal(ids, []string{"c1", "c2"}) {
+		t.Errorf("RunningWith: got %v, %v; want [c1 c2]", ids, err)
+	}
+	if all != "" || !slices.Equal(query["volume"], []string{"v1"}) {
+		t.Errorf("RunningWith asked all=%q filters %v, want running only, volume v1", all, query)
 	}
 }

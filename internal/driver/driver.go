@@ -30,6 +30,7 @@ var (
 	ErrNotFound = errors.New("no such sockrelay volume")
 	ErrInUse    = errors.New("volume is in use")
 	ErrExists   = errors.New("volume exists with other options")
+	ErrLost     = errors.New("the plugin's record of this volume is lost")
 )
 
 // createTimeout bounds the owner lookup of a Create; dockerd gives 2 min.
@@ -57,6 +58,10 @@ type Config struct {
 	// mounts of (an Unmount that never reached the plugin); nil refuses
 	// such a Remove.
 	InUse func(ctx context.Context, name string) (bool, error)
+	// AskDaemon asks the daemon what it holds of a volume whose record is
+	// lost, so that Recover can rebuild the record; nil leaves such
+	// volumes to the admin.
+	AskDaemon func(ctx context.Context, name string) (DaemonVolume, error)
 }
 
 // Driver is the VolumeDriver. Create it with New, then Reconcile once the
@@ -67,11 +72,11 @@ type Driver struct {
 	ctx  context.Context
 	root *os.File // VolumeRoot, held open
 
-	locks  keyLock    // one per volume name; held across I/O
-	saveMu sync.Mutex // serialises state writes so none is lost
-	mu     sync.Mutex // guards vols and live; never held across I/O
-	vols   map[string]*state.Volume
-	live   map[string]*served
+	locks keyLock    // one per volume name; held across I/O
+	mu    sync.Mutex // guards vols, lost and live; never held across I/O
+	vols  map[string]*state.Volume
+	lost  map[string]*lostVolume
+	live  map[string]*served
 }
 
 type served struct {
@@ -82,7 +87,10 @@ type served struct {
 
 var _ volume.Driver = (*Driver)(nil)
 
-// New loads the state. It does not start any relay: call Reconcile.
+// New loads the state. It does not start any relay: call Reconcile, then
+// Recover. Damaged state never stops it: a record that cannot be read
+// costs its own volume, which is kept as lost (listed, its Status saying
+// why and what to do) until Recover rebuilds it or the admin removes it.
 func New(ctx context.Context, cfg Config) (*Driver, error) {
 	seen := map[string]bool{}
 	for _, m := range cfg.Modes {
@@ -91,10 +99,6 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 		}
 		seen[m.Name()] = true
 	}
-	vols, err := cfg.Store.Load()
-	if err != nil {
-		return nil, err
-	}
 	if err := os.MkdirAll(cfg.VolumeRoot, 0o755); err != nil {
 		return nil, fmt.Errorf("volume root: %w", err)
 	}
@@ -102,12 +106,9 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("volume root: %w", err)
 	}
-	d := &Driver{cfg: cfg, log: cfg.Log, ctx: ctx, root: root, vols: vols, live: map[string]*served{}}
-	for _, rec := range vols {
-		if rec.Options == nil {
-			rec.Options = d.legacyOptions(rec) // written so at the next change
-		}
-	}
+	d := &Driver{cfg: cfg, log: cfg.Log, ctx: ctx, root: root, vols: map[string]*state.Volume{},
+		lost: map[string]*lostVolume{}, live: map[string]*served{}}
+	d.load()
 	return d, nil
 }
 
@@ -158,33 +159,27 @@ func (d *Driver) volume(name string) *state.Volume {
 	return d.vols[name]
 }
 
-// commit replaces (or with nil, deletes) a volume's record and persists
-// the whole state; on failure the record is put back as it was.
+// commit replaces (or with nil, deletes) a volume's record, in memory
+// once it is on disk; on failure nothing changes. Callers hold the key
+// lock. A volume whose record was lost is no longer lost once it has one.
 func (d *Driver) commit(name string, v *state.Volume) error {
-	d.saveMu.Lock()
-	defer d.saveMu.Unlock()
+	var err error
+	if v == nil {
+		err = d.cfg.Store.Delete(name)
+	} else {
+		err = d.cfg.Store.Put(v)
+	}
+	if err != nil {
+		return fmt.Errorf("cannot save plugin state, nothing changed: %w; check the plugin's log and the state directory (%s)", err, d.cfg.Store.Dir())
+	}
 	d.mu.Lock()
-	old := d.vols[name]
 	if v == nil {
 		delete(d.vols, name)
 	} else {
-		d.vols[name] = v
+		d.vols[name] = v // records are never changed in place, only replaced
 	}
-	snap := make(map[string]*state.Volume, len(d.vols))
-	for k, r := range d.vols {
-		snap[k] = r // records are never changed in place, only replaced
-	}
+	delete(d.lost, name)
 	d.mu.Unlock()
-	if err := d.cfg.Store.Save(snap); err != nil {
-		d.mu.Lock()
-		if old == nil {
-			delete(d.vols, name)
-		} else {
-			d.vols[name] = old
-		}
-		d.mu.Unlock()
-		return fmt.Errorf("cannot save plugin state, nothing changed: %w", err)
-	}
 	return nil
 }
 
@@ -194,19 +189,65 @@ func (d *Driver) Create(r *volume.CreateRequest) error {
 	if err := ValidateName(r.Name); err != nil {
 		return err
 	}
-	v, err := ParseOptions(r.Options, d.cfg.HostSocketDir, d.cfg.Modes)
+	p, err := d.prepare(r.Name, r.Options)
 	if err != nil {
 		return err
 	}
-	v.Name, v.Upstream = r.Name, d.upstream(v.Target)
-	if err := d.checkTarget(v.Target); err != nil {
+	v, rec := p.v, p.rec
+	unlock := d.locks.lock(r.Name)
+	defer unlock()
+	if old := d.volume(r.Name); old != nil {
+		if d.sameVolume(old, rec) || p.auto && d.sameAsAuto(old, v) {
+			return nil
+		}
+		return fmt.Errorf("volume %q: %w; remove it first or pick another name", r.Name, ErrExists)
+	}
+	if d.lostVolume(r.Name) != nil {
+		d.log.Warn("volume created anew over its lost record", "volume", r.Name)
+	}
+	// The record first, the directory after: a crash between leaves a
+	// record, whose directory the next start makes. A directory without a
+	// record stands for a lost record, which the next start rebuilds from
+	// the daemon, and the daemon has no options of a Create it never saw
+	// succeed.
+	if err := d.commit(r.Name, rec); err != nil {
 		return err
+	}
+	if err := d.makeDir(r.Name); err != nil {
+		if cerr := d.commit(r.Name, nil); cerr != nil {
+			d.log.Error("undo the record of a volume whose directory failed", "volume", r.Name, "err", cerr)
+		}
+		return err
+	}
+	d.log.Info("volume created", "volume", r.Name, "mode", v.Mode, "mode_chosen", v.Chosen, "remap_source", p.remapSource)
+	return nil
+}
+
+// prepared is a volume a Create's options ask for, and its record.
+type prepared struct {
+	v           *Volume
+	rec         *state.Volume
+	auto        bool // mode=auto chose v's mode
+	remapSource string
+}
+
+// prepare checks a Create's options and makes the volume they ask for,
+// and its record: the remap range resolved, mode=auto chosen, the mode's
+// checks passed.
+func (d *Driver) prepare(name string, opts map[string]string) (*prepared, error) {
+	v, err := ParseOptions(opts, d.cfg.HostSocketDir, d.cfg.Modes)
+	if err != nil {
+		return nil, err
+	}
+	v.Name, v.Upstream = name, d.upstream(v.Target)
+	if err := d.checkTarget(v.Target); err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(d.ctx, createTimeout)
 	defer cancel()
 	rg, err := d.cfg.Owner.Resolve(ctx)
 	if err != nil {
-		return fmt.Errorf("cannot choose the socket's owner: %w", err)
+		return nil, fmt.Errorf("cannot choose the socket's owner: %w", err)
 	}
 	if rg.Remapped {
 		v.Remap = &rg
@@ -214,32 +255,15 @@ func (d *Driver) Create(r *volume.CreateRequest) error {
 	auto := v.Mode == Auto
 	if auto {
 		if err := chooseMode(v, d.cfg.Modes); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	mode := findMode(d.cfg.Modes, v.Mode)
 	if err := mode.Check(v); err != nil {
-		return err
+		return nil, err
 	}
 	rec := recordOf(v, time.Now().UTC().Truncate(time.Second), nil)
-
-	unlock := d.locks.lock(r.Name)
-	defer unlock()
-	if old := d.volume(r.Name); old != nil {
-		if d.sameVolume(old, rec) || auto && d.sameAsAuto(old, v) {
-			return nil
-		}
-		return fmt.Errorf("volume %q: %w; remove it first or pick another name", r.Name, ErrExists)
-	}
-	if err := d.makeDir(r.Name); err != nil {
-		return err
-	}
-	if err := d.commit(r.Name, rec); err != nil {
-		d.removeDir(r.Name)
-		return err
-	}
-	d.log.Info("volume created", "volume", r.Name, "mode", v.Mode, "mode_chosen", v.Chosen, "remap_source", rg.Source)
-	return nil
+	return &prepared{v: v, rec: rec, auto: auto, remapSource: rg.Source}, nil
 }
 
 // checkTarget makes sure the upstream exists and is a socket, without
@@ -272,6 +296,11 @@ func (d *Driver) Remove(r *volume.RemoveRequest) error {
 	defer unlock()
 	v := d.volume(r.Name)
 	if v == nil {
+		if d.forgetLost(r.Name) {
+			d.removeDir(r.Name)
+			d.log.Info("volume removed; its record was lost", "volume", r.Name)
+			return nil
+		}
 		// The daemon may still list a volume this plugin no longer has
 		// (after a reinstall); removing it must not be impossible.
 		d.log.Info("remove of an unknown volume; nothing to do", "volume", r.Name)
@@ -282,12 +311,17 @@ func (d *Driver) Remove(r *volume.RemoveRequest) error {
 			return err
 		}
 	}
-	if err := d.commit(r.Name, nil); err != nil {
-		return err
-	}
+	// The directory first, the record after, for the reason Create gives.
 	d.stop(r.Name)
 	if err := d.removeDir(r.Name); err != nil {
 		d.log.Warn("remove volume directory", "volume", r.Name, "err", err)
+	}
+	if err := d.commit(r.Name, nil); err != nil {
+		// The volume stays: its directory is made again.
+		if derr := d.makeDir(r.Name); derr != nil {
+			d.log.Error("make the directory of a volume whose Remove failed", "volume", r.Name, "err", derr)
+		}
+		return err
 	}
 	d.log.Info("volume removed", "volume", r.Name)
 	return nil
@@ -323,6 +357,9 @@ func (d *Driver) Mount(r *volume.MountRequest) (*volume.MountResponse, error) {
 	defer unlock()
 	v := d.volume(r.Name)
 	if v == nil {
+		if l := d.lostVolume(r.Name); l != nil {
+			return nil, fmt.Errorf("volume %q: %w: %s", r.Name, ErrLost, l.summary(r.Name))
+		}
 		return nil, fmt.Errorf("volume %q: %w", r.Name, ErrNotFound)
 	}
 	nv := v.Clone()
@@ -353,16 +390,26 @@ func (d *Driver) Unmount(r *volume.UnmountRequest) error {
 	defer unlock()
 	v := d.volume(r.Name)
 	if v == nil {
+		if d.lostVolume(r.Name) != nil {
+			d.log.Warn("unmount of a volume whose record is lost; nothing to undo", "volume", r.Name, "id", shortID(r.ID))
+			return nil
+		}
 		return fmt.Errorf("volume %q: %w", r.Name, ErrNotFound)
 	}
-	if v.Mounts[r.ID] == 0 {
-		// Nothing to undo: say so in the log, and let the daemon go on.
-		d.log.Warn("unmount of an ID that is not mounted", "volume", r.Name, "id", shortID(r.ID))
-		return nil
+	id := r.ID
+	if v.Mounts[id] == 0 {
+		// A record rebuilt from the daemon counts a mount per running
+		// container under an ID of its own: the real ID was lost with the
+		// record. Such an Unmount ends one of them.
+		if id = rebuiltMount(v); id == "" {
+			// Nothing to undo: say so in the log, and let the daemon go on.
+			d.log.Warn("unmount of an ID that is not mounted", "volume", r.Name, "id", shortID(r.ID))
+			return nil
+		}
 	}
 	nv := v.Clone()
-	if nv.Mounts[r.ID]--; nv.Mounts[r.ID] == 0 {
-		delete(nv.Mounts, r.ID)
+	if nv.Mounts[id]--; nv.Mounts[id] == 0 {
+		delete(nv.Mounts, id)
 	}
 	if err := d.commit(r.Name, nv); err != nil {
 		return err
@@ -376,7 +423,7 @@ func (d *Driver) Unmount(r *volume.UnmountRequest) error {
 
 // Path returns a volume's mountpoint.
 func (d *Driver) Path(r *volume.PathRequest) (*volume.PathResponse, error) {
-	if d.volume(r.Name) == nil {
+	if d.volume(r.Name) == nil && d.lostVolume(r.Name) == nil {
 		return nil, fmt.Errorf("volume %q: %w", r.Name, ErrNotFound)
 	}
 	return &volume.PathResponse{Mountpoint: d.mountpoint(r.Name)}, nil
@@ -386,6 +433,12 @@ func (d *Driver) Path(r *volume.PathRequest) (*volume.PathResponse, error) {
 func (d *Driver) Get(r *volume.GetRequest) (*volume.GetResponse, error) {
 	v := d.volume(r.Name)
 	if v == nil {
+		// A volume whose record is lost is still a volume to the daemon:
+		// answering Get keeps it from being dropped at a daemon start, and
+		// shows the admin what happened.
+		if l := d.lostVolume(r.Name); l != nil {
+			return &volume.GetResponse{Volume: d.describeLost(r.Name, l)}, nil
+		}
 		return nil, fmt.Errorf("volume %q: %w", r.Name, ErrNotFound)
 	}
 	return &volume.GetResponse{Volume: d.describe(v, true)}, nil
@@ -398,10 +451,17 @@ func (d *Driver) List() (*volume.ListResponse, error) {
 	for _, v := range d.vols {
 		vols = append(vols, v)
 	}
+	lost := make([]string, 0, len(d.lost))
+	for n := range d.lost {
+		lost = append(lost, n)
+	}
 	d.mu.Unlock()
-	res := &volume.ListResponse{Volumes: make([]*volume.Volume, 0, len(vols))}
+	res := &volume.ListResponse{Volumes: make([]*volume.Volume, 0, len(vols)+len(lost))}
 	for _, v := range vols {
 		res.Volumes = append(res.Volumes, d.describe(v, false))
+	}
+	for _, n := range lost {
+		res.Volumes = append(res.Volumes, &volume.Volume{Name: n, Mountpoint: d.mountpoint(n)})
 	}
 	return res, nil
 }
@@ -425,6 +485,9 @@ func (d *Driver) describe(rec *state.Volume, status bool) *volume.Volume {
 	}
 	if v.Chosen != "" {
 		st["mode_chosen"] = v.Chosen
+	}
+	if rec.Rebuilt != "" {
+		st["rebuilt"] = rec.Rebuilt
 	}
 	if m := findMode(d.cfg.Modes, v.Mode); m != nil {
 		m.Describe(v, st)

@@ -59,6 +59,7 @@ type testEnv struct {
 	upLn     net.Listener
 	modes    []Mode
 	inUse    func(ctx context.Context, name string) (bool, error)
+	ask      func(ctx context.Context, name string) (DaemonVolume, error)
 }
 
 func newEnv(t testing.TB) *testEnv {
@@ -146,6 +147,7 @@ func (e *testEnv) driver() *Driver {
 		SocketDirMount: e.sockDir,
 		Modes:          e.modes,
 		InUse:          e.inUse,
+		AskDaemon:      e.ask,
 	})
 	if err != nil {
 		cancel()
@@ -159,6 +161,37 @@ func (e *testEnv) driver() *Driver {
 		})
 	})
 	return d
+}
+
+// records reads the records as they are on disk, changing nothing; a
+// damaged record is an error.
+func (e *testEnv) records() (map[string]*state.Volume, error) {
+	l, err := e.store.Read()
+	if err != nil {
+		return nil, err
+	}
+	if len(l.Damaged) > 0 {
+		return l.Volumes, fmt.Errorf("damaged records: %v", l.Damaged)
+	}
+	return l.Volumes, nil
+}
+
+// recordBytes is every record's bytes, in name order.
+func (e *testEnv) recordBytes() ([]byte, error) {
+	dir := filepath.Join(e.stateDir, state.RecordsDir)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []byte
+	for _, en := range ents {
+		b, err := os.ReadFile(filepath.Join(dir, en.Name()))
+		if err != nil {
+			return nil, err
+		}
+		out = append(append(out, en.Name()...), b...)
+	}
+	return out, nil
 }
 
 // stateDirName is the state directory's name inside the volume root, as
@@ -316,7 +349,7 @@ func TestCreateGetStatus(t *testing.T) {
 	}
 
 	// The record is on disk.
-	vols, err := e.store.Load()
+	vols, err := e.records()
 	if err != nil {
 		t.Fatalf("Load: got %v, want nil", err)
 	}
@@ -391,7 +424,7 @@ func TestCreateRefusesSymlinkedDir(t *testing.T) {
 	if st.Uid != 12345 || st.Mode&0o777 != 0o777 {
 		t.Errorf("symlink target: got mode %o owner %d, want it untouched (0777, 12345)", st.Mode&0o777, st.Uid)
 	}
-	if vols, _ := e.store.Load(); len(vols) != 0 {
+	if vols, _ := e.records(); len(vols) != 0 {
 		t.Errorf("state: got %v, want no volume", vols)
 	}
 }
@@ -462,7 +495,7 @@ func TestCreateInvalidLeavesNothing(t *testing.T) {
 			if got := entries(t, e.base); !slices.Equal(got, []string{"h", "v"}) {
 				t.Errorf("base directory: got %v, want [h v]", got)
 			}
-			vols, err := e.store.Load()
+			vols, err := e.records()
 			if err != nil || len(vols) != 0 {
 				t.Errorf("state: got %v, %v, want empty, nil", vols, err)
 			}
@@ -479,11 +512,11 @@ func TestCreateIdempotentAndExists(t *testing.T) {
 	d := e.driver()
 	opts := map[string]string{"uid": "0", "perm": "0660"}
 	create(t, d, "v", opts)
-	b1, _ := os.ReadFile(e.store.Path())
+	b1, _ := e.recordBytes()
 	// Same options, spelled differently: same volume.
 	create(t, d, "v", map[string]string{"perm": "660", "gid": "0", "target": "/run/docker.sock"})
 	create(t, d, "v", nil)
-	b2, _ := os.ReadFile(e.store.Path())
+	b2, _ := e.recordBytes()
 	if !bytes.Equal(b1, b2) {
 		t.Errorf("state after an idempotent Create: got a change, want none")
 	}
@@ -518,7 +551,7 @@ func TestMountCountsPerID(t *testing.T) {
 	if got := mountCount(t, d, "v"); got != 3 {
 		t.Errorf("mounts: got %d, want 3", got)
 	}
-	vols, _ := e.store.Load()
+	vols, _ := e.records()
 	if got := vols["v"].Mounts; got["id1"] != 2 || got["id2"] != 1 {
 		t.Errorf("stored mounts: got %v, want id1:2 id2:1", got)
 	}
@@ -550,7 +583,7 @@ func TestMountCountsPerID(t *testing.T) {
 	if got := mountCount(t, d, "v"); got != 0 {
 		t.Errorf("mounts: got %d, want 0", got)
 	}
-	vols, _ = e.store.Load()
+	vols, _ = e.records()
 	if got := vols["v"].Mounts; len(got) != 0 {
 		t.Errorf("stored mounts: got %v, want none", got)
 	}
@@ -680,7 +713,7 @@ func TestRemove(t *testing.T) {
 	if _, err := d.Get(&volume.GetRequest{Name: "v"}); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Get after Remove: got %v, want ErrNotFound", err)
 	}
-	if vols, _ := e.store.Load(); len(vols) != 0 {
+	if vols, _ := e.records(); len(vols) != 0 {
 		t.Errorf("state after Remove: got %v, want empty", vols)
 	}
 	// Removing twice is fine; creating again is too.
@@ -731,7 +764,7 @@ func TestRemoveWithMountsLeftOver(t *testing.T) {
 					t.Fatalf("Remove: got %v, want ErrInUse saying %q", err, tc.msg)
 				}
 				ping(t, e.sockPath("v"))
-				if vols, _ := e.store.Load(); vols["v"] == nil {
+				if vols, _ := e.records(); vols["v"] == nil {
 					t.Fatalf("state after a refused Remove: the volume is gone")
 				}
 				return
@@ -742,7 +775,7 @@ func TestRemoveWithMountsLeftOver(t *testing.T) {
 			if exists(filepath.Join(e.volRoot, "v")) {
 				t.Errorf("volume directory after Remove: got it, want it gone")
 			}
-			if vols, _ := e.store.Load(); len(vols) != 0 {
+			if vols, _ := e.records(); len(vols) != 0 {
 				t.Errorf("state after Remove: got %v, want empty", vols)
 			}
 			if d.serving("v") {
@@ -954,7 +987,7 @@ func TestStateWriteFailures(t *testing.T) {
 	restore()
 
 	// What is on disk matches what the driver says.
-	vols, err := e.store.Load()
+	vols, err := e.records()
 	if err != nil || len(vols) != 1 || vols["v"].MountCount() != 0 {
 		t.Errorf("state: got %v, %v, want v unmounted", vols, err)
 	}
@@ -987,7 +1020,7 @@ func TestMountStartFailureInStatus(t *testing.T) {
 	if _, err := time.Parse(time.RFC3339, fmt.Sprint(st["last_error_at"])); err != nil {
 		t.Errorf("last_error_at: got %v, want an RFC 3339 time", st["last_error_at"])
 	}
-	if vols, _ := e.store.Load(); vols["v"].MountCount() != 0 {
+	if vols, _ := e.records(); vols["v"].MountCount() != 0 {
 		t.Errorf("stored mounts: got %v, want none", vols["v"].Mounts)
 	}
 
@@ -1068,7 +1101,7 @@ func TestConcurrentMounts(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	vols, err := e.store.Load()
+	vols, err := e.records()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1485,7 +1518,7 @@ func TestLegacyRecords(t *testing.T) {
 		"p": {Name: "p", Mode: "policy", UID: 100000, GID: 100000, Perm: 0o660, Socket: "docker.sock", Target: "/var/run/docker.sock",
 			Policy: "read-only", Remap: &state.Remap{UID: 100000, GID: 100000, Size: 65536}},
 	}
-	if err := e.store.Save(legacy); err != nil {
+	if err := state.WriteLegacy(e.store.LegacyPath(), legacy); err != nil {
 		t.Fatal(err)
 	}
 	d := e.driver()
@@ -1507,7 +1540,7 @@ func TestLegacyRecords(t *testing.T) {
 	}
 
 	// Written back with its options, and the fields an older build reads.
-	vols, err := e.store.Load()
+	vols, err := e.records()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1519,7 +1552,7 @@ func TestLegacyRecords(t *testing.T) {
 		t.Errorf("record's older fields: got %d:%d %o, want 101000:100050 600", r.UID, r.GID, r.Perm)
 	}
 	create(t, d, "n", map[string]string{"policy": "no-escalation", "uid": "7"})
-	vols, _ = e.store.Load()
+	vols, _ = e.records()
 	if n := vols["n"]; n.Policy != "no-escalation" || n.UID != 100007 || n.Perm != 0o660 || n.Options["policy"] != "no-escalation" {
 		t.Errorf("new record: got %+v, want the options and the older fields (policy, uid 100007, perm 660)", n)
 	}
@@ -1549,7 +1582,7 @@ func TestCreateAuto(t *testing.T) {
 		}
 	}
 	// The reason is kept in the record, never among the options a mode sees.
-	vols, err := e.store.Load()
+	vols, err := e.records()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1559,10 +1592,10 @@ func TestCreateAuto(t *testing.T) {
 	if v := d.view(vols["auto"]); v.Options[chosenKey] != "" || v.Chosen == "" {
 		t.Errorf("view of auto: got options %v, chosen %q; want the reason out of the options", v.Options, v.Chosen)
 	}
-	b1, _ := os.ReadFile(e.store.Path())
+	b1, _ := e.recordBytes()
 	create(t, d, "named", nil)
 	create(t, d, "auto", map[string]string{"mode": "auto"})
-	if b2, _ := os.ReadFile(e.store.Path()); !bytes.Equal(b1, b2) {
+	if b2, _ := e.recordBytes(); !bytes.Equal(b1, b2) {
 		t.Errorf("state after Creates of the same volumes: got a change, want none")
 	}
 	if err := d.Create(&volume.CreateRequest{Name: "owner", Options: nil}); !errors.Is(err, ErrExists) {

@@ -74,7 +74,7 @@ func TestNewFailsUnderAFile(t *testing.T) {
 
 func TestLoadMissingIsEmpty(t *testing.T) {
 	s, _ := newStore(t)
-	vols, err := s.Load()
+	vols, err := s.ReadLegacy()
 	if err != nil {
 		t.Fatalf("Load: got %v, want nil", err)
 	}
@@ -86,17 +86,17 @@ func TestLoadMissingIsEmpty(t *testing.T) {
 func TestSaveLoadRoundTrip(t *testing.T) {
 	s, dir := newStore(t)
 	want := sample()
-	if err := s.Save(want); err != nil {
+	if err := state.WriteLegacy(s.LegacyPath(), want); err != nil {
 		t.Fatalf("Save: got %v, want nil", err)
 	}
-	got, err := s.Load()
+	got, err := s.ReadLegacy()
 	if err != nil {
 		t.Fatalf("Load: got %v, want nil", err)
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Load: got %+v, want %+v", got, want)
 	}
-	fi, err := os.Stat(s.Path())
+	fi, err := os.Stat(s.LegacyPath())
 	if err != nil {
 		t.Fatalf("Stat: got %v, want nil", err)
 	}
@@ -108,18 +108,18 @@ func TestSaveLoadRoundTrip(t *testing.T) {
 	}
 
 	// Saving again replaces the whole state.
-	if err := s.Save(map[string]*state.Volume{}); err != nil {
+	if err := state.WriteLegacy(s.LegacyPath(), map[string]*state.Volume{}); err != nil {
 		t.Fatalf("Save empty: got %v, want nil", err)
 	}
-	got, err = s.Load()
+	got, err = s.ReadLegacy()
 	if err != nil || len(got) != 0 {
 		t.Errorf("Load after empty Save: got %v, %v, want empty, nil", got, err)
 	}
 	// A nil map saves as an empty state too.
-	if err := s.Save(nil); err != nil {
+	if err := state.WriteLegacy(s.LegacyPath(), nil); err != nil {
 		t.Fatalf("Save nil: got %v, want nil", err)
 	}
-	got, err = s.Load()
+	got, err = s.ReadLegacy()
 	if err != nil || got == nil || len(got) != 0 {
 		t.Errorf("Load after nil Save: got %v, %v, want empty, nil", got, err)
 	}
@@ -128,10 +128,10 @@ func TestSaveLoadRoundTrip(t *testing.T) {
 	}
 }
 
-func TestPath(t *testing.T) {
+func TestLegacyPath(t *testing.T) {
 	s, dir := newStore(t)
-	if got, want := s.Path(), filepath.Join(dir, state.FileName); got != want {
-		t.Errorf("Path: got %v, want %v", got, want)
+	if got, want := s.LegacyPath(), filepath.Join(dir, state.FileName); got != want {
+		t.Errorf("LegacyPath: got %v, want %v", got, want)
 	}
 }
 
@@ -156,10 +156,10 @@ func TestLoadCorrupt(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s, _ := newStore(t)
-			if err := os.WriteFile(s.Path(), []byte(tt.content), 0o600); err != nil {
+			if err := os.WriteFile(s.LegacyPath(), []byte(tt.content), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			vols, err := s.Load()
+			vols, err := s.ReadLegacy()
 			if !errors.Is(err, state.ErrCorrupt) {
 				t.Errorf("Load: got %v, %v, want an error wrapping ErrCorrupt", vols, err)
 			}
@@ -179,10 +179,10 @@ func TestLoadValidEdgeCases(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s, _ := newStore(t)
-			if err := os.WriteFile(s.Path(), []byte(tt.content), 0o600); err != nil {
+			if err := os.WriteFile(s.LegacyPath(), []byte(tt.content), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			vols, err := s.Load()
+			vols, err := s.ReadLegacy()
 			if err != nil {
 				t.Fatalf("Load: got %v, want nil", err)
 			}
@@ -196,10 +196,10 @@ func TestLoadValidEdgeCases(t *testing.T) {
 func TestLoadUnreadable(t *testing.T) {
 	s, _ := newStore(t)
 	// A directory where the file should be: a read error, not "missing".
-	if err := os.Mkdir(s.Path(), 0o700); err != nil {
+	if err := os.Mkdir(s.LegacyPath(), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	vols, err := s.Load()
+	vols, err := s.ReadLegacy()
 	if err == nil {
 		t.Errorf("Load: got %v, nil error, want an error", vols)
 	}
@@ -227,10 +227,10 @@ func checkUntouched(t *testing.T, dir string, before []byte) {
 func TestSaveFailsWritingKeepsOldState(t *testing.T) {
 	s, dir := newStore(t)
 	old := map[string]*state.Volume{"a": sample()["a"]}
-	if err := s.Save(old); err != nil {
+	if err := state.WriteLegacy(s.LegacyPath(), old); err != nil {
 		t.Fatalf("Save: got %v, want nil", err)
 	}
-	before, err := os.ReadFile(s.Path())
+	before, err := os.ReadFile(s.LegacyPath())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,7 +250,7 @@ func TestSaveFailsWritingKeepsOldState(t *testing.T) {
 	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &small); err != nil {
 		t.Skipf("cannot lower RLIMIT_FSIZE: %v", err)
 	}
-	err = s.Save(big)
+	err = state.WriteLegacy(s.LegacyPath(), big)
 	if rerr := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &lim); rerr != nil {
 		t.Fatalf("restore RLIMIT_FSIZE: %v", rerr)
 	}
@@ -261,7 +261,7 @@ func TestSaveFailsWritingKeepsOldState(t *testing.T) {
 		t.Errorf("Save: got %v, want an error wrapping EFBIG", err)
 	}
 	checkUntouched(t, dir, before)
-	got, err := s.Load()
+	got, err := s.ReadLegacy()
 	if err != nil || !reflect.DeepEqual(got, old) {
 		t.Errorf("Load after failed Save: got %v, %v, want %v, nil", got, err, old)
 	}
@@ -272,10 +272,10 @@ func TestSaveFailsWritingKeepsOldState(t *testing.T) {
 // read-only directory.
 func TestSaveFailsStateDirReplaced(t *testing.T) {
 	s, dir := newStore(t)
-	if err := s.Save(sample()); err != nil {
+	if err := state.WriteLegacy(s.LegacyPath(), sample()); err != nil {
 		t.Fatalf("Save: got %v, want nil", err)
 	}
-	before, err := os.ReadFile(s.Path())
+	before, err := os.ReadFile(s.LegacyPath())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,10 +286,10 @@ func TestSaveFailsStateDirReplaced(t *testing.T) {
 	if err := os.WriteFile(dir, []byte("not a directory"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Save(map[string]*state.Volume{}); err == nil {
+	if err := state.WriteLegacy(s.LegacyPath(), map[string]*state.Volume{}); err == nil {
 		t.Error("Save with the state dir replaced by a file: got nil error, want an error")
 	}
-	if err := s.Save(map[string]*state.Volume{}); !errors.Is(err, syscall.ENOTDIR) {
+	if err := state.WriteLegacy(s.LegacyPath(), map[string]*state.Volume{}); !errors.Is(err, syscall.ENOTDIR) {
 		t.Errorf("Save: got %v, want an error wrapping ENOTDIR", err)
 	}
 	checkUntouched(t, aside, before)
@@ -301,11 +301,11 @@ func TestSaveFailsStateDirReplaced(t *testing.T) {
 	if err := os.Rename(aside, dir); err != nil {
 		t.Fatal(err)
 	}
-	got, err := s.Load()
+	got, err := s.ReadLegacy()
 	if err != nil || !reflect.DeepEqual(got, sample()) {
 		t.Errorf("Load after restore: got %v, %v, want %v, nil", got, err, sample())
 	}
-	if err := s.Save(map[string]*state.Volume{}); err != nil {
+	if err := state.WriteLegacy(s.LegacyPath(), map[string]*state.Volume{}); err != nil {
 		t.Errorf("Save after restore: got %v, want nil", err)
 	}
 }
@@ -314,14 +314,14 @@ func TestSaveFailsStateDirReplaced(t *testing.T) {
 // after the temporary file was written: it must be removed.
 func TestSaveFailsRenameRemovesTemp(t *testing.T) {
 	s, dir := newStore(t)
-	if err := os.Mkdir(s.Path(), 0o700); err != nil {
+	if err := os.Mkdir(s.LegacyPath(), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	keep := filepath.Join(s.Path(), "keep")
+	keep := filepath.Join(s.LegacyPath(), "keep")
 	if err := os.WriteFile(keep, []byte("keep"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Save(sample()); err == nil {
+	if err := state.WriteLegacy(s.LegacyPath(), sample()); err == nil {
 		t.Fatal("Save onto a directory: got nil error, want an error")
 	}
 	if left := tempFiles(t, dir); len(left) != 0 {
@@ -335,15 +335,15 @@ func TestSaveFailsRenameRemovesTemp(t *testing.T) {
 // An unencodable state fails before touching the disk.
 func TestSaveFailsEncodingKeepsOldState(t *testing.T) {
 	s, dir := newStore(t)
-	if err := s.Save(sample()); err != nil {
+	if err := state.WriteLegacy(s.LegacyPath(), sample()); err != nil {
 		t.Fatalf("Save: got %v, want nil", err)
 	}
-	before, err := os.ReadFile(s.Path())
+	before, err := os.ReadFile(s.LegacyPath())
 	if err != nil {
 		t.Fatal(err)
 	}
 	bad := map[string]*state.Volume{"x": {Name: "x", CreatedAt: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}}
-	if err := s.Save(bad); err == nil {
+	if err := state.WriteLegacy(s.LegacyPath(), bad); err == nil {
 		t.Fatal("Save of a year-10000 time: got nil error, want an error")
 	}
 	checkUntouched(t, dir, before)
@@ -358,14 +358,14 @@ func TestSaveConcurrent(t *testing.T) {
 		wg.Go(func() {
 			for j := range 10 {
 				n := fmt.Sprintf("v%d-%d", i, j)
-				if err := s.Save(map[string]*state.Volume{n: {Name: n, Mode: "relay"}}); err != nil {
+				if err := state.WriteLegacy(s.LegacyPath(), map[string]*state.Volume{n: {Name: n, Mode: "relay"}}); err != nil {
 					t.Errorf("Save: got %v, want nil", err)
 				}
 			}
 		})
 	}
 	wg.Wait()
-	got, err := s.Load()
+	got, err := s.ReadLegacy()
 	if err != nil || len(got) != 1 {
 		t.Errorf("Load: got %v, %v, want one volume, nil", got, err)
 	}

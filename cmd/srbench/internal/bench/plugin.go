@@ -76,7 +76,7 @@ func startPlugin(ctx context.Context, procs *proctree.Set, bin, dir string, volu
 	return pr, nil
 }
 
-// seedState writes a state holding n unmounted volumes, as the plugin
+// seedState writes the records of n unmounted volumes, as the plugin
 // would have written after n Creates.
 func seedState(dir string, n int) error {
 	store, err := state.New(dir)
@@ -90,7 +90,7 @@ func seedState(dir string, n int) error {
 		vols[name] = &state.Volume{Name: name, CreatedAt: now, Mode: "relay", UID: remapID, GID: remapID,
 			Perm: 0o660, Socket: "docker.sock", Target: "/var/run/docker.sock"}
 	}
-	if err := store.Save(vols); err != nil {
+	if err := store.PutAll(vols); err != nil {
 		return fmt.Errorf("plugin: seed %d volumes: %w", n, err)
 	}
 	return nil
