@@ -69,7 +69,7 @@ e2e:
 # The tests CI runs on Engine 29 besides the whole suite on 20.10: install
 # from a registry, relay, idmap and policy volumes, Compose, Swarm, upgrade,
 # daemon restarts, tampering, buildx.
-E2E_29_RUN ?= TestBuildx|TestPushAndInstallFromRegistry|TestPluginUpgradeKeepsVolumes|TestPingThroughVolume|TestOwnerOptions|TestIdmap|TestLiveRestore|TestPolicy|TestCompose|TestSwarmService|TestDaemonRestart|TestPluginRestartRestoresSocket|TestContainerCannotTamper|TestBadInput
+E2E_29_RUN ?= TestBuildx|TestPushAndInstallFromRegistry|TestPluginUpgradeKeepsVolumes|TestPingThroughVolume|TestOwnerOptions|TestIdmap|TestLiveRestore|TestPolicy|TestCompose|TestSwarmService|TestDaemonRestart|TestPluginRestartRestoresSocket|TestContainerCannotTamper|TestBadInput|TestDamagedRecords|TestLostRecordNotRebuilt|TestRecordsDirCorrupt|TestStateExportAndMigrate
 e2e-29:
 	ENGINE=29 E2E_RUN='$(E2E_29_RUN)' scripts/e2e.sh
 
