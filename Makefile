@@ -68,8 +68,8 @@ e2e:
 
 # The tests CI runs on Engine 29 besides the whole suite on 20.10: install
 # from a registry, relay, idmap and policy volumes, Compose, Swarm, upgrade,
-# daemon restarts, tampering, buildx.
-E2E_29_RUN ?= TestBuildx|TestPushAndInstallFromRegistry|TestPluginUpgradeKeepsVolumes|TestPingThroughVolume|TestOwnerOptions|TestIdmap|TestLiveRestore|TestPolicy|TestCompose|TestSwarmService|TestDaemonRestart|TestPluginRestartRestoresSocket|TestContainerCannotTamper|TestBadInput
+# daemon restarts, tampering, buildx, BuildKit through no-escalation.
+E2E_29_RUN ?= TestBuildx|TestBuildKit|TestPushAndInstallFromRegistry|TestPluginUpgradeKeepsVolumes|TestPingThroughVolume|TestOwnerOptions|TestIdmap|TestLiveRestore|TestPolicy|TestCompose|TestSwarmService|TestDaemonRestart|TestPluginRestartRestoresSocket|TestContainerCannotTamper|TestBadInput
 e2e-29:
 	ENGINE=29 E2E_RUN='$(E2E_29_RUN)' scripts/e2e.sh
 
