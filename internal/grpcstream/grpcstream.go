@@ -6,9 +6,13 @@
 // sees it, or sees it cancelled.
 //
 // Only the client's side is decoded: the daemon is the HTTP/2 server, so
-// the client's frames carry every call. The daemon's frames are passed on
-// whole, one at a time, so that an error can go to the client between
-// two of them. Everything the client sends is checked as the daemon would
+// the client's frames carry every call. Header blocks are decoded and
+// encoded again, by an HPACK encoder of the follower's own: the daemon's
+// HPACK table then follows what the follower sent, not what the client
+// sent, so a call answered here and never forwarded leaves no gap in it,
+// and the daemon reads every header exactly as it was decided. Other
+// frames pass on as sent. The daemon's frames are passed on whole, one at
+// a time, so that an error can go to the client between two of them. Everything the client sends is checked as the daemon would
 // read it, and what cannot be read one way only ends the connection:
 // frames larger than Config.MaxFrame, header lists larger than
 // Config.MaxHeaderList, a CONTINUATION flood, a PUSH_PROMISE, a stream ID
@@ -105,6 +109,7 @@ func Serve(cfg Config, client, up Conn, clientBuf, upBuf []byte) Result {
 	cfg = cfg.withDefaults()
 	s := &session{cfg: cfg, client: client, up: up,
 		streams: map[uint32]*stream{}}
+	s.enc = hpack.NewEncoder(&s.hb)
 	s.cw = bufio.NewWriterSize(client, 32<<10)
 	s.cr = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(clientBuf), client), 32<<10)
 	ur := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(upBuf), up), 32<<10)
@@ -124,16 +129,14 @@ func Serve(cfg Config, client, up Conn, clientBuf, upBuf []byte) Result {
 		client.CloseWrite()
 	}()
 	err := s.fromClient()
-	if err != nil {
-		client.Close()
-		up.Close()
-	} else {
-		up.CloseWrite()
-	}
-	wg.Wait()
 	if errors.Is(err, io.EOF) {
 		err = nil
+		up.CloseWrite()
+	} else {
+		client.Close()
+		up.Close()
 	}
+	wg.Wait()
 	return Result{In: s.in, Out: out, Err: err}
 }
 
@@ -176,6 +179,10 @@ type session struct {
 	// refusals made here. cw buffers them.
 	cmu sync.Mutex
 	cw  *bufio.Writer
+
+	// enc encodes the header blocks forwarded, into hb.
+	enc *hpack.Encoder
+	hb  bytes.Buffer
 
 	streams map[uint32]*stream
 	// lastStream is the highest stream the client opened, forwarded or
@@ -231,8 +238,11 @@ func (r *recorder) Read(p []byte) (int, error) {
 // whole frame is a clean end.
 func (s *session) fromClient() error {
 	var pre [len(http2.ClientPreface)]byte
-	if _, err := io.ReadFull(s.cr, pre[:]); err != nil {
-		return err
+	if n, err := io.ReadFull(s.cr, pre[:]); err != nil {
+		if n == 0 {
+			return err
+		}
+		return fmt.Errorf("%w: no HTTP/2 client preface", ErrProtocol)
 	}
 	s.in += int64(len(pre))
 	if string(pre[:]) != http2.ClientPreface {
@@ -288,7 +298,7 @@ func (s *session) frame(f http2.Frame, raw []byte) error {
 	id := f.Header().StreamID
 	switch f := f.(type) {
 	case *http2.MetaHeadersFrame:
-		return s.headers(f, raw)
+		return s.headers(f)
 	case *http2.DataFrame:
 		return s.data(f, raw)
 	case *http2.RSTStreamFrame:
@@ -319,7 +329,7 @@ func (s *session) toDaemon(p []byte) error {
 	return err
 }
 
-func (s *session) headers(f *http2.MetaHeadersFrame, raw []byte) error {
+func (s *session) headers(f *http2.MetaHeadersFrame) error {
 	id := f.StreamID
 	if id%2 == 0 || id <= s.lastStream {
 		// A client's streams are odd and new; trailers from a client
@@ -342,7 +352,7 @@ func (s *session) headers(f *http2.MetaHeadersFrame, raw []byte) error {
 		st.state = holding
 		s.streams[id] = st
 		s.lastForwarded = id
-		return s.toDaemon(raw)
+		return s.forwardHeaders(f)
 	}
 	v := s.cfg.Decide(method, nil)
 	if !v.Allow {
@@ -354,7 +364,35 @@ func (s *session) headers(f *http2.MetaHeadersFrame, raw []byte) error {
 		s.streams[id] = st
 	}
 	s.lastForwarded = id
-	return s.toDaemon(raw)
+	return s.forwardHeaders(f)
+}
+
+// outFrame is the largest frame payload sent to the daemon: HTTP/2's
+// initial SETTINGS_MAX_FRAME_SIZE, which every peer accepts.
+const outFrame = 16 << 10
+
+// forwardHeaders sends the daemon the header list as decoded, encoded by
+// the follower's own HPACK encoder (the daemon's table size, 4096, is
+// the encoder's default): a HEADERS frame and CONTINUATION frames as
+// needed, with the client's END_STREAM; priority and padding are left out.
+func (s *session) forwardHeaders(f *http2.MetaHeadersFrame) error {
+	s.hb.Reset()
+	for _, h := range f.Fields {
+		if err := s.enc.WriteField(h); err != nil {
+			return err
+		}
+	}
+	block := s.hb.Bytes()
+	var b bytes.Buffer
+	fr := http2.NewFramer(&b, nil)
+	n := min(len(block), outFrame)
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.StreamID, BlockFragment: block[:n],
+		EndStream: f.StreamEnded(), EndHeaders: n == len(block)})
+	for block = block[n:]; len(block) > 0; block = block[n:] {
+		n = min(len(block), outFrame)
+		fr.WriteContinuation(f.StreamID, n == len(block), block[:n])
+	}
+	return s.toDaemon(b.Bytes())
 }
 
 // framing checks what makes the daemon read a call otherwise than as a
