@@ -39,6 +39,10 @@ func (cc *clientConn) grpcStream(x *exchange, up *net.UnixConn, ubr *bufio.Reade
 				Method: method, Allow: v.Allow, Rule: v.Rule, Peer: cc.peer})
 		},
 		MaxMessage: policy.MaxMessage,
+		// What waits for its decision shares the budgets of the
+		// bodies the policy reads.
+		Take: func(n int64) bool { return takeAll(n, budgetWait, &p.bodies, &p.shared.bodies) },
+		Give: func(n int64) { giveAll(n, &p.bodies, &p.shared.bodies) },
 	}, cc.c, up, cbuf, ubuf)
 	x.in += res.In
 	x.out += res.Out

@@ -60,6 +60,10 @@ type Config struct {
 	MaxHeaderList uint32        // the largest header list of a call, as HTTP/2 counts it
 	MaxMessage    int           // the largest message Decide is given
 	MaxHeld       int           // the most bytes held for all calls waiting for their message
+	// Take and Give, when set, share the bytes held with other
+	// connections: Take says whether n more may be held now.
+	Take func(n int64) bool
+	Give func(n int64)
 	MaxStreams    int           // the most streams open at once
 	HoldTimeout   time.Duration // how long a call may wait for its message
 }
@@ -129,6 +133,7 @@ func Serve(cfg Config, client, up Conn, clientBuf, upBuf []byte) Result {
 		client.CloseWrite()
 	}()
 	err := s.fromClient()
+	s.release(s.held)
 	if errors.Is(err, io.EOF) {
 		err = nil
 		up.CloseWrite()
@@ -161,6 +166,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.NeedMessage == nil {
 		c.NeedMessage = func(string) bool { return false }
+	}
+	if c.Take == nil || c.Give == nil {
+		c.Take, c.Give = func(int64) bool { return true }, func(int64) {}
 	}
 	if c.Record == nil {
 		c.Record = func(string, Verdict) {}
@@ -441,7 +449,7 @@ func (s *session) data(f *http2.DataFrame, raw []byte) error {
 		return s.toDaemon(raw)
 	}
 	// holding
-	if s.held+len(raw) > s.cfg.MaxHeld {
+	if s.held+len(raw) > s.cfg.MaxHeld || !s.cfg.Take(int64(len(raw))) {
 		st.flow += flow
 		return s.refuse(st, id, f.StreamEnded(), Verdict{Code: CodeResourceExhausted, Rule: "busy",
 			Message: "sockrelay: busy: too many calls wait for their message on this connection"})
@@ -471,7 +479,7 @@ func (s *session) data(f *http2.DataFrame, raw []byte) error {
 			}
 			s.record(st.method, v)
 			held := st.raw
-			s.held -= len(held)
+			s.release(len(held))
 			st.msg, st.raw, st.state = nil, nil, decided
 			if f.StreamEnded() {
 				s.drop(id)
@@ -504,7 +512,7 @@ func (s *session) refuse(st *stream, id uint32, ended bool, v Verdict) error {
 			return err
 		}
 		b.Reset()
-		s.held -= len(st.raw)
+		s.release(len(st.raw))
 	}
 	st.state, st.msg, st.raw = refused, nil, nil
 	if ended {
@@ -535,6 +543,11 @@ func (s *session) refuse(st *stream, id uint32, ended bool, v Verdict) error {
 	return s.toClient(b.Bytes())
 }
 
+func (s *session) release(n int) {
+	s.held -= n
+	s.cfg.Give(int64(n))
+}
+
 // giveBack returns to the client the connection's flow-control window
 // of DATA that went nowhere.
 func (s *session) giveBack(n uint32) error {
@@ -557,7 +570,7 @@ func (s *session) toClient(p []byte) error {
 
 func (s *session) drop(id uint32) {
 	if st := s.streams[id]; st != nil {
-		s.held -= len(st.raw)
+		s.release(len(st.raw))
 		delete(s.streams, id)
 	}
 }
