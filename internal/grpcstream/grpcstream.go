@@ -56,16 +56,16 @@ type Config struct {
 	// Record is told each call's verdict once decided (the audit log).
 	Record func(method string, v Verdict)
 
-	MaxFrame      uint32        // the largest frame payload the client may send
-	MaxHeaderList uint32        // the largest header list of a call, as HTTP/2 counts it
-	MaxMessage    int           // the largest message Decide is given
-	MaxHeld       int           // the most bytes held for all calls waiting for their message
+	MaxFrame      uint32 // the largest frame payload the client may send
+	MaxHeaderList uint32 // the largest header list of a call, as HTTP/2 counts it
+	MaxMessage    int    // the largest message Decide is given
+	MaxHeld       int    // the most bytes held for all calls waiting for their message
 	// Take and Give, when set, share the bytes held with other
 	// connections: Take says whether n more may be held now.
-	Take func(n int64) bool
-	Give func(n int64)
-	MaxStreams    int           // the most streams open at once
-	HoldTimeout   time.Duration // how long a call may wait for its message
+	Take        func(n int64) bool
+	Give        func(n int64)
+	MaxStreams  int           // the most streams open at once
+	HoldTimeout time.Duration // how long a call may wait for its message
 }
 
 // Defaults.
