@@ -102,6 +102,8 @@ func TestDecideCallMethods(t *testing.T) {
 		{controlapi.Control_DiskUsage_FullMethodName, true},
 		{controlapi.Control_Prune_FullMethodName, true},
 		{gatewayapi.LLBBridge_ReadFile_FullMethodName, true},
+		{"/opentelemetry.proto.collector.trace.v1.TraceService/Export", true},
+		{gatewayapi.LLBBridge_Inputs_FullMethodName, false},
 		{gatewayapi.LLBBridge_NewContainer_FullMethodName, false},
 		{gatewayapi.LLBBridge_ExecProcess_FullMethodName, false},
 		{controlapi.Control_Session_FullMethodName, false},
