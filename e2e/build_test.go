@@ -161,6 +161,11 @@ func TestBuildKitNoEscalation(t *testing.T) {
 			if r.err == nil || !strings.Contains(r.stdout+r.stderr, "sockrelay: "+tc.rule+": ") {
 				t.Fatalf("docker buildx %s through a no-escalation volume: got\n%s\nwant refused by sockrelay's %s", strings.Join(args, " "), r, tc.rule)
 			}
+			for _, l := range strings.Split(r.stdout+r.stderr, "\n") {
+				if strings.Contains(l, "sockrelay: ") {
+					t.Logf("the user sees: %s", l)
+				}
+			}
 		})
 	}
 	t.Run("du and prune", func(t *testing.T) {
