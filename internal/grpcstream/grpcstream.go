@@ -357,6 +357,10 @@ func (s *session) headers(f *http2.MetaHeadersFrame) error {
 		return s.refuse(st, id, f.StreamEnded(), *v)
 	}
 	if s.cfg.NeedMessage(method) {
+		if f.StreamEnded() {
+			return s.refuse(st, id, true, Verdict{Code: CodeInvalidArgument, Rule: "bad-body",
+				Message: "sockrelay: bad-body: the call ended before its request message"})
+		}
 		st.state = holding
 		s.streams[id] = st
 		s.lastForwarded = id

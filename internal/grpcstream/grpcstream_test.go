@@ -346,11 +346,12 @@ func TestRefusedMessages(t *testing.T) {
 		{"compressed", [][]byte{append([]byte{1}, message("ok")[1:]...)}, "bad-body"},
 		{"two messages", [][]byte{append(message("ok"), message("ok")...)}, "bad-body"},
 		{"ends early", [][]byte{message("ok")[:4]}, "bad-body"},
+		{"no message at all", nil, "bad-body"},
 		{"too large", [][]byte{{0, 0, 0x10, 0, 1}}, "body-too-large"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newClient()
-			c.headers(1, solve, false)
+			c.headers(1, solve, len(tc.data) == 0)
 			for i, d := range tc.data {
 				c.fr.WriteData(1, i == len(tc.data)-1, d)
 			}
