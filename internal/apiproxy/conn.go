@@ -298,6 +298,7 @@ func (cc *clientConn) one(x *exchange) bool {
 		}
 		return false
 	}
+	cc.calls = nil
 	if dec.Calls {
 		cc.calls = pol
 	}
