@@ -152,3 +152,18 @@ func eventually(t *testing.T, ok func() bool, what string) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// Engine 29 also serves gRPC over HTTP/2 with prior knowledge on its
+// socket. Through a policy volume that is not HTTP/1.1, and is refused
+// before the daemon sees it.
+func TestPriorKnowledgeHTTP2Refused(t *testing.T) {
+	for _, preset := range []string{"no-escalation", "read-only"} {
+		f := start(t, preset)
+		c := f.dial(t)
+		io.WriteString(c, http2.ClientPreface)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil || resp.StatusCode != 400 {
+			t.Fatalf("%s: the HTTP/2 preface: got %v %v, want 400", preset, resp, err)
+		}
+	}
+}
