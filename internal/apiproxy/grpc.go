@@ -26,9 +26,9 @@ func (cc *clientConn) grpcStream(x *exchange, up *net.UnixConn, ubr *bufio.Reade
 		Decide: func(method string, msg []byte) grpcstream.Verdict {
 			d := pol.DecideCall(policy.Call{Method: method, Message: msg})
 			if d.Allow {
-				return grpcstream.Verdict{Allow: true, Method: d.Path}
+				return grpcstream.Verdict{Allow: true}
 			}
-			return grpcstream.Verdict{Code: grpcCode(d.Status), Method: d.Path, Rule: d.Rule,
+			return grpcstream.Verdict{Code: grpcCode(d.Status), Rule: d.Rule,
 				Message: "sockrelay: " + d.Rule + ": " + d.Reason}
 		},
 		Record: func(method string, v grpcstream.Verdict) {

@@ -42,9 +42,8 @@ type Verdict struct {
 	// is 7); Message its message.
 	Code    uint32
 	Message string
-	// Method and Rule are for the record: the method as the decider
-	// knows it ("" when it does not), and the rule that decided.
-	Method, Rule string
+	// Rule is the rule that decided, for the record.
+	Rule string
 }
 
 // Config says how calls are decided and how much the follower may hold.
