@@ -93,6 +93,8 @@ func upstream(t testing.TB, dir string) string {
 		c.Write([]byte("bye"))
 		c.(*net.UnixConn).CloseWrite()
 	})
+	mux.HandleFunc("/grpc", serveGRPC)
+	mux.HandleFunc("/v1.51/grpc", serveGRPC)
 	srv := &http.Server{Handler: mux}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })

@@ -57,6 +57,10 @@ type clientConn struct {
 	// ask to close, and nothing is left over. Only a clean connection
 	// goes back to the pool.
 	clean bool
+	// calls is the policy that decides the gRPC calls of the stream
+	// that follows the switch of protocols, when the policy follows
+	// them (policy.Decision.Calls); nil: a raw stream.
+	calls *policy.Policy
 
 	mu     sync.Mutex
 	closed bool
@@ -293,6 +297,10 @@ func (cc *clientConn) one(x *exchange) bool {
 			cc.refuse(x, http.StatusBadRequest, ruleBadRequest, err.Error())
 		}
 		return false
+	}
+	cc.calls = nil
+	if dec.Calls {
+		cc.calls = pol
 	}
 	cc.watch()
 	defer cc.unwatch()

@@ -79,8 +79,13 @@ func (cc *clientConn) forwardResponse(x *exchange, req *http.Request) bool {
 
 		switch {
 		case resp.StatusCode == http.StatusSwitchingProtocols:
-			// A raw stream from here on, both ways.
+			// A raw stream from here on, both ways, or BuildKit's
+			// API, call by call.
 			cc.write(b.Bytes())
+			if cc.calls != nil {
+				cc.grpcStream(x, up, ubr)
+				return false
+			}
 			cc.rawStream(x, up, ubr)
 			return false
 		case resp.StatusCode/100 == 1:

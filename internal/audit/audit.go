@@ -245,6 +245,44 @@ func (a *Log) Request(e Entry) {
 	a.write(appendEntry(buf[:0], e))
 }
 
+// CallEntry is one gRPC call on BuildKit's API, followed inside an
+// allowed POST /grpc.
+type CallEntry struct {
+	Time           time.Time // when it was decided
+	Volume, Policy string
+	// Method is the call's method as sent (its :path), cut short.
+	Method string
+	Allow  bool
+	Rule   string
+	Peer   *Peer
+}
+
+// Call writes e's line: msg "grpc", the method as grpc_method.
+func (a *Log) Call(e CallEntry) {
+	var buf [512]byte
+	a.write(appendCall(buf[:0], e))
+}
+
+func appendCall(buf []byte, e CallEntry) []byte {
+	decision := "deny"
+	if e.Allow {
+		decision = "allow"
+	}
+	buf = append(buf, `{"time":"`...)
+	buf = e.Time.AppendFormat(buf, time.RFC3339Nano)
+	buf = append(buf, `","level":"INFO","msg":"grpc","log":"audit"`...)
+	buf = appendField(buf, "volume", e.Volume)
+	buf = appendField(buf, "policy", e.Policy)
+	buf = appendField(buf, "grpc_method", e.Method)
+	buf = appendField(buf, "decision", decision)
+	buf = appendField(buf, "rule", e.Rule)
+	if e.Peer != nil {
+		buf = appendInt(buf, "peer_pid", int64(e.Peer.PID))
+		buf = appendInt(buf, "peer_uid", int64(e.Peer.UID))
+	}
+	return append(buf, "}\n"...)
+}
+
 // appendEntry encodes e's line.
 func appendEntry(buf []byte, e Entry) []byte {
 	decision := "deny"

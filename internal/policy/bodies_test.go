@@ -228,8 +228,12 @@ func TestPathDescribed(t *testing.T) {
 	if d.Reason != want {
 		t.Fatalf("got %q, want %q", d.Reason, want)
 	}
-	d = p.Decide(Request{Method: "POST", Target: "/session"})
-	want = "POST /session switches the connection to a raw stream, which policy no-escalation does not allow"
+	f, err := Parse("s", []byte("allow: [{method: POST, path: /session}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d = f.Decide(Request{Method: "POST", Target: "/session"})
+	want = "POST /session switches the connection to a raw stream, which policy file:s does not allow"
 	if d.Reason != want {
 		t.Fatalf("got %q, want %q", d.Reason, want)
 	}

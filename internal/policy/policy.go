@@ -128,6 +128,11 @@ type Decision struct {
 	Reason  string // why, for the user: "sockrelay: <Rule>: <Reason>"
 	Path    string // normalised path (version prefix stripped); "" if the path was refused
 	Upgrade bool   // this endpoint may switch protocols (101) or hijack the connection
+	// Calls says the proxy must follow the HTTP/2 stream that follows the
+	// switch (BuildKit's API, POST /grpc) and ask DecideCall about each
+	// gRPC call; without it an allowed switch is passed on as a raw
+	// stream.
+	Calls bool
 	// Target and Body, when set, are what to forward instead of the
 	// request's own: the references the policy resolved, spelled as the
 	// full IDs of the objects it checked.
@@ -227,6 +232,7 @@ func (p *Policy) Decide(r Request) Decision {
 		for _, u := range p.upgrade {
 			if u.match(path) {
 				d.Upgrade = true
+				d.Calls = p.cons != nil && epGRPC.match(m, path)
 				return d
 			}
 		}

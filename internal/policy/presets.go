@@ -1,5 +1,7 @@
 package policy
 
+import "slices"
+
 // The presets, built once. docs/policy.md lists their rules in tables
 // that docs_test.go renders from these values; after a change, rewrite
 // them with go test ./internal/policy -run TestDocs -update.
@@ -72,7 +74,10 @@ var noEscalation = &Policy{
 	cons: &constraints{
 		volumeTypes: []string{"tmpfs", "nfs", "nfs4", "cifs", "smb3"},
 	},
-	upgrade: attachUpgrade,
+	// BuildKit's session and API: the proxy follows the API's calls
+	// (Decision.Calls, grpc.go); the session carries only the client's
+	// answers to the daemon's calls.
+	upgrade: append(slices.Clip(attachUpgrade), epSession.pat, epGRPC.pat),
 }
 
 const pluginWhy = "is not allowed by policy no-escalation: a plugin runs with the privileges it asks for"

@@ -226,8 +226,8 @@ func TestNoEscalationEndpoints(t *testing.T) {
 		denied("POST", "/v1.41/swarm/join", 403, "swarm-not-allowed"),
 		denied("GET", "/v1.41/swarm", 403, "swarm-not-allowed"),
 		denied("GET", "/v1.41/swarm/unlockkey", 403, "swarm-not-allowed"),
-		denied("POST", "/session", 403, "upgrade-not-allowed"),
-		denied("POST", "/v1.41/grpc", 403, "upgrade-not-allowed"),
+		upgraded("POST", "/session"),
+		upgraded("POST", "/v1.41/grpc"),
 		denied("POST", "/v1.41/build?networkmode=host", 403, "host-namespace-not-allowed"),
 		denied("POST", "/v1.41/build?networkmode=HOST&t=x", 403, "host-namespace-not-allowed"),
 		denied("POST", "/v1.41/build?securityopt=seccomp%3Dunconfined", 403, "unconfined-not-allowed"),
@@ -311,16 +311,24 @@ func TestUpgradeAskedElsewhere(t *testing.T) {
 // When a policy refuses BuildKit's API, buildx pulls moby/buildkit to
 // start a BuildKit of its own: that pull is refused with a message that
 // says what to do. A policy that allows BuildKit, and other pulls, are
-// left alone.
+// left alone. A policy file allows only the attach endpoints to switch
+// protocols unless it says otherwise.
 func TestBuildKitFallbackPull(t *testing.T) {
+	noBuildKit, err := Parse("nobk", []byte("allow: [{method: POST, path: /images/create}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, target := range []string{
 		"/v1.51/images/create?fromImage=moby%2Fbuildkit&tag=buildx-stable-1",
 		"/images/create?fromImage=docker.io/moby/buildkit:buildx-stable-1",
 		"/images/create?fromImage=moby/buildkit",
 	} {
-		d := noEscalation.Decide(Request{Method: "POST", Target: target, Header: http.Header{}, Daemon: testDaemon})
+		d := noBuildKit.Decide(Request{Method: "POST", Target: target, Header: http.Header{}, Daemon: testDaemon})
 		if d.Allow || d.Rule != RuleBuildKit || !strings.Contains(d.Reason, "DOCKER_BUILDKIT=0") {
-			t.Errorf("no-escalation, %s: got %+v, want %s saying what to do", target, d, RuleBuildKit)
+			t.Errorf("file:nobk, %s: got %+v, want %s saying what to do", target, d, RuleBuildKit)
+		}
+		if d := noEscalation.Decide(Request{Method: "POST", Target: target, Header: http.Header{}, Daemon: testDaemon}); !d.Allow {
+			t.Errorf("no-escalation, %s: got %+v, want allowed (its BuildKit API is followed)", target, d)
 		}
 		if d := full.Decide(Request{Method: "POST", Target: target, Header: http.Header{}}); !d.Allow {
 			t.Errorf("full, %s: got %+v, want allowed", target, d)
