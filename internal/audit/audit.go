@@ -264,49 +264,52 @@ func (a *Log) Call(e CallEntry) {
 }
 
 func appendCall(buf []byte, e CallEntry) []byte {
-	decision := "deny"
-	if e.Allow {
-		decision = "allow"
-	}
-	buf = append(buf, `{"time":"`...)
-	buf = e.Time.AppendFormat(buf, time.RFC3339Nano)
-	buf = append(buf, `","level":"INFO","msg":"grpc","log":"audit"`...)
-	buf = appendField(buf, "volume", e.Volume)
-	buf = appendField(buf, "policy", e.Policy)
+	buf = appendHead(buf, e.Time, "grpc", e.Volume, e.Policy)
 	buf = appendField(buf, "grpc_method", e.Method)
-	buf = appendField(buf, "decision", decision)
+	buf = appendField(buf, "decision", decision(e.Allow))
 	buf = appendField(buf, "rule", e.Rule)
-	if e.Peer != nil {
-		buf = appendInt(buf, "peer_pid", int64(e.Peer.PID))
-		buf = appendInt(buf, "peer_uid", int64(e.Peer.UID))
+	return appendTail(buf, e.Peer)
+}
+
+// appendHead opens a line with what every audit line starts with.
+func appendHead(buf []byte, t time.Time, msg, volume, policy string) []byte {
+	buf = append(buf, `{"time":"`...)
+	buf = t.AppendFormat(buf, time.RFC3339Nano)
+	buf = append(buf, `","level":"INFO","msg":"`...)
+	buf = append(buf, msg...)
+	buf = append(buf, `","log":"audit"`...)
+	buf = appendField(buf, "volume", volume)
+	return appendField(buf, "policy", policy)
+}
+
+// appendTail closes a line with its peer, when known.
+func appendTail(buf []byte, p *Peer) []byte {
+	if p != nil {
+		buf = appendInt(buf, "peer_pid", int64(p.PID))
+		buf = appendInt(buf, "peer_uid", int64(p.UID))
 	}
 	return append(buf, "}\n"...)
 }
 
+func decision(allow bool) string {
+	if allow {
+		return "allow"
+	}
+	return "deny"
+}
+
 // appendEntry encodes e's line.
 func appendEntry(buf []byte, e Entry) []byte {
-	decision := "deny"
-	if e.Allow {
-		decision = "allow"
-	}
-	buf = append(buf, `{"time":"`...)
-	buf = e.Time.AppendFormat(buf, time.RFC3339Nano)
-	buf = append(buf, `","level":"INFO","msg":"request","log":"audit"`...)
-	buf = appendField(buf, "volume", e.Volume)
-	buf = appendField(buf, "policy", e.Policy)
+	buf = appendHead(buf, e.Time, "request", e.Volume, e.Policy)
 	buf = appendField(buf, "method", e.Method)
 	buf = appendField(buf, "path", e.Path)
-	buf = appendField(buf, "decision", decision)
+	buf = appendField(buf, "decision", decision(e.Allow))
 	buf = appendField(buf, "rule", e.Rule)
 	buf = appendInt(buf, "status", int64(e.Status))
 	buf = appendInt(buf, "bytes_in", e.In)
 	buf = appendInt(buf, "bytes_out", e.Out)
 	buf = appendInt(buf, "duration_ms", e.Duration.Milliseconds())
-	if e.Peer != nil {
-		buf = appendInt(buf, "peer_pid", int64(e.Peer.PID))
-		buf = appendInt(buf, "peer_uid", int64(e.Peer.UID))
-	}
-	return append(buf, "}\n"...)
+	return appendTail(buf, e.Peer)
 }
 
 func appendField(buf []byte, key, value string) []byte {
