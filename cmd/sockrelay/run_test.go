@@ -138,6 +138,10 @@ func TestRunServeBadFlags(t *testing.T) {
 		{"same socket", []string{"serve", "--listen", "/var/run/docker.sock"}, nil, "same socket"},
 		{"bad perm", []string{"serve", "--listen", "/tmp/x.sock", "--perm", "0400"}, nil, "--perm"},
 		{"bad LOG_LEVEL", []string{"serve", "--listen", "/tmp/x.sock"}, map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
+		{"metrics no port", []string{"serve", "--listen", "/tmp/x.sock", "--metrics", "localhost"}, nil, "--metrics"},
+		{"metrics relative unix", []string{"serve", "--listen", "/tmp/x.sock", "--metrics", "unix:m.sock"}, nil, "--metrics"},
+		{"metrics on listen", []string{"serve", "--listen", "/tmp/x.sock", "--metrics", "unix:/tmp/x.sock"}, nil, "--metrics"},
+		{"metrics on target", []string{"serve", "--listen", "/tmp/x.sock", "--metrics", "unix:/var/run/docker.sock"}, nil, "--metrics"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
