@@ -17,6 +17,16 @@
 // with the labelled children cached per volume so a request costs a map
 // lookup, an atomic add and a histogram observation.
 //
+// Measured: BenchmarkRequest (here) puts that at about 150 ns a request,
+// against tens of microseconds for a ping through the proxy. The relay's
+// only change is a second atomic add when a connection ends;
+// internal/relay's BenchmarkPipeConnect and BenchmarkPipeRoundTrip, run
+// before and after the change in turn, three rounds each, on a busy
+// 2-core machine, gave relay-to-direct ratios whose spread (0.9 to 2.0,
+// even for the kept-alive round trip, whose path did not change) hid any
+// difference: none that machine could resolve. With METRICS_SOCKET unset
+// the plugin makes no registry, and counts nothing more than Status does.
+//
 // A volume's counters outlive its servers: a server stopped at the last
 // Unmount adds its totals to the volume's, so the counters never go back
 // at the next Mount. Forget, at the volume's Remove, drops every series
