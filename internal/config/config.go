@@ -140,6 +140,8 @@ func Load(args []string, getenv func(string) string) (*Config, error) {
 		switch {
 		case !filepath.IsAbs(ms) || filepath.Clean(ms) != ms || err != nil || rel == "." || strings.HasPrefix(rel, ".."):
 			errs = append(errs, fmt.Errorf("METRICS_SOCKET: want a clean absolute path below SOCKET_DIR (%s), such as %s", c.HostSocketDir, filepath.Join(c.HostSocketDir, "sockrelay-metrics.sock")))
+		case ms == c.DefaultTarget:
+			errs = append(errs, errors.New("METRICS_SOCKET: want a socket of its own, not the daemon's"))
 		case len(inside) > maxSocketPath:
 			errs = append(errs, fmt.Errorf("METRICS_SOCKET: the path is too long for a Unix socket; want at most %d bytes below SOCKET_DIR", maxSocketPath-len(c.SocketDirMount)-1))
 		default:

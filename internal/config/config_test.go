@@ -160,6 +160,7 @@ func TestLoadEnvBad(t *testing.T) {
 		{"METRICS_SOCKET escapes SOCKET_DIR", map[string]string{"METRICS_SOCKET": "/var/run/../m.sock"}, "METRICS_SOCKET"},
 		{"METRICS_SOCKET beside SOCKET_DIR", map[string]string{"METRICS_SOCKET": "/var/runx/m.sock"}, "METRICS_SOCKET"},
 		{"METRICS_SOCKET is SOCKET_DIR", map[string]string{"METRICS_SOCKET": "/var/run"}, "METRICS_SOCKET"},
+		{"METRICS_SOCKET the daemon's", map[string]string{"METRICS_SOCKET": "/var/run/docker.sock"}, "not the daemon's"},
 		{"METRICS_SOCKET relative", map[string]string{"METRICS_SOCKET": "var/run/m.sock"}, "METRICS_SOCKET"},
 		{"METRICS_SOCKET too long", map[string]string{"METRICS_SOCKET": "/var/run/" + strings.Repeat("d/", 50) + "m.sock"}, "too long"},
 		{"REMAP_UID alone", map[string]string{"REMAP_UID": "100000"}, "set together"},
