@@ -113,7 +113,7 @@ func TestRunServeMetricsPolicy(t *testing.T) {
 		return d.DialContext(ctx, "unix", listen)
 	}}}
 	allowed, conns, in, out := 0, 1, 0, 0 // startServe's probe is a connection
-	denied := map[string]int{} // by rule
+	denied := map[string]int{}            // by rule
 	ruleRE := regexp.MustCompile(`"sockrelay: ([a-z-]+): `)
 	do := func(method, path, body string) int {
 		t.Helper()

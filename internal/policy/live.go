@@ -50,7 +50,7 @@ type Live struct {
 	reloads  int
 	refusals int
 	lastErr  string
-	errAt   time.Time
+	errAt    time.Time
 }
 
 // NewLive loads ref from src.
