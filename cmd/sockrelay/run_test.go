@@ -85,6 +85,7 @@ func TestRunPluginBadSettings(t *testing.T) {
 		{"SOCKET_DIR", map[string]string{"SOCKET_DIR": "relative"}, nil, "SOCKET_DIR"},
 		{"REMAP_UID alone", map[string]string{"REMAP_UID": "100000"}, nil, "set together"},
 		{"REMAP_GID bad", map[string]string{"REMAP_UID": "1", "REMAP_GID": "x"}, nil, "REMAP_GID"},
+		{"METRICS_SOCKET outside SOCKET_DIR", map[string]string{"METRICS_SOCKET": "/tmp/m.sock"}, nil, "METRICS_SOCKET"},
 		{"unknown flag", nil, []string{"-nope"}, "nope"},
 		{"extra argument", nil, []string{"extra"}, `unexpected argument "extra"`},
 	}
