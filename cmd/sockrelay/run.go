@@ -22,6 +22,7 @@ import (
 	"github.com/sockrelay/sockrelay/internal/daemon"
 	"github.com/sockrelay/sockrelay/internal/driver"
 	"github.com/sockrelay/sockrelay/internal/idmap"
+	"github.com/sockrelay/sockrelay/internal/metrics"
 	"github.com/sockrelay/sockrelay/internal/owner"
 	"github.com/sockrelay/sockrelay/internal/policy"
 	"github.com/sockrelay/sockrelay/internal/state"
@@ -129,6 +130,10 @@ func runPlugin(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout
 	// The audit log is JSON whatever LOG_FORMAT says: one line a request.
 	audit := audit.New(stdout)
 	defer audit.Close()
+	var mets *metrics.Metrics // nil without METRICS_SOCKET: nothing counted
+	if cfg.MetricsSocket != "" {
+		mets = metrics.New()
+	}
 	d, err := driver.New(relayCtx, driver.Config{
 		Log:            log,
 		Store:          store,
@@ -139,7 +144,9 @@ func runPlugin(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout
 		Modes: driver.Modes(driver.ModeDeps{
 			Log: log, Userns: userns, Audit: audit,
 			Policies: policy.Source{Dir: cfg.PolicyDir, Shown: cfg.PolicyDirHost},
+			Metrics:  mets,
 		}),
+		Metrics:   mets,
 		InUse:     daemon.Client{Socket: daemonSocket}.VolumeInUse,
 		AskDaemon: askDaemon(daemon.Client{Socket: daemonSocket}),
 	})
@@ -154,8 +161,9 @@ func runPlugin(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout
 		return err
 	}
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- volume.NewHandler(d).Serve(ln) }()
+	go func() { serveErr <- volume.NewHandler(mets.Driver(d)).Serve(ln) }()
 	log.Info("plugin API listening", "socket", cfg.PluginSocket)
+	metricsDone := serveMetrics(relayCtx, cfg, mets, log)
 
 	d.Reconcile()
 	// Volumes whose records are lost are rebuilt from the daemon's
@@ -177,6 +185,7 @@ func runPlugin(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout
 	go func() {
 		cancelRelays()
 		<-recovered
+		<-metricsDone
 		d.Close()
 		close(done)
 	}()
@@ -187,6 +196,33 @@ func runPlugin(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout
 		log.Warn("shutdown took too long; exiting with relays still open")
 	}
 	return err
+}
+
+// serveMetrics serves mets on the METRICS_SOCKET until ctx ends; the
+// channel it returns is closed then. A socket it cannot listen on is
+// logged, and the plugin serves its volumes without metrics: a plugin
+// that does not start loses every container's socket.
+func serveMetrics(ctx context.Context, cfg *config.Config, mets *metrics.Metrics, log *slog.Logger) <-chan struct{} {
+	done := make(chan struct{})
+	if mets == nil {
+		close(done)
+		return done
+	}
+	ln, err := metrics.ListenUnix(cfg.MetricsSocket)
+	if err != nil {
+		log.Error("no metrics: cannot listen on METRICS_SOCKET; the plugin serves its volumes without them. Set METRICS_SOCKET to a free path in an existing directory below SOCKET_DIR (docker plugin set), or to nothing",
+			"METRICS_SOCKET", cfg.MetricsSocketHost, "err", err)
+		close(done)
+		return done
+	}
+	log.Info("metrics listening", "socket", cfg.MetricsSocketHost)
+	go func() {
+		defer close(done)
+		if err := mets.Serve(ctx, ln); err != nil {
+			log.Error("metrics stopped", "err", err)
+		}
+	}()
+	return done
 }
 
 // askDaemon asks the daemon what it holds of a volume, and which running

@@ -85,6 +85,7 @@ func TestRunPluginBadSettings(t *testing.T) {
 		{"SOCKET_DIR", map[string]string{"SOCKET_DIR": "relative"}, nil, "SOCKET_DIR"},
 		{"REMAP_UID alone", map[string]string{"REMAP_UID": "100000"}, nil, "set together"},
 		{"REMAP_GID bad", map[string]string{"REMAP_UID": "1", "REMAP_GID": "x"}, nil, "REMAP_GID"},
+		{"METRICS_SOCKET outside SOCKET_DIR", map[string]string{"METRICS_SOCKET": "/tmp/m.sock"}, nil, "METRICS_SOCKET"},
 		{"unknown flag", nil, []string{"-nope"}, "nope"},
 		{"extra argument", nil, []string{"extra"}, `unexpected argument "extra"`},
 	}
@@ -138,6 +139,10 @@ func TestRunServeBadFlags(t *testing.T) {
 		{"same socket", []string{"serve", "--listen", "/var/run/docker.sock"}, nil, "same socket"},
 		{"bad perm", []string{"serve", "--listen", "/tmp/x.sock", "--perm", "0400"}, nil, "--perm"},
 		{"bad LOG_LEVEL", []string{"serve", "--listen", "/tmp/x.sock"}, map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
+		{"metrics no port", []string{"serve", "--listen", "/tmp/x.sock", "--metrics", "localhost"}, nil, "--metrics"},
+		{"metrics relative unix", []string{"serve", "--listen", "/tmp/x.sock", "--metrics", "unix:m.sock"}, nil, "--metrics"},
+		{"metrics on listen", []string{"serve", "--listen", "/tmp/x.sock", "--metrics", "unix:/tmp/x.sock"}, nil, "--metrics"},
+		{"metrics on target", []string{"serve", "--listen", "/tmp/x.sock", "--metrics", "unix:/var/run/docker.sock"}, nil, "--metrics"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

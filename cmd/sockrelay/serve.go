@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -12,6 +13,7 @@ import (
 	"github.com/sockrelay/sockrelay/internal/audit"
 	"github.com/sockrelay/sockrelay/internal/config"
 	"github.com/sockrelay/sockrelay/internal/driver"
+	"github.com/sockrelay/sockrelay/internal/metrics"
 	"github.com/sockrelay/sockrelay/internal/policy"
 	"github.com/sockrelay/sockrelay/internal/unixsock"
 )
@@ -35,11 +37,22 @@ func runServe(ctx context.Context, cfg *config.Serve, log *slog.Logger, stdout i
 			"perm": fmt.Sprintf("%04o", cfg.Perm),
 		},
 	}
-	var mode driver.Mode = &driver.RelayMode{Log: log}
+	var mets *metrics.Metrics
+	var metricsLn net.Listener
+	if cfg.Metrics != "" {
+		// Taken first: a metrics address that is not free stops serve
+		// before it makes its socket.
+		if metricsLn, err = metrics.Listen(cfg.Metrics); err != nil {
+			return fmt.Errorf("--metrics: %w", err)
+		}
+		defer metricsLn.Close()
+		mets = metrics.New()
+	}
+	var mode driver.Mode = &driver.RelayMode{Log: log, Metrics: mets}
 	if cfg.Policy != "" {
 		audit := audit.New(stdout)
 		defer audit.Close()
-		mode = &driver.PolicyMode{Log: log, Audit: audit, Policies: policy.Source{Dir: cfg.PolicyDir}}
+		mode = &driver.PolicyMode{Log: log, Audit: audit, Policies: policy.Source{Dir: cfg.PolicyDir}, Metrics: mets}
 		v.Mode, v.Options["policy"] = "policy", cfg.Policy
 		if err := mode.Check(v); err != nil {
 			return fmt.Errorf("--policy: %w", err)
@@ -51,8 +64,22 @@ func runServe(ctx context.Context, cfg *config.Serve, log *slog.Logger, stdout i
 	}
 	log.Info("sockrelay serving", "version", version, "mode", v.Mode, "listen", cfg.Listen, "target", cfg.Target,
 		"owner", fmt.Sprintf("%d:%d", cfg.UID, cfg.GID), "perm", fmt.Sprintf("%04o", cfg.Perm), "backlog", unixsock.Backlog(), "fd_limit", fdLimit())
+	metricsDone := make(chan struct{})
+	if mets != nil {
+		mets.Volume(v.Name, v.Mode)
+		log.Info("metrics listening", "addr", cfg.Metrics)
+		go func() {
+			defer close(metricsDone)
+			if err := mets.Serve(ctx, metricsLn); err != nil {
+				log.Error("metrics stopped", "err", err)
+			}
+		}()
+	} else {
+		close(metricsDone)
+	}
 	<-ctx.Done()
 	err = srv.Stop()
+	<-metricsDone
 	st := map[string]any{}
 	srv.Status(st)
 	args := []any{}

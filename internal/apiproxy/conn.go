@@ -352,8 +352,12 @@ const (
 
 func (cc *clientConn) audit(x *exchange) {
 	p := cc.p
-	p.Stats.Bytes.Add(uint64(x.in + x.out))
+	p.Stats.In.Add(uint64(x.in))
+	p.Stats.Out.Add(uint64(x.out))
 	now := time.Now()
+	if p.Observer != nil {
+		p.Observer.Request(x.allow, x.rule, x.in, x.out, now.Sub(x.start))
+	}
 	p.Audit.Request(audit.Entry{
 		Time: now, Volume: p.Volume, Policy: x.policy, Method: x.method, Path: x.path,
 		Allow: x.allow, Rule: x.rule, Status: x.status, In: x.in, Out: x.out,

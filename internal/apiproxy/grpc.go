@@ -35,6 +35,9 @@ func (cc *clientConn) grpcStream(x *exchange, up *net.UnixConn, ubr *bufio.Reade
 			if !v.Allow {
 				p.Stats.Denied.Add(1)
 			}
+			if p.Observer != nil {
+				p.Observer.Call(v.Allow, v.Rule)
+			}
 			p.Audit.Call(audit.CallEntry{Time: time.Now(), Volume: p.Volume, Policy: pol.Name(),
 				Method: method, Allow: v.Allow, Rule: v.Rule, Peer: cc.peer})
 		},

@@ -19,9 +19,25 @@ import (
 // Stats are a proxy's live counters.
 type Stats struct {
 	Active   atomic.Int64  // client connections open now
+	Total    atomic.Uint64 // client connections accepted
 	Requests atomic.Uint64 // requests decided
 	Denied   atomic.Uint64 // requests refused
-	Bytes    atomic.Uint64 // body bytes both ways
+	// In and Out are the body bytes to the daemon and from it (streams
+	// after a switch of protocols included), counted when a request ends.
+	In, Out atomic.Uint64
+}
+
+// Bytes is the body bytes both ways.
+func (s *Stats) Bytes() uint64 { return s.In.Load() + s.Out.Load() }
+
+// Observer hears of each request and each gRPC call as the audit log
+// does, for metrics: what Stats cannot count, by decision and rule.
+type Observer interface {
+	// Request is one request: allowed or not, by which rule, its body
+	// bytes each way and how long it took.
+	Request(allow bool, rule string, in, out int64, d time.Duration)
+	// Call is one gRPC call of a followed stream.
+	Call(allow bool, rule string)
 }
 
 // Proxy is one volume's policy proxy.
@@ -34,6 +50,8 @@ type Proxy struct {
 	Log    *slog.Logger // operational events
 	Audit  *audit.Log   // one line per request
 	Stats  *Stats
+	// Observer, when set, hears of every request and gRPC call.
+	Observer Observer
 	// Limits bound what this proxy's clients can hold; Shared bounds
 	// what the clients of every proxy holding it can hold together
 	// (nil: DefaultShared). See limits.go.
@@ -83,6 +101,7 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 			return
 		}
 		cc := &clientConn{p: p, c: uc, crc: rc, cr: rawio.Reader{RC: rc}, peer: peerOf(rc), start: time.Now()}
+		p.Stats.Total.Add(1)
 		if !takeAll(1, 0, &p.conns, &p.shared.conns) {
 			cc.turnAway()
 			return

@@ -149,6 +149,7 @@ func (cc *clientConn) rawStream(x *exchange, up *net.UnixConn, ubr *bufio.Reader
 		cc.c.Write(p)
 		ubr.Discard(n)
 	}
-	n := splice.Pipe(cc.c, up)
-	x.out += n
+	in, out := splice.Pipe(cc.c, up)
+	x.in += in
+	x.out += out
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -49,10 +50,14 @@ type Config struct {
 	// PolicyDir holds the policy files that volumes name as file:NAME;
 	// PolicyDirHost is the same directory as the host names it.
 	PolicyDir, PolicyDirHost string
+	// MetricsSocket, when set, is where the metrics are served, as this
+	// process sees it; MetricsSocketHost is the same socket as the host
+	// names it (METRICS_SOCKET, below SOCKET_DIR).
+	MetricsSocket, MetricsSocketHost string
 }
 
 // Keys lists the environment settings Load reads, for docs and errors.
-var Keys = []string{"LOG_LEVEL", "LOG_FORMAT", "SOCKET_DIR", "USERNS_REMAP", "REMAP_UID", "REMAP_GID", "POLICY_DIR"}
+var Keys = []string{"LOG_LEVEL", "LOG_FORMAT", "SOCKET_DIR", "USERNS_REMAP", "REMAP_UID", "REMAP_GID", "POLICY_DIR", "METRICS_SOCKET"}
 
 // Load parses args (without the program name and subcommand) and getenv
 // into a Config. Bad values are errors, never silent defaults.
@@ -127,11 +132,31 @@ func Load(args []string, getenv func(string) string) (*Config, error) {
 		errs = append(errs, fmt.Errorf("unexpected argument %q", fs.Arg(0)))
 	}
 	c.DefaultTarget = filepath.Join(c.HostSocketDir, "docker.sock")
+	// METRICS_SOCKET is a host path below SOCKET_DIR: the sockdir mount
+	// is the plugin's one writable view of the host.
+	if ms := env("METRICS_SOCKET", ""); ms != "" {
+		rel, err := filepath.Rel(c.HostSocketDir, ms)
+		inside := filepath.Join(c.SocketDirMount, rel)
+		switch {
+		case !filepath.IsAbs(ms) || filepath.Clean(ms) != ms || err != nil || rel == "." || strings.HasPrefix(rel, ".."):
+			errs = append(errs, fmt.Errorf("METRICS_SOCKET: want a clean absolute path below SOCKET_DIR (%s), such as %s", c.HostSocketDir, filepath.Join(c.HostSocketDir, "sockrelay-metrics.sock")))
+		case ms == c.DefaultTarget:
+			errs = append(errs, errors.New("METRICS_SOCKET: want a socket of its own, not the daemon's"))
+		case len(inside) > maxSocketPath:
+			errs = append(errs, fmt.Errorf("METRICS_SOCKET: the path is too long for a Unix socket; want at most %d bytes below SOCKET_DIR", maxSocketPath-len(c.SocketDirMount)-1))
+		default:
+			c.MetricsSocket, c.MetricsSocketHost = inside, ms
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("bad settings: %w", err)
 	}
 	return c, nil
 }
+
+// maxSocketPath is the longest path a Unix socket can be bound at
+// (sun_path's 108 bytes, with the terminating NUL).
+const maxSocketPath = 107
 
 // Logger builds the process logger from the settings.
 func (c *Config) Logger(w io.Writer) *slog.Logger {
@@ -154,6 +179,9 @@ type Serve struct {
 	// Policy, when set, serves the socket through that policy: a preset
 	// or file:NAME in PolicyDir.
 	Policy, PolicyDir string
+	// Metrics, when set, is where the metrics are served: unix:PATH or a
+	// TCP address.
+	Metrics string
 }
 
 // LoadServe parses the flags of `sockrelay serve` and the LOG_* settings.
@@ -172,6 +200,7 @@ func LoadServe(args []string, getenv func(string) string) (*Serve, error) {
 	perm := fs.String("perm", "0660", "socket permission bits, octal")
 	fs.StringVar(&s.Policy, "policy", "", "serve through this policy: read-only, no-escalation, full or file:NAME")
 	fs.StringVar(&s.PolicyDir, "policy-dir", "/etc/sockrelay/policies", "directory of policy files")
+	fs.StringVar(&s.Metrics, "metrics", "", "serve Prometheus metrics on unix:PATH or a TCP address HOST:PORT")
 	if err := fs.Parse(args); err != nil {
 		return nil, fmt.Errorf("%w\n%s", err, ServeUsage)
 	}
@@ -187,6 +216,17 @@ func LoadServe(args []string, getenv func(string) string) (*Serve, error) {
 	}
 	if s.Listen != "" && filepath.Clean(s.Listen) == filepath.Clean(s.Target) {
 		errs = append(errs, errors.New("--listen and --target are the same socket"))
+	}
+	if s.Metrics != "" {
+		if path, ok := strings.CutPrefix(s.Metrics, "unix:"); ok {
+			if !filepath.IsAbs(path) || filepath.Clean(path) != path || len(path) > maxSocketPath {
+				errs = append(errs, fmt.Errorf("--metrics: want unix: and a clean absolute socket path of at most %d bytes", maxSocketPath))
+			} else if path == filepath.Clean(s.Listen) || path == filepath.Clean(s.Target) {
+				errs = append(errs, errors.New("--metrics: want a socket of its own, not --listen's or --target's"))
+			}
+		} else if _, port, err := net.SplitHostPort(s.Metrics); err != nil || port == "" {
+			errs = append(errs, errors.New("--metrics: want unix:PATH or a TCP address HOST:PORT, such as 127.0.0.1:9323"))
+		}
 	}
 	if *uid >= 1<<32-1 || *gid >= 1<<32-1 {
 		errs = append(errs, errors.New("--uid and --gid: want host ids from 0 to 4294967294"))
@@ -204,6 +244,7 @@ func LoadServe(args []string, getenv func(string) string) (*Serve, error) {
 
 // ServeUsage documents `sockrelay serve`.
 const ServeUsage = `usage: sockrelay serve --listen PATH [--target PATH] [--uid N] [--gid N] [--perm 0660]
+                       [--policy SPEC] [--metrics ADDR]
   --listen PATH   socket to create and serve; its directory must exist
   --target PATH   upstream socket (default /var/run/docker.sock)
   --uid, --gid N  host ids that own the socket (default 0); for a remapped
@@ -214,7 +255,10 @@ const ServeUsage = `usage: sockrelay serve --listen PATH [--target PATH] [--uid 
                   /etc/sockrelay/policies); one JSON audit line per request
                   on stdout. A policy file is read again within 2 s of a
                   change; an invalid change is refused and logged, and the
-                  policy in force stays.`
+                  policy in force stays.
+  --metrics ADDR  serve Prometheus metrics on unix:PATH (a socket owned by
+                  this user, mode 0660) or a TCP address HOST:PORT; it
+                  must be free, or serve does not start`
 
 // Logger builds the logger of `sockrelay serve`.
 func (s *Serve) Logger(w io.Writer) *slog.Logger {

@@ -106,6 +106,16 @@ func TestLoadEnvGood(t *testing.T) {
 				t.Errorf("PolicyDir: got %v, want %v", c.PolicyDir, "/host/etc/sr/p")
 			}
 		}},
+		{"METRICS_SOCKET below SOCKET_DIR", map[string]string{"SOCKET_DIR": "/run/d", "METRICS_SOCKET": "/run/d/sr/m.sock"}, func(t *testing.T, c *config.Config) {
+			if c.MetricsSocket != "/host/run/sr/m.sock" || c.MetricsSocketHost != "/run/d/sr/m.sock" {
+				t.Errorf("MetricsSocket, MetricsSocketHost: got %q, %q, want %q, %q", c.MetricsSocket, c.MetricsSocketHost, "/host/run/sr/m.sock", "/run/d/sr/m.sock")
+			}
+		}},
+		{"METRICS_SOCKET unset", nil, func(t *testing.T, c *config.Config) {
+			if c.MetricsSocket != "" {
+				t.Errorf("MetricsSocket: got %q, want none", c.MetricsSocket)
+			}
+		}},
 		{"REMAP ids zero", map[string]string{"REMAP_UID": "0", "REMAP_GID": "0"}, func(t *testing.T, c *config.Config) {
 			if c.RemapUID == nil || *c.RemapUID != 0 || c.RemapGID == nil || *c.RemapGID != 0 {
 				t.Errorf("remap: got %v:%v, want 0:0", c.RemapUID, c.RemapGID)
@@ -146,6 +156,13 @@ func TestLoadEnvBad(t *testing.T) {
 		{"POLICY_DIR escapes /etc", map[string]string{"POLICY_DIR": "/etc/../root"}, "POLICY_DIR"},
 		{"POLICY_DIR relative", map[string]string{"POLICY_DIR": "etc/policies"}, "POLICY_DIR"},
 		{"POLICY_DIR /etc itself", map[string]string{"POLICY_DIR": "/etc"}, "POLICY_DIR"},
+		{"METRICS_SOCKET outside SOCKET_DIR", map[string]string{"METRICS_SOCKET": "/tmp/m.sock"}, "METRICS_SOCKET"},
+		{"METRICS_SOCKET escapes SOCKET_DIR", map[string]string{"METRICS_SOCKET": "/var/run/../m.sock"}, "METRICS_SOCKET"},
+		{"METRICS_SOCKET beside SOCKET_DIR", map[string]string{"METRICS_SOCKET": "/var/runx/m.sock"}, "METRICS_SOCKET"},
+		{"METRICS_SOCKET is SOCKET_DIR", map[string]string{"METRICS_SOCKET": "/var/run"}, "METRICS_SOCKET"},
+		{"METRICS_SOCKET the daemon's", map[string]string{"METRICS_SOCKET": "/var/run/docker.sock"}, "not the daemon's"},
+		{"METRICS_SOCKET relative", map[string]string{"METRICS_SOCKET": "var/run/m.sock"}, "METRICS_SOCKET"},
+		{"METRICS_SOCKET too long", map[string]string{"METRICS_SOCKET": "/var/run/" + strings.Repeat("d/", 50) + "m.sock"}, "too long"},
 		{"REMAP_UID alone", map[string]string{"REMAP_UID": "100000"}, "set together"},
 		{"REMAP_GID alone", map[string]string{"REMAP_GID": "100000"}, "set together"},
 		{"REMAP_UID not a number", map[string]string{"REMAP_UID": "abc", "REMAP_GID": "1"}, "REMAP_UID"},
@@ -178,7 +195,7 @@ func TestLoadEnvBad(t *testing.T) {
 // Bad values must not be echoed: settings are shown in logs and to users.
 func TestLoadEnvBadValueNotEchoed(t *testing.T) {
 	const secret = "s3cr3t-value"
-	for _, key := range []string{"LOG_LEVEL", "LOG_FORMAT", "SOCKET_DIR", "REMAP_UID", "REMAP_GID", "POLICY_DIR"} {
+	for _, key := range []string{"LOG_LEVEL", "LOG_FORMAT", "SOCKET_DIR", "REMAP_UID", "REMAP_GID", "POLICY_DIR", "METRICS_SOCKET"} {
 		t.Run(key, func(t *testing.T) {
 			env := map[string]string{"REMAP_UID": "1", "REMAP_GID": "1", key: secret}
 			_, err := config.Load(nil, envOf(env))
@@ -299,7 +316,7 @@ func TestLoggerFormatAndLevel(t *testing.T) {
 }
 
 func TestKeysListsEnvSettings(t *testing.T) {
-	for _, k := range []string{"LOG_LEVEL", "LOG_FORMAT", "SOCKET_DIR", "USERNS_REMAP", "REMAP_UID", "REMAP_GID", "POLICY_DIR"} {
+	for _, k := range []string{"LOG_LEVEL", "LOG_FORMAT", "SOCKET_DIR", "USERNS_REMAP", "REMAP_UID", "REMAP_GID", "POLICY_DIR", "METRICS_SOCKET"} {
 		found := false
 		for _, have := range config.Keys {
 			found = found || have == k

@@ -18,6 +18,7 @@ import (
 	"github.com/docker/go-plugins-helpers/volume"
 	"golang.org/x/sys/unix"
 
+	"github.com/sockrelay/sockrelay/internal/metrics"
 	"github.com/sockrelay/sockrelay/internal/mounts"
 	"github.com/sockrelay/sockrelay/internal/owner"
 	"github.com/sockrelay/sockrelay/internal/state"
@@ -62,6 +63,9 @@ type Config struct {
 	// lost, so that Recover can rebuild the record; nil leaves such
 	// volumes to the admin.
 	AskDaemon func(ctx context.Context, name string) (DaemonVolume, error)
+	// Metrics get every volume served, and forget a volume removed; nil:
+	// none.
+	Metrics *metrics.Metrics
 }
 
 // Driver is the VolumeDriver. Create it with New, then Reconcile once the
@@ -323,6 +327,7 @@ func (d *Driver) Remove(r *volume.RemoveRequest) error {
 		}
 		return err
 	}
+	d.cfg.Metrics.Forget(r.Name)
 	d.log.Info("volume removed", "volume", r.Name)
 	return nil
 }
@@ -542,6 +547,7 @@ func (d *Driver) start(rec *state.Volume) error {
 	d.mu.Lock()
 	d.live[v.Name] = &served{srv: srv}
 	d.mu.Unlock()
+	d.cfg.Metrics.Volume(v.Name, v.Mode)
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 
 	"github.com/sockrelay/sockrelay/internal/audit"
 	"github.com/sockrelay/sockrelay/internal/idmap"
+	"github.com/sockrelay/sockrelay/internal/metrics"
 	"github.com/sockrelay/sockrelay/internal/policy"
 )
 
@@ -14,13 +15,14 @@ type ModeDeps struct {
 	Userns   *idmap.Namespaces // idmap's user namespaces
 	Audit    *audit.Log        // policy's audit log
 	Policies policy.Source     // where policy=file:NAME is read
+	Metrics  *metrics.Metrics  // nil: none
 }
 
 // Modes are the modes of this build: the one list a mode is added to.
 func Modes(deps ModeDeps) []Mode {
 	return []Mode{
-		&RelayMode{Log: deps.Log},
+		&RelayMode{Log: deps.Log, Metrics: deps.Metrics},
 		&IdmapMode{Log: deps.Log, Userns: deps.Userns},
-		&PolicyMode{Log: deps.Log, Audit: deps.Audit, Policies: deps.Policies},
+		&PolicyMode{Log: deps.Log, Audit: deps.Audit, Policies: deps.Policies, Metrics: deps.Metrics},
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/sockrelay/sockrelay/internal/apiproxy"
 	"github.com/sockrelay/sockrelay/internal/audit"
+	"github.com/sockrelay/sockrelay/internal/metrics"
 	"github.com/sockrelay/sockrelay/internal/policy"
 	"github.com/sockrelay/sockrelay/internal/unixsock"
 )
@@ -22,6 +23,7 @@ type PolicyMode struct {
 	Log      *slog.Logger
 	Audit    *audit.Log
 	Policies policy.Source
+	Metrics  *metrics.Metrics // nil: none
 }
 
 func (*PolicyMode) Name() string { return "policy" }
@@ -65,10 +67,23 @@ func (m *PolicyMode) Start(ctx context.Context, dir Dir, v *Volume) (Server, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	s := &policyServer{live: live, cancel: cancel}
+	stats := &apiproxy.Stats{}
 	s.proxy = apiproxy.Proxy{
 		Volume: v.Name, Upstream: v.Upstream, Policy: live.Policy,
-		Log: m.Log, Audit: m.Audit, Stats: &apiproxy.Stats{},
+		Log: m.Log, Audit: m.Audit, Stats: stats,
 	}
+	// Metrics read the Status counters at a scrape; the proxy tells them
+	// only what Status does not count: each request's decision, rule
+	// and latency.
+	vm := m.Metrics.Volume(v.Name, v.Mode)
+	if vm != nil {
+		s.proxy.Observer = vm
+	}
+	s.detach = vm.Attach(metrics.Connections|metrics.Reloads, func() metrics.Counts {
+		done, refused := live.Reloads()
+		return metrics.Counts{Open: stats.Active.Load(), Conns: stats.Total.Load(), In: stats.In.Load(), Out: stats.Out.Load(),
+			Reloads: uint64(done), ReloadRefusals: uint64(refused)}
+	})
 	s.wg.Go(func() {
 		s.proxy.Serve(ctx, ln)
 		ln.Close()
@@ -98,12 +113,14 @@ type policyServer struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	once   sync.Once
+	detach func() // from the volume's metrics
 }
 
 func (s *policyServer) Stop() error {
 	s.once.Do(func() {
 		s.cancel()
 		s.wg.Wait()
+		s.detach()
 	})
 	return nil
 }
@@ -113,6 +130,6 @@ func (s *policyServer) Status(st map[string]any) {
 	st["connections"] = s.proxy.Stats.Active.Load()
 	st["requests"] = s.proxy.Stats.Requests.Load()
 	st["denied"] = s.proxy.Stats.Denied.Load()
-	st["bytes_relayed"] = s.proxy.Stats.Bytes.Load()
+	st["bytes_relayed"] = s.proxy.Stats.Bytes()
 	st["upstream_idle"] = s.proxy.IdleUpstreams()
 }

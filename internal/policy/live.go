@@ -46,10 +46,11 @@ type Live struct {
 	src Source
 	cur atomic.Pointer[Policy]
 
-	mu      sync.Mutex
-	reloads int
-	lastErr string
-	errAt   time.Time
+	mu       sync.Mutex
+	reloads  int
+	refusals int
+	lastErr  string
+	errAt    time.Time
 }
 
 // NewLive loads ref from src.
@@ -82,6 +83,7 @@ func (l *Live) Watch(ctx context.Context, log *slog.Logger) {
 		case c.Err != nil:
 			log.Error("policy file changed but is refused; the previous policy stays in force", "policy", l.ref, "err", c.Err)
 			l.lastErr, l.errAt = c.Err.Error(), time.Now().UTC()
+			l.refusals++
 		case c.Reloaded:
 			l.lastErr = ""
 			l.reloads++
@@ -91,6 +93,14 @@ func (l *Live) Watch(ctx context.Context, log *slog.Logger) {
 			log.Info("policy file is back to the policy in force", "policy", l.ref)
 		}
 	})
+}
+
+// Reloads is how many changes of the policy file were put in force, and
+// how many were refused, since NewLive.
+func (l *Live) Reloads() (done, refused int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.reloads, l.refusals
 }
 
 // Status adds the policy's keys to a volume's Status: policy,

@@ -20,10 +20,15 @@ type Stats struct {
 	Active atomic.Int64  // connections open now
 	Total  atomic.Uint64 // connections accepted
 	Failed atomic.Uint64 // connections closed because the upstream was down
-	Bytes  atomic.Uint64 // bytes copied, both directions
+	// In and Out are the bytes copied to the upstream and from it,
+	// counted when a connection ends.
+	In, Out atomic.Uint64
 	// LastError is the last upstream failure, with its time.
 	LastError atomic.Pointer[TimedError]
 }
+
+// Bytes is the bytes copied both ways.
+func (s *Stats) Bytes() uint64 { return s.In.Load() + s.Out.Load() }
 
 // TimedError is an error and when it happened.
 type TimedError struct {
@@ -74,9 +79,10 @@ func (s *Server) handle(ctx context.Context, c net.Conn) {
 	})
 	defer stop()
 	start := time.Now()
-	n := splice.Pipe(c, up)
-	s.Stats.Bytes.Add(uint64(n))
-	s.Log.Debug("connection closed", "bytes", n, "duration", time.Since(start))
+	in, out := splice.Pipe(c, up)
+	s.Stats.In.Add(uint64(in))
+	s.Stats.Out.Add(uint64(out))
+	s.Log.Debug("connection closed", "bytes_in", in, "bytes_out", out, "duration", time.Since(start))
 }
 
 func (s *Server) warnUpstream(err error) {

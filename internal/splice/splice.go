@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"sync"
-	"sync/atomic"
 )
 
 const (
@@ -29,12 +28,12 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }
 // is shut so it sees EOF, and the reverse direction keeps flowing. When a
 // side hangs up entirely, or an error comes in either direction, both are
 // closed at once: a client that goes away never leaves its upstream open.
-// Pipe closes a and b and returns the bytes copied.
+// Pipe closes a and b and returns the bytes copied each way: a to b, and
+// b to a.
 //
 // Once one direction has moved bulkAfter bytes, both sockets get the
 // buffers of SizeForBulk.
-func Pipe(a, b net.Conn) int64 {
-	var n atomic.Int64
+func Pipe(a, b net.Conn) (ab, ba int64) {
 	var wg sync.WaitGroup
 	var sized sync.Once
 	bulk := func() {
@@ -46,9 +45,9 @@ func Pipe(a, b net.Conn) int64 {
 			}
 		})
 	}
-	one := func(dst, src net.Conn) {
+	one := func(dst, src net.Conn, n *int64) {
 		k, err := copyLimit(dst, src, -1, bulk)
-		n.Add(k)
+		*n = k
 		if err == nil && !hungUp(src) {
 			if cw, ok := dst.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
 				return
@@ -57,12 +56,12 @@ func Pipe(a, b net.Conn) int64 {
 		a.Close()
 		b.Close()
 	}
-	wg.Go(func() { one(b, a) })
-	one(a, b)
+	wg.Go(func() { one(b, a, &ab) })
+	one(a, b, &ba)
 	wg.Wait()
 	a.Close()
 	b.Close()
-	return n.Load()
+	return ab, ba
 }
 
 // CopyN copies exactly n bytes from src to dst, by splice(2) between Unix

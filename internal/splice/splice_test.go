@@ -14,8 +14,11 @@ import (
 func TestPipeWithoutCloseWrite(t *testing.T) {
 	a1, a2 := net.Pipe()
 	b1, b2 := net.Pipe()
-	done := make(chan int64, 1)
-	go func() { done <- splice.Pipe(a2, b1) }()
+	done := make(chan [2]int64, 1)
+	go func() {
+		ab, ba := splice.Pipe(a2, b1)
+		done <- [2]int64{ab, ba}
+	}()
 	go func() {
 		// b2 is the far end: echo one message.
 		buf := make([]byte, 5)
@@ -30,8 +33,8 @@ func TestPipeWithoutCloseWrite(t *testing.T) {
 	a1.Close()
 	select {
 	case n := <-done:
-		if n != 10 {
-			t.Errorf("Pipe bytes: got %d, want 10", n)
+		if n != [2]int64{5, 5} {
+			t.Errorf("Pipe bytes each way: got %v, want [5 5]", n)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Pipe did not return after one side closed")
