@@ -23,6 +23,7 @@ import (
 	"github.com/sockrelay/sockrelay/internal/driver"
 	"github.com/sockrelay/sockrelay/internal/idmap"
 	"github.com/sockrelay/sockrelay/internal/owner"
+	"github.com/sockrelay/sockrelay/internal/peer"
 	"github.com/sockrelay/sockrelay/internal/policy"
 	"github.com/sockrelay/sockrelay/internal/state"
 )
@@ -139,6 +140,7 @@ func runPlugin(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout
 		Modes: driver.Modes(driver.ModeDeps{
 			Log: log, Userns: userns, Audit: audit,
 			Policies: policy.Source{Dir: cfg.PolicyDir, Shown: cfg.PolicyDirHost},
+			Identify: &peer.Resolver{Inspect: daemon.InspectCaller},
 		}),
 		InUse:     daemon.Client{Socket: daemonSocket}.VolumeInUse,
 		AskDaemon: askDaemon(daemon.Client{Socket: daemonSocket}),

@@ -11,7 +11,9 @@ import (
 
 	"github.com/sockrelay/sockrelay/internal/audit"
 	"github.com/sockrelay/sockrelay/internal/config"
+	"github.com/sockrelay/sockrelay/internal/daemon"
 	"github.com/sockrelay/sockrelay/internal/driver"
+	"github.com/sockrelay/sockrelay/internal/peer"
 	"github.com/sockrelay/sockrelay/internal/policy"
 	"github.com/sockrelay/sockrelay/internal/unixsock"
 )
@@ -39,7 +41,8 @@ func runServe(ctx context.Context, cfg *config.Serve, log *slog.Logger, stdout i
 	if cfg.Policy != "" {
 		audit := audit.New(stdout)
 		defer audit.Close()
-		mode = &driver.PolicyMode{Log: log, Audit: audit, Policies: policy.Source{Dir: cfg.PolicyDir}}
+		mode = &driver.PolicyMode{Log: log, Audit: audit, Policies: policy.Source{Dir: cfg.PolicyDir},
+			Identify: &peer.Resolver{Inspect: daemon.InspectCaller}}
 		v.Mode, v.Options["policy"] = "policy", cfg.Policy
 		if err := mode.Check(v); err != nil {
 			return fmt.Errorf("--policy: %w", err)

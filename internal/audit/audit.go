@@ -234,9 +234,16 @@ type Entry struct {
 	Peer *Peer
 }
 
-// Peer is a client process's ids, as the kernel gives them.
+// Peer is a client process's ids, as the kernel gives them, and the
+// container it runs in, when known.
 type Peer struct {
 	PID, UID int32
+	// Caller is "container", "host" or "unknown" (package peer); ""
+	// leaves it and what follows out.
+	Caller string
+	// The container's full ID, name, image as asked for, and image ID:
+	// each left out when not known.
+	ContainerID, ContainerName, Image, ImageID string
 }
 
 // Request writes e's line.
@@ -287,6 +294,17 @@ func appendTail(buf []byte, p *Peer) []byte {
 	if p != nil {
 		buf = appendInt(buf, "peer_pid", int64(p.PID))
 		buf = appendInt(buf, "peer_uid", int64(p.UID))
+		if p.Caller != "" {
+			buf = appendField(buf, "caller", p.Caller)
+		}
+		for _, f := range [...]struct{ k, v string }{
+			{"container_id", p.ContainerID}, {"container_name", p.ContainerName},
+			{"image", p.Image}, {"image_id", p.ImageID},
+		} {
+			if f.v != "" {
+				buf = appendField(buf, f.k, f.v)
+			}
+		}
 	}
 	return append(buf, "}\n"...)
 }

@@ -5,6 +5,7 @@ import (
 
 	"github.com/sockrelay/sockrelay/internal/audit"
 	"github.com/sockrelay/sockrelay/internal/idmap"
+	"github.com/sockrelay/sockrelay/internal/peer"
 	"github.com/sockrelay/sockrelay/internal/policy"
 )
 
@@ -14,6 +15,9 @@ type ModeDeps struct {
 	Userns   *idmap.Namespaces // idmap's user namespaces
 	Audit    *audit.Log        // policy's audit log
 	Policies policy.Source     // where policy=file:NAME is read
+	// Identify places policy volumes' clients in their containers for
+	// the audit log (nil: pid and uid only).
+	Identify *peer.Resolver
 }
 
 // Modes are the modes of this build: the one list a mode is added to.
@@ -21,6 +25,6 @@ func Modes(deps ModeDeps) []Mode {
 	return []Mode{
 		&RelayMode{Log: deps.Log},
 		&IdmapMode{Log: deps.Log, Userns: deps.Userns},
-		&PolicyMode{Log: deps.Log, Audit: deps.Audit, Policies: deps.Policies},
+		&PolicyMode{Log: deps.Log, Audit: deps.Audit, Policies: deps.Policies, Identify: deps.Identify},
 	}
 }

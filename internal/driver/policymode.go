@@ -9,6 +9,7 @@ import (
 
 	"github.com/sockrelay/sockrelay/internal/apiproxy"
 	"github.com/sockrelay/sockrelay/internal/audit"
+	"github.com/sockrelay/sockrelay/internal/peer"
 	"github.com/sockrelay/sockrelay/internal/policy"
 	"github.com/sockrelay/sockrelay/internal/unixsock"
 )
@@ -22,6 +23,8 @@ type PolicyMode struct {
 	Log      *slog.Logger
 	Audit    *audit.Log
 	Policies policy.Source
+	// Identify places clients in their containers (nil: not done).
+	Identify *peer.Resolver
 }
 
 func (*PolicyMode) Name() string { return "policy" }
@@ -68,6 +71,7 @@ func (m *PolicyMode) Start(ctx context.Context, dir Dir, v *Volume) (Server, err
 	s.proxy = apiproxy.Proxy{
 		Volume: v.Name, Upstream: v.Upstream, Policy: live.Policy,
 		Log: m.Log, Audit: m.Audit, Stats: &apiproxy.Stats{},
+		Identify: m.Identify,
 	}
 	s.wg.Go(func() {
 		s.proxy.Serve(ctx, ln)
