@@ -222,6 +222,11 @@ func (cc *clientConn) one(x *exchange) bool {
 	}
 	x.method = req.Method
 	p.Stats.Requests.Add(1)
+	if p.Audit.Refusing() {
+		cc.refuse(x, http.StatusServiceUnavailable, ruleAuditFull, auditFull)
+		cc.linger(req)
+		return false
+	}
 	if hasBody(req) && strings.EqualFold(req.Header.Get("Expect"), "100-continue") {
 		// The body is read here, so the go-ahead is ours to give; the
 		// daemon gets the request without the Expect.
@@ -320,7 +325,12 @@ func (cc *clientConn) one(x *exchange) bool {
 const (
 	ruleBadRequest = "bad-request" // a request the proxy cannot frame exactly as the daemon would
 	ruleUpstream   = "upstream"    // the daemon cannot be reached
+	ruleAuditFull  = "audit-unavailable"
 )
+
+// auditFull is the reason of a request refused because the audit file
+// cannot take its line (audit.FileConfig.Refuse).
+const auditFull = "the audit log file cannot be written (disk full, failing or too slow); requests are refused until it can (AUDIT_ON_FULL=refuse)"
 
 const noDaemon = "the Docker daemon did not answer; try again"
 

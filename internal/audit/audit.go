@@ -58,6 +58,9 @@ type Log struct {
 	writing bool
 	timer   *time.Timer // on a pipe: writes what waited for linger
 	armed   bool        // timer is set
+
+	// sink, when set, takes every line instead (OpenFile, file.go).
+	sink *fileSink
 }
 
 const (
@@ -91,6 +94,9 @@ func New(w io.Writer) *Log {
 // pipe, if it has one. Lines written after Close go to w as it is, at
 // once.
 func (a *Log) Close() error {
+	if a.sink != nil {
+		return a.sink.close()
+	}
 	a.mu.Lock()
 	if a.timer != nil {
 		a.timer.Stop()
@@ -167,6 +173,10 @@ func (a *Log) output(prc syscall.RawConn, out []byte) {
 
 // write adds one line (ending in a newline) to the log.
 func (a *Log) write(line []byte) {
+	if a.sink != nil {
+		a.sink.add(line)
+		return
+	}
 	a.mu.Lock()
 	for a.writing && len(a.pending) >= maxPending {
 		a.drained.Wait()
