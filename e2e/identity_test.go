@@ -9,9 +9,11 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -250,4 +252,84 @@ func TestAuditFileBadSetting(t *testing.T) {
 		t.Errorf("a refused AUDIT_FILE created a file: %v", err)
 	}
 	wantPing(t, runClient(t, vol, "srclient", "ping", "/var/run/docker.sock"))
+}
+
+// A full disk under the audit file (a 1 MiB tmpfs as logdir.source),
+// with AUDIT_ON_FULL=refuse: requests are refused with 503
+// audit-unavailable while its lines cannot be written, the plugin's log
+// says so, and once there is room again requests are served and their
+// lines written, whole.
+func TestAuditFileFullRefuses(t *testing.T) {
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "sre2e-audit", dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount a tmpfs: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
+	setPlugin(t, "logdir.source="+dir, "AUDIT_FILE=audit.log", "AUDIT_ON_FULL=refuse")
+	t.Cleanup(func() { setPlugin(t, "logdir.source=/var/log", "AUDIT_FILE=", "AUDIT_ON_FULL=drop") })
+	vol := newVolume(t, "policy=read-only")
+	hc := volumeClient(t, vol)
+	get := func() (int, string) {
+		resp, err := hc.Get("http://d/_ping")
+		if err != nil {
+			t.Fatalf("GET /_ping: %v", err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get(); code != 200 {
+		t.Fatalf("before the disk is full: %d %s", code, body)
+	}
+	// Fill the disk.
+	filler, err := os.Create(filepath.Join(dir, "filler"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(filler, zeros{})
+	filler.Close()
+	refused := false
+	for i := 0; i < 50 && !refused; i++ {
+		code, body := get()
+		refused = code == 503 && strings.Contains(body, "audit-unavailable")
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !refused {
+		t.Fatal("a full audit disk with AUDIT_ON_FULL=refuse: requests still served")
+	}
+	eventually(t, 10*time.Second, func() error {
+		logs, err := daemonLog()
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(logs, "audit lines dropped") || !strings.Contains(logs, "no space left on device") {
+			return fmt.Errorf("no warning of dropped audit lines in the daemon log")
+		}
+		return nil
+	})
+	// Room again: served again (the first request may be refused: its
+	// line is the write that finds out).
+	os.Remove(filepath.Join(dir, "filler"))
+	eventually(t, 10*time.Second, func() error {
+		if code, body := get(); code != 200 {
+			return fmt.Errorf("after the disk has room: %d %s", code, body)
+		}
+		return nil
+	})
+	b, err := os.ReadFile(filepath.Join(dir, "sockrelay", "audit.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+		if !json.Valid([]byte(l)) {
+			t.Fatalf("a line cut by the full disk: %q", l)
+		}
+	}
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
 }
