@@ -223,7 +223,12 @@ func TestAuditFileBadSetting(t *testing.T) {
 	if err := os.Mkdir(blocker, 0o750); err != nil { // a directory where the file should be
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.Remove(blocker) })
+	t.Cleanup(func() {
+		os.Remove(blocker)
+		dockerOut("plugin", "disable", "-f", plugin)
+		dockerOut("plugin", "set", plugin, "AUDIT_FILE=")
+		dockerOut("plugin", "enable", plugin)
+	})
 	for _, tc := range []struct{ value, want string }{
 		{"../escape.log", "AUDIT_FILE: want a file name"},
 		{filepath.Base(blocker), "is a directory"},

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"log/slog"
+	"os"
 	"strings"
 	"testing"
 
@@ -335,5 +336,38 @@ func TestKeysListsEnvSettings(t *testing.T) {
 		if !found {
 			t.Errorf("Keys: got %v, want it to hold %q", config.Keys, k)
 		}
+	}
+}
+
+// Every setting Load reads is settable in the plugin's manifest, and the
+// manifest's defaults load.
+func TestManifestHasEveryKey(t *testing.T) {
+	b, err := os.ReadFile("../../config.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m struct {
+		Env []struct {
+			Name, Value string
+			Settable    []string
+		}
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{}
+	for _, e := range m.Env {
+		if len(e.Settable) != 1 || e.Settable[0] != "value" {
+			t.Errorf("config.json: %s is not settable", e.Name)
+		}
+		env[e.Name] = e.Value
+	}
+	for _, k := range config.Keys {
+		if _, ok := env[k]; !ok {
+			t.Errorf("config.json: no env entry %s", k)
+		}
+	}
+	if _, err := config.Load(nil, envOf(env)); err != nil {
+		t.Errorf("config.json's defaults: %v", err)
 	}
 }
