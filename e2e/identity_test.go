@@ -33,7 +33,11 @@ func setPlugin(t *testing.T, kv ...string) {
 // a process outside any container.
 func volumeClient(t *testing.T, vol string) *http.Client {
 	t.Helper()
-	mp := strings.TrimSpace(must(t, "volume", "inspect", "-f", "{{.Mountpoint}}", vol))
+	// The volume's directory on the host: below the plugin's
+	// propagatedMount (docker volume inspect shows the plugin's path).
+	root := strings.TrimSpace(must(t, "info", "-f", "{{.DockerRootDir}}"))
+	id := strings.TrimSpace(must(t, "plugin", "inspect", "-f", "{{.Id}}", plugin))
+	mp := filepath.Join(root, "plugins", id, "propagated-mount", vol)
 	short, err := os.MkdirTemp("", "sra")
 	if err != nil {
 		t.Fatal(err)
@@ -239,6 +243,7 @@ func TestAuditFileBadSetting(t *testing.T) {
 		if r.err == nil {
 			t.Errorf("enable with AUDIT_FILE=%s: enabled", tc.value)
 		}
+		t.Logf("enable with AUDIT_FILE=%s: %s", tc.value, strings.TrimSpace(r.stderr))
 		eventually(t, 10*time.Second, func() error {
 			logs, err := daemonLog()
 			if err != nil {
@@ -251,7 +256,15 @@ func TestAuditFileBadSetting(t *testing.T) {
 		})
 		dockerOut("plugin", "disable", "-f", plugin)
 		must(t, "plugin", "set", plugin, "AUDIT_FILE=")
-		must(t, "plugin", "enable", plugin)
+		// Engine 20.10 may not have removed the failed plugin's task yet
+		// ("id already in use"), as after any failed start; it does
+		// within seconds.
+		eventually(t, 30*time.Second, func() error {
+			if r := dockerIn(nil, "plugin", "enable", plugin); r.err != nil {
+				return r.err
+			}
+			return nil
+		})
 	}
 	if _, err := os.Stat("/var/log/escape.log"); !os.IsNotExist(err) {
 		t.Errorf("a refused AUDIT_FILE created a file: %v", err)
