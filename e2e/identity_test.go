@@ -256,12 +256,17 @@ func TestAuditFileBadSetting(t *testing.T) {
 		})
 		dockerOut("plugin", "disable", "-f", plugin)
 		must(t, "plugin", "set", plugin, "AUDIT_FILE=")
-		// Engine 20.10 may not have removed the failed plugin's task yet
-		// ("id already in use"), as after any failed start; it does
-		// within seconds.
+		// After a failed start Engine 20.10 may start the plugin again
+		// on its own, with the new settings, while it counts it as
+		// disabled; enable then says "id already in use" until a
+		// disable -f stops that task.
 		eventually(t, 30*time.Second, func() error {
+			if out, _ := dockerOut("plugin", "inspect", "-f", "{{.Enabled}}", plugin); strings.TrimSpace(out) == "true" {
+				return nil
+			}
+			dockerOut("plugin", "disable", "-f", plugin)
 			if r := dockerIn(nil, "plugin", "enable", plugin); r.err != nil {
-				return r.err
+				return fmt.Errorf("enable: %s", r)
 			}
 			return nil
 		})
@@ -286,6 +291,7 @@ func TestAuditFileFullRefuses(t *testing.T) {
 	setPlugin(t, "logdir.source="+dir, "AUDIT_FILE=audit.log", "AUDIT_ON_FULL=refuse")
 	t.Cleanup(func() { setPlugin(t, "logdir.source=/var/log", "AUDIT_FILE=", "AUDIT_ON_FULL=drop") })
 	vol := newVolume(t, "policy=read-only")
+	startUser(t, vol) // the volume's socket is there while it is mounted
 	hc := volumeClient(t, vol)
 	get := func() (int, string) {
 		resp, err := hc.Get("http://d/_ping")
