@@ -24,6 +24,7 @@ import (
 	"github.com/sockrelay/sockrelay/internal/idmap"
 	"github.com/sockrelay/sockrelay/internal/metrics"
 	"github.com/sockrelay/sockrelay/internal/owner"
+	"github.com/sockrelay/sockrelay/internal/peer"
 	"github.com/sockrelay/sockrelay/internal/policy"
 	"github.com/sockrelay/sockrelay/internal/state"
 )
@@ -97,6 +98,13 @@ func buildCommit() string {
 
 func runPlugin(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.Writer) error {
 	log.Info("sockrelay starting", "version", version, "commit", buildCommit(), "pid", os.Getpid(), "fd_limit", fdLimit())
+	// The audit log is JSON whatever LOG_FORMAT says: one line a request.
+	// A file that cannot be written stops the start, before anything.
+	audit, err := openAudit(cfg.Audit, cfg.LogDir, log, stdout)
+	if err != nil {
+		return fmt.Errorf("AUDIT_FILE: %w (the file lies in the sockrelay/ directory of the logdir mount, whose source is /var/log by default: docker plugin set sockrelay logdir.source=DIR)", err)
+	}
+	defer audit.Close()
 	store, err := state.New(cfg.StateDir)
 	if err != nil {
 		return err
@@ -127,9 +135,6 @@ func runPlugin(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout
 	defer cancelRelays()
 	userns := &idmap.Namespaces{}
 	defer userns.Close()
-	// The audit log is JSON whatever LOG_FORMAT says: one line a request.
-	audit := audit.New(stdout)
-	defer audit.Close()
 	var mets *metrics.Metrics // nil without METRICS_SOCKET: nothing counted
 	if cfg.MetricsSocket != "" {
 		mets = metrics.New()
@@ -145,6 +150,7 @@ func runPlugin(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout
 			Log: log, Userns: userns, Audit: audit,
 			Policies: policy.Source{Dir: cfg.PolicyDir, Shown: cfg.PolicyDirHost},
 			Metrics:  mets,
+			Identify: &peer.Resolver{Inspect: daemon.InspectCaller},
 		}),
 		Metrics:   mets,
 		InUse:     daemon.Client{Socket: daemonSocket}.VolumeInUse,
@@ -223,6 +229,29 @@ func serveMetrics(ctx context.Context, cfg *config.Config, mets *metrics.Metrics
 		}
 	}()
 	return done
+}
+
+// openAudit opens the audit log: the file a.File, creating its directory
+// dir (when not "") if missing, or else stdout.
+func openAudit(a config.Audit, dir string, log *slog.Logger, stdout io.Writer) (*audit.Log, error) {
+	if a.File == "" {
+		return audit.New(stdout), nil
+	}
+	if dir != "" {
+		if err := os.Mkdir(dir, 0o750); err != nil && !errors.Is(err, os.ErrExist) {
+			return nil, err
+		}
+	}
+	l, err := audit.OpenFile(audit.FileConfig{Path: a.File, MaxSize: a.MaxSize, Keep: a.Keep, Refuse: a.Refuse, Log: log})
+	if err != nil {
+		return nil, err
+	}
+	onFull := "drop"
+	if a.Refuse {
+		onFull = "refuse"
+	}
+	log.Info("audit log to a file", "file", a.File, "max_size", a.MaxSize, "keep", a.Keep, "on_full", onFull)
+	return l, nil
 }
 
 // askDaemon asks the daemon what it holds of a volume, and which running

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -13,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/sockrelay/sockrelay/internal/peer"
 )
 
 func envOf(m map[string]string) func(string) string {
@@ -143,6 +146,10 @@ func TestRunServeBadFlags(t *testing.T) {
 		{"metrics relative unix", []string{"serve", "--listen", "/tmp/x.sock", "--metrics", "unix:m.sock"}, nil, "--metrics"},
 		{"metrics on listen", []string{"serve", "--listen", "/tmp/x.sock", "--metrics", "unix:/tmp/x.sock"}, nil, "--metrics"},
 		{"metrics on target", []string{"serve", "--listen", "/tmp/x.sock", "--metrics", "unix:/var/run/docker.sock"}, nil, "--metrics"},
+		{"audit file without a policy", []string{"serve", "--listen", "/tmp/x.sock", "--audit-file", "/tmp/a.log"}, nil, "--audit-file"},
+		{"relative audit file", []string{"serve", "--listen", "/tmp/x.sock", "--policy", "full", "--audit-file", "a.log"}, nil, "--audit-file"},
+		{"bad audit size", []string{"serve", "--listen", "/tmp/x.sock", "--policy", "full", "--audit-file", "/tmp/a.log", "--audit-max-size", "1"}, nil, "--audit-max-size"},
+		{"bad audit on full", []string{"serve", "--listen", "/tmp/x.sock", "--policy", "full", "--audit-file", "/tmp/a.log", "--audit-on-full", "wait"}, nil, "--audit-on-full"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -331,4 +338,86 @@ func upstreamListener(t *testing.T) (dir, up string, ln net.Listener) {
 	}
 	t.Cleanup(func() { ln.Close() })
 	return dir, up, ln
+}
+
+// An audit file that cannot be written stops the plugin at its start,
+// saying so, before it creates anything.
+func TestRunPluginAuditFileUnwritable(t *testing.T) {
+	dir := t.TempDir()
+	notDir := filepath.Join(dir, "log")
+	if err := os.WriteFile(notDir, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"plugin",
+		"-plugin-socket", filepath.Join(dir, "plugins", "p.sock"),
+		"-state-dir", filepath.Join(dir, "state"),
+		"-volume-root", filepath.Join(dir, "volumes"),
+		"-socket-dir-mount", filepath.Join(dir, "hostrun"),
+		"-log-dir", filepath.Join(notDir, "sockrelay"),
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	err := run(ctx, args, envOf(map[string]string{"AUDIT_FILE": "audit.log"}), io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "AUDIT_FILE") || !strings.Contains(err.Error(), "not a directory") {
+		t.Fatalf("run plugin: got %v, want an AUDIT_FILE error saying what is wrong", err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Errorf("temporary directory: got %v, want nothing created", ents)
+	}
+}
+
+// serve --policy --audit-file writes the audit lines to the file, not
+// stdout, and names this process's caller: the host.
+func TestRunServeAuditFile(t *testing.T) {
+	dir, up, uln := upstreamListener(t)
+	usrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "OK") })}
+	go usrv.Serve(uln)
+	defer usrv.Close()
+	listen := filepath.Join(dir, "p.sock")
+	file := filepath.Join(dir, "audit.log")
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var logs syncBuf
+	done := make(chan error, 1)
+	args := []string{"serve", "--listen", listen, "--target", up, "--policy", "read-only", "--audit-file", file,
+		"--uid", strconv.Itoa(os.Getuid()), "--gid", strconv.Itoa(os.Getgid()), "--perm", "0600"}
+	go func() { done <- run(ctx, args, envOf(nil), &logs, io.Discard) }()
+	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", listen)
+	}}}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		resp, err := client.Get("http://d/_ping")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET /_ping through serve: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("serve: %v", err)
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var line map[string]any
+	if err := json.Unmarshal(bytes.SplitN(b, []byte("\n"), 2)[0], &line); err != nil {
+		t.Fatalf("audit file: %v: %q", err, b)
+	}
+	self, _ := os.ReadFile("/proc/self/cgroup")
+	wantCaller := "host"
+	if len(peer.ContainerIDs(self)) > 0 {
+		wantCaller = "container"
+	}
+	if line["path"] != "/_ping" || line["caller"] != wantCaller || line["peer_pid"] != float64(os.Getpid()) {
+		t.Fatalf("audit line: got %v, want /_ping from pid %d, caller %s", line, os.Getpid(), wantCaller)
+	}
+	if strings.Contains(logs.String(), `"log":"audit"`) {
+		t.Fatalf("audit lines on stdout too: %s", logs.String())
+	}
 }

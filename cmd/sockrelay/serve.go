@@ -10,10 +10,11 @@ import (
 	"path/filepath"
 	"strconv"
 
-	"github.com/sockrelay/sockrelay/internal/audit"
 	"github.com/sockrelay/sockrelay/internal/config"
+	"github.com/sockrelay/sockrelay/internal/daemon"
 	"github.com/sockrelay/sockrelay/internal/driver"
 	"github.com/sockrelay/sockrelay/internal/metrics"
+	"github.com/sockrelay/sockrelay/internal/peer"
 	"github.com/sockrelay/sockrelay/internal/policy"
 	"github.com/sockrelay/sockrelay/internal/unixsock"
 )
@@ -50,13 +51,20 @@ func runServe(ctx context.Context, cfg *config.Serve, log *slog.Logger, stdout i
 	}
 	var mode driver.Mode = &driver.RelayMode{Log: log, Metrics: mets}
 	if cfg.Policy != "" {
-		audit := audit.New(stdout)
-		defer audit.Close()
-		mode = &driver.PolicyMode{Log: log, Audit: audit, Policies: policy.Source{Dir: cfg.PolicyDir}, Metrics: mets}
+		pm := &driver.PolicyMode{Log: log, Policies: policy.Source{Dir: cfg.PolicyDir}, Metrics: mets,
+			Identify: &peer.Resolver{Inspect: daemon.InspectCaller}}
 		v.Mode, v.Options["policy"] = "policy", cfg.Policy
-		if err := mode.Check(v); err != nil {
+		if err := pm.Check(v); err != nil {
 			return fmt.Errorf("--policy: %w", err)
 		}
+		// The audit file is opened once the rest is known good: a bad
+		// setting creates nothing.
+		audit, err := openAudit(cfg.Audit, "", log, stdout)
+		if err != nil {
+			return fmt.Errorf("--audit-file: %w", err)
+		}
+		defer audit.Close()
+		pm.Audit, mode = audit, pm
 	}
 	srv, err := mode.Start(ctx, driver.Dir{RW: dir, View: dir}, v)
 	if err != nil {

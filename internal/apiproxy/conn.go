@@ -13,6 +13,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/sockrelay/sockrelay/internal/audit"
 	"github.com/sockrelay/sockrelay/internal/daemon"
+	"github.com/sockrelay/sockrelay/internal/peer"
 	"github.com/sockrelay/sockrelay/internal/policy"
 	"github.com/sockrelay/sockrelay/internal/rawio"
 )
@@ -29,12 +31,19 @@ import (
 // mirrors it (taken from the pool or dialled at its first allowed
 // request).
 type clientConn struct {
-	p    *Proxy
-	c    *net.UnixConn
-	crc  syscall.RawConn // c's, for raw reads and writes (rawio.go)
-	cr   rawio.Reader
-	br   *bufio.Reader
-	peer *audit.Peer // nil when SO_PEERCRED says nothing
+	p   *Proxy
+	c   *net.UnixConn
+	crc syscall.RawConn // c's, for raw reads and writes (rawio.go)
+	cr  rawio.Reader
+	br  *bufio.Reader
+	// creds are the client's, from SO_PEERCRED (credsOK: it said
+	// something); who places it in a container, when the proxy does
+	// (Proxy.Identify). auditPeer tells them in the audit lines.
+	creds   peer.Creds
+	credsOK bool
+	who     *peer.Pending
+	placed  atomic.Pointer[audit.Peer] // once who is final
+	waited  atomic.Bool                // a line waited for who already
 	// start is when the connection was accepted.
 	start time.Time
 	// watched is set while a request is with the daemon and the client
@@ -213,6 +222,11 @@ func (cc *clientConn) one(x *exchange) bool {
 	}
 	x.method = req.Method
 	p.Stats.Requests.Add(1)
+	if p.Audit.Refusing() {
+		cc.refuse(x, http.StatusServiceUnavailable, ruleAuditFull, auditFull)
+		cc.linger(req)
+		return false
+	}
 	if hasBody(req) && strings.EqualFold(req.Header.Get("Expect"), "100-continue") {
 		// The body is read here, so the go-ahead is ours to give; the
 		// daemon gets the request without the Expect.
@@ -311,7 +325,12 @@ func (cc *clientConn) one(x *exchange) bool {
 const (
 	ruleBadRequest = "bad-request" // a request the proxy cannot frame exactly as the daemon would
 	ruleUpstream   = "upstream"    // the daemon cannot be reached
+	ruleAuditFull  = "audit-unavailable"
 )
+
+// auditFull is the reason of a request refused because the audit file
+// cannot take its line (audit.FileConfig.Refuse).
+const auditFull = "the audit log file cannot be written (disk full, failing or too slow); requests are refused until it can (AUDIT_ON_FULL=refuse)"
 
 const noDaemon = "the Docker daemon did not answer; try again"
 
@@ -361,23 +380,49 @@ func (cc *clientConn) audit(x *exchange) {
 	p.Audit.Request(audit.Entry{
 		Time: now, Volume: p.Volume, Policy: x.policy, Method: x.method, Path: x.path,
 		Allow: x.allow, Rule: x.rule, Status: x.status, In: x.in, Out: x.out,
-		Duration: now.Sub(x.start), Peer: cc.peer,
+		Duration: now.Sub(x.start), Peer: cc.auditPeer(identWait),
 	})
 }
 
-// peerOf is the client process, from SO_PEERCRED.
-func peerOf(rc syscall.RawConn) *audit.Peer {
-	var cred unix.Ucred
-	var errno syscall.Errno
-	rc.Control(func(fd uintptr) {
-		size := uint32(unsafe.Sizeof(cred))
-		_, _, errno = syscall.RawSyscall6(syscall.SYS_GETSOCKOPT, fd, unix.SOL_SOCKET, unix.SO_PEERCRED,
-			uintptr(unsafe.Pointer(&cred)), uintptr(unsafe.Pointer(&size)), 0)
-	})
-	if errno != 0 {
+// identify reads the client's credentials and, when the proxy places
+// callers, starts placing it: its cgroup is read now, once for the
+// connection, while the process that connected is surely there.
+func (cc *clientConn) identify() {
+	cc.creds, cc.credsOK = peer.Of(cc.crc)
+	if cc.credsOK && cc.p.Identify != nil {
+		cc.who = cc.p.Identify.Identify(&cc.creds, cc.p.Upstream)
+	}
+	cc.creds.Close()
+}
+
+// identWait is how long the first audit line of a connection waits for
+// the daemon to say which container the client runs in; the line is
+// written after the answer went out, so only the connection's next
+// request may wait. After that, lines tell what is known.
+const identWait = 250 * time.Millisecond
+
+// auditPeer is the client as its audit lines tell it: nil when
+// SO_PEERCRED said nothing.
+func (cc *clientConn) auditPeer(wait time.Duration) *audit.Peer {
+	if ap := cc.placed.Load(); ap != nil {
+		return ap
+	}
+	if !cc.credsOK {
 		return nil
 	}
-	return &audit.Peer{PID: cred.Pid, UID: int32(cred.Uid)}
+	ap := &audit.Peer{PID: cc.creds.PID, UID: cc.creds.UID}
+	if cc.who == nil {
+		return ap
+	}
+	if cc.waited.Swap(true) {
+		wait = 0
+	}
+	id, final := cc.who.Get(wait)
+	ap.Caller, ap.ContainerID, ap.ContainerName, ap.Image, ap.ImageID = id.Caller, id.ID, id.Name, id.Image, id.ImageID
+	if final {
+		cc.placed.Store(ap)
+	}
+	return ap
 }
 
 // A client that leaves while the daemon works on its request must not

@@ -39,7 +39,7 @@ func (cc *clientConn) grpcStream(x *exchange, up *net.UnixConn, ubr *bufio.Reade
 				p.Observer.Call(v.Allow, v.Rule)
 			}
 			p.Audit.Call(audit.CallEntry{Time: time.Now(), Volume: p.Volume, Policy: pol.Name(),
-				Method: method, Allow: v.Allow, Rule: v.Rule, Peer: cc.peer})
+				Method: method, Allow: v.Allow, Rule: v.Rule, Peer: cc.auditPeer(0)})
 		},
 		MaxMessage: policy.MaxMessage,
 		// What waits for its decision shares the budgets of the

@@ -12,6 +12,7 @@ import (
 
 	"github.com/sockrelay/sockrelay/internal/accept"
 	"github.com/sockrelay/sockrelay/internal/audit"
+	"github.com/sockrelay/sockrelay/internal/peer"
 	"github.com/sockrelay/sockrelay/internal/policy"
 	"github.com/sockrelay/sockrelay/internal/rawio"
 )
@@ -57,6 +58,9 @@ type Proxy struct {
 	// (nil: DefaultShared). See limits.go.
 	Limits Limits
 	Shared *Shared
+	// Identify, when set, places each client in its container for the
+	// audit lines (package peer).
+	Identify *peer.Resolver
 
 	pool pool // idle upstream connections
 
@@ -100,7 +104,8 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 			uc.Close()
 			return
 		}
-		cc := &clientConn{p: p, c: uc, crc: rc, cr: rawio.Reader{RC: rc}, peer: peerOf(rc), start: time.Now()}
+		cc := &clientConn{p: p, c: uc, crc: rc, cr: rawio.Reader{RC: rc}, start: time.Now()}
+		cc.identify()
 		p.Stats.Total.Add(1)
 		if !takeAll(1, 0, &p.conns, &p.shared.conns) {
 			cc.turnAway()
@@ -123,6 +128,8 @@ func (p *Proxy) Serve(ctx context.Context, ln net.Listener) error {
 // connection rather than the answer.
 func (cc *clientConn) turnAway() {
 	x := &exchange{start: cc.start, policy: cc.p.Policy().Name()}
+	// Its line tells what is known now, without waiting.
+	cc.waited.Store(true)
 	cc.c.SetDeadline(time.Now().Add(turnAwayLinger)) // a new socket's buffer takes the answer at once
 	cc.refuse(x, http.StatusServiceUnavailable, ruleTooManyConns, cc.p.tooManyConns())
 	cc.audit(x)

@@ -58,6 +58,9 @@ type Log struct {
 	writing bool
 	timer   *time.Timer // on a pipe: writes what waited for linger
 	armed   bool        // timer is set
+
+	// sink, when set, takes every line instead (OpenFile, file.go).
+	sink *fileSink
 }
 
 const (
@@ -91,6 +94,9 @@ func New(w io.Writer) *Log {
 // pipe, if it has one. Lines written after Close go to w as it is, at
 // once.
 func (a *Log) Close() error {
+	if a.sink != nil {
+		return a.sink.close()
+	}
 	a.mu.Lock()
 	if a.timer != nil {
 		a.timer.Stop()
@@ -167,6 +173,10 @@ func (a *Log) output(prc syscall.RawConn, out []byte) {
 
 // write adds one line (ending in a newline) to the log.
 func (a *Log) write(line []byte) {
+	if a.sink != nil {
+		a.sink.add(line)
+		return
+	}
 	a.mu.Lock()
 	for a.writing && len(a.pending) >= maxPending {
 		a.drained.Wait()
@@ -234,9 +244,16 @@ type Entry struct {
 	Peer *Peer
 }
 
-// Peer is a client process's ids, as the kernel gives them.
+// Peer is a client process's ids, as the kernel gives them, and the
+// container it runs in, when known.
 type Peer struct {
 	PID, UID int32
+	// Caller is "container", "host" or "unknown" (package peer); ""
+	// leaves it and what follows out.
+	Caller string
+	// The container's full ID, name, image as asked for, and image ID:
+	// each left out when not known.
+	ContainerID, ContainerName, Image, ImageID string
 }
 
 // Request writes e's line.
@@ -287,6 +304,17 @@ func appendTail(buf []byte, p *Peer) []byte {
 	if p != nil {
 		buf = appendInt(buf, "peer_pid", int64(p.PID))
 		buf = appendInt(buf, "peer_uid", int64(p.UID))
+		if p.Caller != "" {
+			buf = appendField(buf, "caller", p.Caller)
+		}
+		for _, f := range [...]struct{ k, v string }{
+			{"container_id", p.ContainerID}, {"container_name", p.ContainerName},
+			{"image", p.Image}, {"image_id", p.ImageID},
+		} {
+			if f.v != "" {
+				buf = appendField(buf, f.k, f.v)
+			}
+		}
 	}
 	return append(buf, "}\n"...)
 }

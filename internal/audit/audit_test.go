@@ -31,13 +31,26 @@ func slogLine(t testing.TB, e Entry) []byte {
 	r.Add("volume", e.Volume, "policy", e.Policy, "method", e.Method, "path", e.Path,
 		"decision", decision, "rule", e.Rule, "status", e.Status,
 		"bytes_in", e.In, "bytes_out", e.Out, "duration_ms", e.Duration.Milliseconds())
-	if e.Peer != nil {
-		r.Add("peer_pid", e.Peer.PID, "peer_uid", e.Peer.UID)
-	}
+	addPeer(&r, e.Peer)
 	if err := h.Handle(context.Background(), r); err != nil {
 		t.Fatal(err)
 	}
 	return b.Bytes()
+}
+
+func addPeer(r *slog.Record, p *Peer) {
+	if p == nil {
+		return
+	}
+	r.Add("peer_pid", p.PID, "peer_uid", p.UID)
+	if p.Caller != "" {
+		r.Add("caller", p.Caller)
+	}
+	for _, f := range [][2]string{{"container_id", p.ContainerID}, {"container_name", p.ContainerName}, {"image", p.Image}, {"image_id", p.ImageID}} {
+		if f[1] != "" {
+			r.Add(f[0], f[1])
+		}
+	}
 }
 
 // The hand encoder writes exactly what slog wrote, hostile strings
@@ -51,6 +64,11 @@ func TestAuditLineIsSlogsLine(t *testing.T) {
 		{"allowed", Entry{Policy: "full", Method: "GET", Path: "/containers/json", Rule: "full", Allow: true, Status: 200, In: 0, Out: 3, Duration: 3 * time.Millisecond, Peer: &Peer{PID: 4242, UID: 100000}}},
 		{"denied, no peer", Entry{Policy: "file:ci", Method: "POST", Path: "/containers/create", Rule: "no-privileged", Status: 403, In: 1621, Out: 104}},
 		{"bad request", Entry{Rule: "bad-request", Status: 400, Peer: &Peer{PID: 1, UID: 0}}},
+		{"a container", Entry{Method: "GET", Path: "/_ping", Status: 200, Peer: &Peer{PID: 4242, UID: 100000, Caller: "container",
+			ContainerID: strings.Repeat("ab", 32), ContainerName: "web", Image: "alpine:3.20", ImageID: "sha256:" + strings.Repeat("cd", 32)}}},
+		{"the host", Entry{Method: "GET", Path: "/_ping", Status: 200, Peer: &Peer{PID: 7, UID: 0, Caller: "host"}}},
+		{"a hostile name and image", Entry{Method: "GET", Path: "/_ping", Status: 200, Peer: &Peer{PID: 7, UID: 0, Caller: "container",
+			ContainerID: "x", ContainerName: "a\nb\r\n{\"forged\":1}\n\u2028", Image: "evil\r\n\x00\xff"}}},
 		{"hostile path", Entry{Method: "G\"ET", Path: "/a\"b\\c\n\r\t\x00\x1f\x7f<>&\u2028\u2029é\xff\xfe" + "😀", Rule: "path-not-canonical", Status: 400}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -70,7 +88,8 @@ func FuzzAuditLine(f *testing.F) {
 	f.Add("GET", "/containers/json")
 	f.Add("P\"OST", "/a\\b\n\u2028\xff")
 	f.Fuzz(func(t *testing.T, method, path string) {
-		e := Entry{Time: time.Unix(1700000000, 5), Volume: "v", Policy: "full", Method: method, Path: path, Rule: "r", Status: 200, Peer: &Peer{PID: 7, UID: 100000}}
+		e := Entry{Time: time.Unix(1700000000, 5), Volume: "v", Policy: "full", Method: method, Path: path, Rule: "r", Status: 200,
+			Peer: &Peer{PID: 7, UID: 100000, Caller: "container", ContainerID: path, ContainerName: method, Image: path + method}}
 		got := appendEntry(nil, e)
 		if want := slogLine(t, e); !bytes.Equal(got, want) {
 			t.Fatalf("audit line\n got %q\nwant %q", got, want)

@@ -11,8 +11,13 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
+
+	units "github.com/docker/go-units"
+
+	"github.com/sockrelay/sockrelay/internal/audit"
 )
 
 // Config holds the plugin's settings.
@@ -54,10 +59,57 @@ type Config struct {
 	// process sees it; MetricsSocketHost is the same socket as the host
 	// names it (METRICS_SOCKET, below SOCKET_DIR).
 	MetricsSocket, MetricsSocketHost string
+
+	// LogDir is the plugin's directory in the logdir mount: the host's
+	// /var/log/sockrelay by default. Audit.File lies in it.
+	LogDir string
+	// Audit says where the audit log goes (AUDIT_*).
+	Audit Audit
+}
+
+// Audit says where the audit log goes.
+type Audit struct {
+	// File, when set, is the file the audit log is written to, as JSON
+	// lines, instead of stdout.
+	File string
+	// MaxSize rotates the file; Keep rotated files are kept.
+	MaxSize int64
+	Keep    int
+	// Refuse: while lines cannot be written, requests are refused
+	// (AUDIT_ON_FULL=refuse) rather than lines dropped (drop).
+	Refuse bool
+}
+
+// auditFileRE is what AUDIT_FILE may be: a file name.
+var auditFileRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$`)
+
+// parseAudit reads the audit file's size, count and behaviour when
+// full, from the plugin's settings or serve's flags (named by keys).
+func parseAudit(a *Audit, size, keep, onFull string, keys [3]string) []error {
+	var errs []error
+	n, err := units.RAMInBytes(size)
+	if err != nil || n < audit.MinFileSize || n > 1<<40 {
+		errs = append(errs, fmt.Errorf("%s: want a size from 64k to 1t, such as 100m", keys[0]))
+	}
+	a.MaxSize = n
+	k, err := strconv.Atoi(keep)
+	if err != nil || k < 1 || k > 1000 {
+		errs = append(errs, fmt.Errorf("%s: want a number of rotated files to keep, from 1 to 1000", keys[1]))
+	}
+	a.Keep = k
+	switch onFull {
+	case "drop":
+	case "refuse":
+		a.Refuse = true
+	default:
+		errs = append(errs, fmt.Errorf("%s: want drop (lines are dropped and counted) or refuse (requests are refused)", keys[2]))
+	}
+	return errs
 }
 
 // Keys lists the environment settings Load reads, for docs and errors.
-var Keys = []string{"LOG_LEVEL", "LOG_FORMAT", "SOCKET_DIR", "USERNS_REMAP", "REMAP_UID", "REMAP_GID", "POLICY_DIR", "METRICS_SOCKET"}
+var Keys = []string{"LOG_LEVEL", "LOG_FORMAT", "SOCKET_DIR", "USERNS_REMAP", "REMAP_UID", "REMAP_GID", "POLICY_DIR", "METRICS_SOCKET",
+	"AUDIT_FILE", "AUDIT_MAX_SIZE", "AUDIT_KEEP", "AUDIT_ON_FULL"}
 
 // Load parses args (without the program name and subcommand) and getenv
 // into a Config. Bad values are errors, never silent defaults.
@@ -69,6 +121,7 @@ func Load(args []string, getenv func(string) string) (*Config, error) {
 		SocketDirMount: "/host/run",
 		SubUIDFile:     "/host/etc/subuid",
 		SubGIDFile:     "/host/etc/subgid",
+		LogDir:         "/host/log/sockrelay",
 	}
 	env := func(key, def string) string {
 		if v := strings.TrimSpace(getenv(key)); v != "" {
@@ -116,6 +169,13 @@ func Load(args []string, getenv func(string) string) (*Config, error) {
 	if (c.RemapUID == nil) != (c.RemapGID == nil) {
 		errs = append(errs, errors.New("REMAP_UID and REMAP_GID must be set together"))
 	}
+	if f := env("AUDIT_FILE", ""); f != "" && !auditFileRE.MatchString(f) {
+		errs = append(errs, errors.New("AUDIT_FILE: want a file name (letters, digits, '_', '.', '-'), such as audit.log, for a file in the logdir mount's sockrelay/ directory (/var/log/sockrelay by default)"))
+	} else {
+		c.Audit.File = f
+	}
+	errs = append(errs, parseAudit(&c.Audit, env("AUDIT_MAX_SIZE", "100m"), env("AUDIT_KEEP", "5"), env("AUDIT_ON_FULL", "drop"),
+		[3]string{"AUDIT_MAX_SIZE", "AUDIT_KEEP", "AUDIT_ON_FULL"})...)
 
 	fs := flag.NewFlagSet("sockrelay plugin", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -126,6 +186,7 @@ func Load(args []string, getenv func(string) string) (*Config, error) {
 	fs.StringVar(&c.SubUIDFile, "subuid", c.SubUIDFile, "the host's /etc/subuid")
 	fs.StringVar(&c.SubGIDFile, "subgid", c.SubGIDFile, "the host's /etc/subgid")
 	fs.StringVar(&c.PolicyDir, "policy-dir", c.PolicyDir, "directory of policy files (file:NAME)")
+	fs.StringVar(&c.LogDir, "log-dir", c.LogDir, "the plugin's directory in the logdir mount")
 	if err := fs.Parse(args); err != nil {
 		errs = append(errs, err)
 	} else if fs.NArg() > 0 {
@@ -150,6 +211,9 @@ func Load(args []string, getenv func(string) string) (*Config, error) {
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("bad settings: %w", err)
+	}
+	if c.Audit.File != "" {
+		c.Audit.File = filepath.Join(c.LogDir, c.Audit.File)
 	}
 	return c, nil
 }
@@ -182,6 +246,8 @@ type Serve struct {
 	// Metrics, when set, is where the metrics are served: unix:PATH or a
 	// TCP address.
 	Metrics string
+	// Audit says where the policy's audit log goes.
+	Audit Audit
 }
 
 // LoadServe parses the flags of `sockrelay serve` and the LOG_* settings.
@@ -201,10 +267,19 @@ func LoadServe(args []string, getenv func(string) string) (*Serve, error) {
 	fs.StringVar(&s.Policy, "policy", "", "serve through this policy: read-only, no-escalation, full or file:NAME")
 	fs.StringVar(&s.PolicyDir, "policy-dir", "/etc/sockrelay/policies", "directory of policy files")
 	fs.StringVar(&s.Metrics, "metrics", "", "serve Prometheus metrics on unix:PATH or a TCP address HOST:PORT")
+	fs.StringVar(&s.Audit.File, "audit-file", "", "write the audit log to this file, rotated by size")
+	auditSize := fs.String("audit-max-size", "100m", "rotate the audit file at this size")
+	auditKeep := fs.String("audit-keep", "5", "rotated audit files kept")
+	auditFull := fs.String("audit-on-full", "drop", "drop or refuse")
 	if err := fs.Parse(args); err != nil {
 		return nil, fmt.Errorf("%w\n%s", err, ServeUsage)
 	}
 	var errs []error
+	if s.Audit.File != "" && (!filepath.IsAbs(s.Audit.File) || s.Policy == "") {
+		errs = append(errs, errors.New("--audit-file: want an absolute path, with --policy (only a policy has an audit log)"))
+	}
+	errs = append(errs, parseAudit(&s.Audit, *auditSize, *auditKeep, *auditFull,
+		[3]string{"--audit-max-size", "--audit-keep", "--audit-on-full"})...)
 	if fs.NArg() > 0 {
 		errs = append(errs, fmt.Errorf("unexpected argument %q", fs.Arg(0)))
 	}
@@ -244,7 +319,7 @@ func LoadServe(args []string, getenv func(string) string) (*Serve, error) {
 
 // ServeUsage documents `sockrelay serve`.
 const ServeUsage = `usage: sockrelay serve --listen PATH [--target PATH] [--uid N] [--gid N] [--perm 0660]
-                       [--policy SPEC] [--metrics ADDR]
+                       [--policy SPEC [--audit-file PATH ...]] [--metrics ADDR]
   --listen PATH   socket to create and serve; its directory must exist
   --target PATH   upstream socket (default /var/run/docker.sock)
   --uid, --gid N  host ids that own the socket (default 0); for a remapped
@@ -258,7 +333,15 @@ const ServeUsage = `usage: sockrelay serve --listen PATH [--target PATH] [--uid 
                   policy in force stays.
   --metrics ADDR  serve Prometheus metrics on unix:PATH (a socket owned by
                   this user, mode 0660) or a TCP address HOST:PORT; it
-                  must be free, or serve does not start`
+                  must be free, or serve does not start
+  --audit-file PATH  write the audit lines to PATH instead of stdout, as
+                  JSON lines (mode 0640; the directory must exist), rotated
+                  at --audit-max-size (default 100m) to PATH.1 … PATH.N,
+                  N = --audit-keep (default 5)
+  --audit-on-full drop|refuse  while the file cannot take lines (disk full,
+                  failing, or 4 MiB of lines waiting): drop them, counted
+                  and warned about (default), or refuse requests with 503
+                  until a write succeeds`
 
 // Logger builds the logger of `sockrelay serve`.
 func (s *Serve) Logger(w io.Writer) *slog.Logger {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"log/slog"
+	"os"
 	"strings"
 	"testing"
 
@@ -41,6 +42,12 @@ func TestLoadDefaults(t *testing.T) {
 		{"PolicyDir", c.PolicyDir, "/host/etc/sockrelay/policies"},
 		{"RemapUID set", c.RemapUID != nil, false},
 		{"RemapGID set", c.RemapGID != nil, false},
+		// The audit log goes to stdout unless AUDIT_FILE says otherwise.
+		{"Audit.File", c.Audit.File, ""},
+		{"Audit.MaxSize", c.Audit.MaxSize, int64(100 << 20)},
+		{"Audit.Keep", c.Audit.Keep, 5},
+		{"Audit.Refuse", c.Audit.Refuse, false},
+		{"LogDir", c.LogDir, "/host/log/sockrelay"},
 	}
 	for _, ch := range checks {
 		if ch.got != ch.want {
@@ -127,6 +134,16 @@ func TestLoadEnvGood(t *testing.T) {
 			}
 		}},
 	}
+	tests = append(tests, struct {
+		name  string
+		env   map[string]string
+		check func(t *testing.T, c *config.Config)
+	}{"AUDIT_*", map[string]string{"AUDIT_FILE": "audit.log", "AUDIT_MAX_SIZE": "1m", "AUDIT_KEEP": "2", "AUDIT_ON_FULL": "refuse"}, func(t *testing.T, c *config.Config) {
+		want := config.Audit{File: "/host/log/sockrelay/audit.log", MaxSize: 1 << 20, Keep: 2, Refuse: true}
+		if c.Audit != want {
+			t.Errorf("Audit: got %+v, want %+v", c.Audit, want)
+		}
+	}})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c, err := config.Load(nil, envOf(tt.env))
@@ -172,6 +189,16 @@ func TestLoadEnvBad(t *testing.T) {
 		{"REMAP_GID hex", map[string]string{"REMAP_UID": "1", "REMAP_GID": "0x10"}, "REMAP_GID"},
 		{"REMAP_UID float", map[string]string{"REMAP_UID": "1.5", "REMAP_GID": "1"}, "REMAP_UID"},
 		{"REMAP_UID inner space", map[string]string{"REMAP_UID": "1 2", "REMAP_GID": "1"}, "REMAP_UID"},
+		{"AUDIT_FILE a path", map[string]string{"AUDIT_FILE": "a/audit.log"}, "AUDIT_FILE"},
+		{"AUDIT_FILE escapes", map[string]string{"AUDIT_FILE": "../audit.log"}, "AUDIT_FILE"},
+		{"AUDIT_FILE absolute", map[string]string{"AUDIT_FILE": "/etc/passwd"}, "AUDIT_FILE"},
+		{"AUDIT_FILE hidden", map[string]string{"AUDIT_FILE": ".audit"}, "AUDIT_FILE"},
+		{"AUDIT_FILE newline", map[string]string{"AUDIT_FILE": "a\nb"}, "AUDIT_FILE"},
+		{"AUDIT_MAX_SIZE too small", map[string]string{"AUDIT_MAX_SIZE": "1k"}, "AUDIT_MAX_SIZE"},
+		{"AUDIT_MAX_SIZE not a size", map[string]string{"AUDIT_MAX_SIZE": "lots"}, "AUDIT_MAX_SIZE"},
+		{"AUDIT_KEEP zero", map[string]string{"AUDIT_KEEP": "0"}, "AUDIT_KEEP"},
+		{"AUDIT_KEEP not a number", map[string]string{"AUDIT_KEEP": "five"}, "AUDIT_KEEP"},
+		{"AUDIT_ON_FULL unknown", map[string]string{"AUDIT_ON_FULL": "block"}, "AUDIT_ON_FULL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -195,7 +222,8 @@ func TestLoadEnvBad(t *testing.T) {
 // Bad values must not be echoed: settings are shown in logs and to users.
 func TestLoadEnvBadValueNotEchoed(t *testing.T) {
 	const secret = "s3cr3t-value"
-	for _, key := range []string{"LOG_LEVEL", "LOG_FORMAT", "SOCKET_DIR", "REMAP_UID", "REMAP_GID", "POLICY_DIR", "METRICS_SOCKET"} {
+	for _, key := range []string{"LOG_LEVEL", "LOG_FORMAT", "SOCKET_DIR", "REMAP_UID", "REMAP_GID", "POLICY_DIR", "METRICS_SOCKET",
+		"AUDIT_MAX_SIZE", "AUDIT_KEEP", "AUDIT_ON_FULL"} {
 		t.Run(key, func(t *testing.T) {
 			env := map[string]string{"REMAP_UID": "1", "REMAP_GID": "1", key: secret}
 			_, err := config.Load(nil, envOf(env))
@@ -316,7 +344,8 @@ func TestLoggerFormatAndLevel(t *testing.T) {
 }
 
 func TestKeysListsEnvSettings(t *testing.T) {
-	for _, k := range []string{"LOG_LEVEL", "LOG_FORMAT", "SOCKET_DIR", "USERNS_REMAP", "REMAP_UID", "REMAP_GID", "POLICY_DIR", "METRICS_SOCKET"} {
+	for _, k := range []string{"LOG_LEVEL", "LOG_FORMAT", "SOCKET_DIR", "USERNS_REMAP", "REMAP_UID", "REMAP_GID", "POLICY_DIR", "METRICS_SOCKET",
+		"AUDIT_FILE", "AUDIT_MAX_SIZE", "AUDIT_KEEP", "AUDIT_ON_FULL"} {
 		found := false
 		for _, have := range config.Keys {
 			found = found || have == k
@@ -324,5 +353,38 @@ func TestKeysListsEnvSettings(t *testing.T) {
 		if !found {
 			t.Errorf("Keys: got %v, want it to hold %q", config.Keys, k)
 		}
+	}
+}
+
+// Every setting Load reads is settable in the plugin's manifest, and the
+// manifest's defaults load.
+func TestManifestHasEveryKey(t *testing.T) {
+	b, err := os.ReadFile("../../config.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m struct {
+		Env []struct {
+			Name, Value string
+			Settable    []string
+		}
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{}
+	for _, e := range m.Env {
+		if len(e.Settable) != 1 || e.Settable[0] != "value" {
+			t.Errorf("config.json: %s is not settable", e.Name)
+		}
+		env[e.Name] = e.Value
+	}
+	for _, k := range config.Keys {
+		if _, ok := env[k]; !ok {
+			t.Errorf("config.json: no env entry %s", k)
+		}
+	}
+	if _, err := config.Load(nil, envOf(env)); err != nil {
+		t.Errorf("config.json's defaults: %v", err)
 	}
 }

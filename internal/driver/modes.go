@@ -6,6 +6,7 @@ import (
 	"github.com/sockrelay/sockrelay/internal/audit"
 	"github.com/sockrelay/sockrelay/internal/idmap"
 	"github.com/sockrelay/sockrelay/internal/metrics"
+	"github.com/sockrelay/sockrelay/internal/peer"
 	"github.com/sockrelay/sockrelay/internal/policy"
 )
 
@@ -16,6 +17,9 @@ type ModeDeps struct {
 	Audit    *audit.Log        // policy's audit log
 	Policies policy.Source     // where policy=file:NAME is read
 	Metrics  *metrics.Metrics  // nil: none
+	// Identify places policy volumes' clients in their containers for
+	// the audit log (nil: pid and uid only).
+	Identify *peer.Resolver
 }
 
 // Modes are the modes of this build: the one list a mode is added to.
@@ -23,6 +27,6 @@ func Modes(deps ModeDeps) []Mode {
 	return []Mode{
 		&RelayMode{Log: deps.Log, Metrics: deps.Metrics},
 		&IdmapMode{Log: deps.Log, Userns: deps.Userns},
-		&PolicyMode{Log: deps.Log, Audit: deps.Audit, Policies: deps.Policies, Metrics: deps.Metrics},
+		&PolicyMode{Log: deps.Log, Audit: deps.Audit, Policies: deps.Policies, Metrics: deps.Metrics, Identify: deps.Identify},
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/sockrelay/sockrelay/internal/apiproxy"
 	"github.com/sockrelay/sockrelay/internal/audit"
 	"github.com/sockrelay/sockrelay/internal/metrics"
+	"github.com/sockrelay/sockrelay/internal/peer"
 	"github.com/sockrelay/sockrelay/internal/policy"
 	"github.com/sockrelay/sockrelay/internal/unixsock"
 )
@@ -24,6 +25,8 @@ type PolicyMode struct {
 	Audit    *audit.Log
 	Policies policy.Source
 	Metrics  *metrics.Metrics // nil: none
+	// Identify places clients in their containers (nil: not done).
+	Identify *peer.Resolver
 }
 
 func (*PolicyMode) Name() string { return "policy" }
@@ -71,6 +74,7 @@ func (m *PolicyMode) Start(ctx context.Context, dir Dir, v *Volume) (Server, err
 	s.proxy = apiproxy.Proxy{
 		Volume: v.Name, Upstream: v.Upstream, Policy: live.Policy,
 		Log: m.Log, Audit: m.Audit, Stats: stats,
+		Identify: m.Identify,
 	}
 	// Metrics read the Status counters at a scrape; the proxy tells them
 	// only what Status does not count: each request's decision, rule
