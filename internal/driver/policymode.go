@@ -9,6 +9,7 @@ import (
 
 	"github.com/sockrelay/sockrelay/internal/apiproxy"
 	"github.com/sockrelay/sockrelay/internal/audit"
+	"github.com/sockrelay/sockrelay/internal/daemon"
 	"github.com/sockrelay/sockrelay/internal/policy"
 	"github.com/sockrelay/sockrelay/internal/unixsock"
 )
@@ -22,13 +23,16 @@ type PolicyMode struct {
 	Log      *slog.Logger
 	Audit    *audit.Log
 	Policies policy.Source
+
+	scoped resolvers // of the scoped volumes, by daemon socket
 }
 
 func (*PolicyMode) Name() string { return "policy" }
 
 func (*PolicyMode) Options() []Option {
 	return append(ownerOptions[:len(ownerOptions):len(ownerOptions)],
-		Option{Key: optPolicy, Required: true, Help: policyHelp, Parse: parsePolicyRef})
+		Option{Key: optPolicy, Required: true, Help: policyHelp, Parse: parsePolicyRef},
+		Option{Key: optScope, Help: scopeHelp, Parse: parseScope})
 }
 
 const policyHelp = "read-only, no-escalation, full, or file:NAME for a file in the plugin's policy directory"
@@ -39,15 +43,20 @@ func (m *PolicyMode) Check(v *Volume) error {
 	if _, err := v.SocketOwner(); err != nil {
 		return err
 	}
-	if _, err := m.Policies.Load(v.Options[optPolicy]); err != nil {
+	p, err := m.Policies.Load(v.Options[optPolicy])
+	if err != nil {
 		return fmt.Errorf("%w: option policy: %v", ErrInvalid, err)
 	}
-	return nil
+	_, err = effectiveScope(v, p)
+	return err
 }
 
 func (*PolicyMode) Describe(v *Volume, st map[string]any) {
 	describeOwner(v, st)
 	st["policy"] = v.Options[optPolicy]
+	if s, err := volumeScope(v); err == nil && s != "" {
+		st["scope"] = s
+	}
 }
 
 func (m *PolicyMode) Start(ctx context.Context, dir Dir, v *Volume) (Server, error) {
@@ -63,11 +72,21 @@ func (m *PolicyMode) Start(ctx context.Context, dir Dir, v *Volume) (Server, err
 	if err != nil {
 		return nil, err
 	}
+	scope, err := effectiveScope(v, live.Policy())
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(ctx)
-	s := &policyServer{live: live, cancel: cancel}
+	s := &policyServer{live: live, cancel: cancel, scope: scope}
 	s.proxy = apiproxy.Proxy{
 		Volume: v.Name, Upstream: v.Upstream, Policy: live.Policy,
 		Log: m.Log, Audit: m.Audit, Stats: &apiproxy.Stats{},
+	}
+	if scope != "" {
+		s.resolver, s.release = m.scoped.acquire(v.Upstream, m.Log)
+		s.proxy.Policy = (&scopedPolicy{live: live, scope: scope}).Policy
+		s.proxy.Resolver = s.resolver
 	}
 	s.wg.Go(func() {
 		s.proxy.Serve(ctx, ln)
@@ -98,12 +117,20 @@ type policyServer struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	once   sync.Once
+	// scope is the volume's, "" for none; resolver is shared with the
+	// daemon's other scoped volumes until release.
+	scope    string
+	resolver *daemon.Resolver
+	release  func()
 }
 
 func (s *policyServer) Stop() error {
 	s.once.Do(func() {
 		s.cancel()
 		s.wg.Wait()
+		if s.release != nil {
+			s.release()
+		}
 	})
 	return nil
 }
@@ -115,4 +142,7 @@ func (s *policyServer) Status(st map[string]any) {
 	st["denied"] = s.proxy.Stats.Denied.Load()
 	st["bytes_relayed"] = s.proxy.Stats.Bytes.Load()
 	st["upstream_idle"] = s.proxy.IdleUpstreams()
+	if s.scope != "" {
+		scopeStatus(st, s.scope, s.resolver)
+	}
 }

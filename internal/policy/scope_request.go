@@ -1,0 +1,630 @@
+package policy
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/mount"
+	"github.com/moby/moby/api/types/network"
+	"github.com/moby/moby/api/types/swarm"
+)
+
+// refPath is a route whose path names an object: prefix, the reference
+// (which, like dockerd's "{name:.*}", may span segments), then suffix,
+// then, when tail is set, one more segment.
+type refPath struct {
+	methods methodSet
+	kind    Kind
+	prefix  string
+	suffix  string
+	tail    bool
+}
+
+// refPaths follow dockerd's routes (daemon/server/router/*). An image
+// route is checked but never rewritten: images are shared, and a tag
+// and an ID name different things to DELETE /images/{name}.
+var refPaths = []refPath{
+	{mDELETE, KindContainer, "/containers/", "/checkpoints/", true},
+	{mGET | mHEAD | mPOST | mPUT | mDELETE, KindContainer, "/containers/", "", false}, // any suffix: see containerRef
+	{mGET, KindExec, "/exec/", "/json", false},
+	{mPOST, KindExec, "/exec/", "/start", false},
+	{mPOST, KindExec, "/exec/", "/resize", false},
+	{mPOST, KindNetwork, "/networks/", "/connect", false},
+	{mPOST, KindNetwork, "/networks/", "/disconnect", false},
+	{mGET | mHEAD | mDELETE, KindNetwork, "/networks/", "", false},
+	{mGET | mHEAD | mDELETE | mPUT, KindVolume, "/volumes/", "", false},
+	{mPOST, KindService, "/services/", "/update", false},
+	{mGET, KindService, "/services/", "/logs", false},
+	{mGET | mHEAD | mDELETE, KindService, "/services/", "", false},
+	{mGET, KindTask, "/tasks/", "/logs", false},
+	{mGET | mHEAD, KindTask, "/tasks/", "", false},
+	{mPOST, KindSecret, "/secrets/", "/update", false},
+	{mGET | mHEAD | mDELETE, KindSecret, "/secrets/", "", false},
+	{mPOST, KindConfig, "/configs/", "/update", false},
+	{mGET | mHEAD | mDELETE, KindConfig, "/configs/", "", false},
+	{mDELETE, KindImage, "/images/", "", false},
+	{mPOST, KindImage, "/images/", "/tag", false},
+}
+
+// containerSuffixes are the routes under /containers/{name} (dockerd's
+// container and checkpoint routers).
+var containerSuffixes = []string{"/json", "/logs", "/top", "/changes", "/export", "/stats", "/attach/ws",
+	"/attach", "/archive", "/checkpoints", "/kill", "/pause", "/unpause", "/restart", "/start", "/stop",
+	"/wait", "/resize", "/exec", "/rename", "/update"}
+
+// collections are the routes under an object prefix that name no object.
+var collections = []endpoint{
+	ep(mGET|mHEAD, "/containers/json"), epContainerCreate, ep(mPOST, "/containers/prune"),
+	ep(mPOST, "/networks/create"), ep(mPOST, "/networks/prune"), epVolumeCreate, ep(mPOST, "/volumes/prune"),
+	epServiceCreate, ep(mPOST, "/secrets/create"), ep(mPOST, "/configs/create"),
+}
+
+// objectPrefixes are the paths a scope covers object by object; a path
+// under one that no route of refPaths matches is refused.
+var objectPrefixes = []string{"/containers/", "/exec/", "/networks/", "/volumes/", "/services/", "/tasks/", "/secrets/", "/configs/"}
+
+// match returns the reference in path (canonical, still escaped) and
+// where it ends, or ok false.
+func (rp refPath) match(m methodSet, path string) (ref string, end int, ok bool) {
+	if rp.methods&m == 0 || !strings.HasPrefix(path, rp.prefix) {
+		return "", 0, false
+	}
+	rest := path[len(rp.prefix):]
+	switch {
+	case rp.tail:
+		i := strings.LastIndex(rest, rp.suffix)
+		if i <= 0 {
+			return "", 0, false
+		}
+		last := rest[i+len(rp.suffix):]
+		if last == "" || strings.Contains(last, "/") {
+			return "", 0, false
+		}
+		ref = rest[:i]
+	case rp.kind == KindContainer && rp.suffix == "":
+		// DELETE /containers/{name}, or {name} and one of the suffixes.
+		ref = rest
+		if m != mDELETE {
+			ref = ""
+			for _, s := range containerSuffixes {
+				if r, found := strings.CutSuffix(rest, s); found && r != "" {
+					ref = r
+					break
+				}
+			}
+		}
+	case rp.suffix == "":
+		ref = rest
+	default:
+		r, found := strings.CutSuffix(rest, rp.suffix)
+		if !found {
+			return "", 0, false
+		}
+		ref = r
+	}
+	if ref == "" {
+		return "", 0, false
+	}
+	return ref, len(rp.prefix) + len(ref), true
+}
+
+// listPaths are lists and streams that dockerd filters by label: the
+// scope's label is merged into their filters.
+var listPaths = []endpoint{
+	ep(mGET|mHEAD, "/containers/json"), ep(mGET|mHEAD, "/networks"), ep(mGET|mHEAD, "/volumes"),
+	ep(mGET|mHEAD, "/services"), ep(mGET|mHEAD, "/secrets"), ep(mGET|mHEAD, "/configs"),
+	ep(mGET, "/events"), ep(mPOST, "/containers/prune"), ep(mPOST, "/networks/prune"),
+	ep(mPOST, "/volumes/prune"), ep(mPOST, "/images/prune"),
+}
+
+// hostWide are what a scoped volume refuses, and why.
+var hostWide = []struct {
+	endpoint
+	why string
+}{
+	{ep(mGET|mHEAD, "/system/df"), "lists every container, image, volume and build cache of the host, and takes no filter"},
+	{ep(mGET|mHEAD, "/tasks"), "lists the tasks of every service, and tasks carry no scope label of their own"},
+	{ep(mPOST, "/grpc"), "BuildKit's own API (docker buildx build) names no label the scope can add to what it builds; build with docker build (DOCKER_BUILDKIT=0, or 1 on Engine 20.10)"},
+	{ep(mPOST, "/swarm/*"), "the swarm is the host's"},
+	{ep(mPOST|mDELETE, "/nodes/*"), "the swarm's nodes are the host's"},
+	{ep(mPOST|mDELETE, "/plugins/*"), "plugins are the host's"},
+}
+
+// scopeBodies are the requests whose bodies a scope reads: creates to
+// stamp, and bodies that name other objects.
+var scopeBodies = []endpoint{
+	epContainerCreate, ep(mPOST, "/networks/create"), epVolumeCreate, epServiceCreate, epServiceUpdate,
+	ep(mPOST, "/secrets/create"), ep(mPOST, "/secrets/{id}/update"), ep(mPOST, "/configs/create"),
+	ep(mPOST, "/configs/{id}/update"), epNetworkConnect, ep(mPOST, "/networks/{id}/disconnect"),
+}
+
+func scopeBodyNeeded(m methodSet, path string) bool {
+	return slices.ContainsFunc(scopeBodies, func(e endpoint) bool { return e.match(m, path) })
+}
+
+// scoped checks a request of a scoped policy. It returns the target and
+// body to forward ("" and nil: as sent).
+func (p *Policy) scoped(r Request, m methodSet, path, query string) (string, []byte, *scopeViolation) {
+	s := &scoper{scope: p.scope, daemon: r.Daemon}
+	for _, h := range hostWide {
+		if h.match(m, path) {
+			return "", nil, scopeDenied(describe(r.Method, m, path) + " is not allowed on a scoped volume: " + h.why)
+		}
+	}
+	for _, l := range listPaths {
+		if l.match(m, path) {
+			q, v := scopedFilters(query, p.scope)
+			if v != nil {
+				return "", nil, v
+			}
+			return rawPathOf(r.Target) + "?" + q, nil, nil
+		}
+	}
+	target, v := s.pathRef(r, m, path)
+	if v != nil {
+		return "", nil, v
+	}
+	switch {
+	case epContainerCreate.match(m, path):
+		body, v := s.containerCreate(r.Body)
+		return target, body, v
+	case ep(mPOST, "/networks/create").match(m, path), epVolumeCreate.match(m, path),
+		ep(mPOST, "/secrets/create").match(m, path), ep(mPOST, "/secrets/{id}/update").match(m, path),
+		ep(mPOST, "/configs/create").match(m, path), ep(mPOST, "/configs/{id}/update").match(m, path):
+		if epVolumeCreate.match(m, path) {
+			if v := s.volumeCreate(r.Body); v != nil {
+				return "", nil, v
+			}
+		}
+		body, v := stamp(r.Body, p.scope, false)
+		return target, body, v
+	case epServiceCreate.match(m, path), epServiceUpdate.match(m, path):
+		body, v := s.service(r.Body)
+		return target, body, v
+	case epNetworkConnect.match(m, path), ep(mPOST, "/networks/{id}/disconnect").match(m, path):
+		body, v := s.networkContainer(r.Body)
+		return target, body, v
+	case ep(mPOST, "/commit").match(m, path):
+		t, v := s.commit(r.Target, query)
+		return t, nil, v
+	case epBuild.match(m, path):
+		t, v := scopedBuild(r.Target, query, p.scope)
+		return t, nil, v
+	}
+	return target, nil, nil
+}
+
+// rawPathOf is the request-target's path, as sent.
+func rawPathOf(target string) string {
+	p, _, _ := strings.Cut(target, "?")
+	return p
+}
+
+// pathRef checks the object the path names, if any, and returns the
+// target naming it by full ID.
+func (s *scoper) pathRef(r Request, m methodSet, path string) (string, *scopeViolation) {
+	if slices.ContainsFunc(collections, func(e endpoint) bool { return e.match(m, path) }) {
+		return "", nil
+	}
+	for _, rp := range refPaths {
+		ref, end, ok := rp.match(m, path)
+		if !ok {
+			continue
+		}
+		id, v := s.resolve(rp.kind, decode(ref))
+		if rp.kind == KindImage {
+			if v != nil && v.status == StatusNotFound && v.message != "" {
+				return "", scopeDenied("images are shared by every scope and read-only to each: " + describe(r.Method, m, path) +
+					" is allowed only on an image built through this scope")
+			}
+			return "", v
+		}
+		if v != nil {
+			return "", v
+		}
+		// The version prefix as sent, then the canonical path with the
+		// full ID in place of the reference.
+		canon, _ := canonical(rawPathOf(r.Target))
+		version := canon[:len(canon)-len(stripVersion(canon))]
+		t := version + rp.prefix + id + path[end:]
+		if _, q, found := strings.Cut(r.Target, "?"); found {
+			t += "?" + q
+		}
+		return t, nil
+	}
+	for _, pre := range objectPrefixes {
+		if strings.HasPrefix(path, pre) || path+"/" == pre {
+			if path+"/" == pre {
+				break // the list itself
+			}
+			return "", scopeDenied(describe(r.Method, m, path) + " is not an endpoint a scoped volume knows how to confine")
+		}
+	}
+	return "", nil
+}
+
+// scopedFilters merges the scope's label into the query's filters, as
+// dockerd reads them (daemon/server/httputils, api/types/filters
+// FromJSON: r.Form.Get("filters"), the map-of-sets shape or the older
+// map-of-lists). A label filter with several values matches objects that
+// carry all of them, so the client's own filters can only narrow the
+// result. Anything dockerd might read another way is refused.
+func scopedFilters(query, scope string) (string, *scopeViolation) {
+	q, err := url.ParseQuery(query)
+	if err != nil {
+		return "", badQueryScope("the query string is malformed")
+	}
+	f := map[string]map[string]bool{}
+	switch vs := q["filters"]; len(vs) {
+	case 0:
+	case 1:
+		if vs[0] != "" {
+			if f, err = parseFilters(vs[0]); err != nil {
+				return "", badQueryScope("the filters parameter is not valid JSON of filters")
+			}
+		}
+	default:
+		return "", badQueryScope("the filters parameter is given more than once")
+	}
+	if f == nil {
+		f = map[string]map[string]bool{}
+	}
+	if f["label"] == nil {
+		f["label"] = map[string]bool{}
+	}
+	f["label"][ScopeLabel+"="+scope] = true
+	enc, err := json.Marshal(f)
+	if err != nil {
+		return "", badQueryScope("the filters parameter is not valid JSON of filters")
+	}
+	q["filters"] = []string{string(enc)}
+	return q.Encode(), nil
+}
+
+// parseFilters reads filters as dockerd's filters.FromJSON does.
+func parseFilters(s string) (map[string]map[string]bool, error) {
+	var f map[string]map[string]bool
+	if err := json.Unmarshal([]byte(s), &f); err == nil {
+		return f, nil
+	}
+	var old map[string][]string
+	if err := json.Unmarshal([]byte(s), &old); err != nil {
+		return nil, err
+	}
+	f = make(map[string]map[string]bool, len(old))
+	for k, vs := range old {
+		f[k] = make(map[string]bool, len(vs))
+		for _, v := range vs {
+			f[k][v] = true
+		}
+	}
+	return f, nil
+}
+
+func badQueryScope(reason string) *scopeViolation {
+	return &scopeViolation{status: StatusBadRequest, rule: RuleBadQuery, reason: reason}
+}
+
+func badBodyScope(what string, err error) *scopeViolation {
+	v := badBody(what, err)
+	return &scopeViolation{status: v.status, rule: v.rule, reason: v.reason}
+}
+
+// stamp puts the scope's label on the object a body creates: a member
+// "Labels" appended to the body's object, which encoding/json (dockerd's
+// decoder) reads last, adding its keys to the labels read before and
+// replacing the client's own value of ScopeLabel. With containerSpec, a
+// service's containers are labelled too. The result is decoded again
+// and checked.
+func stamp(body []byte, scope string, containerSpec bool) ([]byte, *scopeViolation) {
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return nil, &scopeViolation{status: StatusBadRequest, rule: RuleBadBody, reason: "the request body must be a JSON object"}
+	}
+	var check stampCheck
+	if err := decodeJSON(trimmed, &check); err != nil {
+		return nil, badBodyScope("request", err)
+	}
+	labels, _ := json.Marshal(map[string]string{ScopeLabel: scope})
+	var add bytes.Buffer
+	add.WriteString(`"Labels":`)
+	add.Write(labels)
+	if containerSpec && check.TaskTemplate.ContainerSpec != nil {
+		add.WriteString(`,"TaskTemplate":{"ContainerSpec":{"Labels":`)
+		add.Write(labels)
+		add.WriteString(`}}`)
+	}
+	inner := bytes.TrimSpace(trimmed[1 : len(trimmed)-1])
+	out := make([]byte, 0, len(trimmed)+add.Len()+2)
+	out = append(out, trimmed[:len(trimmed)-1]...)
+	if len(inner) > 0 {
+		out = append(out, ',')
+	}
+	out = append(out, add.Bytes()...)
+	out = append(out, '}')
+	var got stampCheck
+	if err := decodeJSON(out, &got); err != nil || got.Labels[ScopeLabel] != scope ||
+		containerSpec && check.TaskTemplate.ContainerSpec != nil &&
+			(got.TaskTemplate.ContainerSpec == nil || got.TaskTemplate.ContainerSpec.Labels[ScopeLabel] != scope) {
+		return nil, &scopeViolation{status: StatusBadRequest, rule: RuleBadBody, reason: "the scope's label could not be added to the request body"}
+	}
+	return out, nil
+}
+
+// stampCheck reads what stamp writes, as dockerd's types do: the
+// object's labels, and a service's containers' labels.
+type stampCheck struct {
+	Labels       map[string]string
+	TaskTemplate struct {
+		ContainerSpec *struct {
+			Labels map[string]string
+		}
+	}
+}
+
+// predefinedNetwork reports whether name is one of dockerd's predefined
+// network modes, which belong to no scope.
+func predefinedNetwork(name string) bool {
+	switch strings.ToLower(name) {
+	case "bridge", "host", "none", "default":
+		return true
+	}
+	return false
+}
+
+// containerCreate checks what a create names (containers whose volumes
+// or namespaces it takes, links, networks, named volumes), forwards the
+// containers by full ID, and stamps the new container.
+func (s *scoper) containerCreate(body []byte) ([]byte, *scopeViolation) {
+	var req container.CreateRequest
+	if err := decodeJSON(body, &req); err != nil {
+		return nil, badBodyScope("container create", err)
+	}
+	var legacy legacyCreateRequest
+	if err := decodeJSON(body, &legacy); err != nil {
+		return nil, badBodyScope("container create", err)
+	}
+	var rws []rewrite
+	for _, hc := range []*container.HostConfig{req.HostConfig, legacy.HostConfig} {
+		if hc == nil {
+			continue
+		}
+		r, v := s.hostConfigRefs(hc)
+		if v != nil {
+			return nil, v
+		}
+		rws = append(rws, r...)
+	}
+	if nc := req.NetworkingConfig; nc != nil {
+		for name := range nc.EndpointsConfig {
+			if v := s.networkRef(name); v != nil {
+				return nil, v
+			}
+		}
+	}
+	out, err := rewriteJSON(body, rws)
+	if err != nil {
+		return nil, badBodyScope("container create", err)
+	}
+	return stamp(out, s.scope, false)
+}
+
+// hostConfigRefs checks the references of a HostConfig and returns the
+// rewrites that name its containers by full ID.
+func (s *scoper) hostConfigRefs(hc *container.HostConfig) ([]rewrite, *scopeViolation) {
+	var rws []rewrite
+	for _, vf := range hc.VolumesFrom {
+		ref, mode, hasMode := strings.Cut(vf, ":")
+		id, v := s.resolve(KindContainer, ref)
+		if v != nil {
+			return nil, v
+		}
+		to := id
+		if hasMode {
+			to += ":" + mode
+		}
+		rws = append(rws, rewrite{"VolumesFrom", vf, to})
+	}
+	for _, l := range hc.Links {
+		ref, alias, hasAlias := strings.Cut(l, ":")
+		id, v := s.resolve(KindContainer, strings.TrimPrefix(ref, "/"))
+		if v != nil {
+			return nil, v
+		}
+		if !hasAlias {
+			alias = ref
+		}
+		rws = append(rws, rewrite{"Links", l, id + ":" + alias})
+	}
+	modes := []struct{ key, mode string }{
+		{"NetworkMode", string(hc.NetworkMode)}, {"PidMode", string(hc.PidMode)}, {"IpcMode", string(hc.IpcMode)},
+	}
+	for _, md := range modes {
+		if ref, ok := strings.CutPrefix(md.mode, "container:"); ok {
+			id, v := s.resolve(KindContainer, ref)
+			if v != nil {
+				return nil, v
+			}
+			rws = append(rws, rewrite{md.key, md.mode, "container:" + id})
+		}
+	}
+	if nm := string(hc.NetworkMode); nm != "" && !strings.HasPrefix(nm, "container:") {
+		if v := s.networkRef(nm); v != nil {
+			return nil, v
+		}
+	}
+	for _, b := range hc.Binds {
+		src, _, _ := strings.Cut(b, ":")
+		if src != "" && !strings.HasPrefix(src, "/") {
+			if v := s.volumeRef("HostConfig.Binds", src); v != nil {
+				return nil, v
+			}
+		}
+	}
+	for i, m := range hc.Mounts {
+		if m.Type == mount.TypeVolume && m.Source != "" {
+			if v := s.volumeRef(fmt.Sprintf("HostConfig.Mounts[%d]", i), m.Source); v != nil {
+				return nil, v
+			}
+		}
+	}
+	return rws, nil
+}
+
+// networkRef checks a network a container joins: a predefined one, or
+// one of the scope.
+func (s *scoper) networkRef(name string) *scopeViolation {
+	if predefinedNetwork(name) {
+		return nil
+	}
+	_, v := s.resolve(KindNetwork, name)
+	return v
+}
+
+// volumeRef checks a named volume a container mounts. dockerd would make
+// one that does not exist, without the scope's label; so it must exist,
+// made through the scope.
+func (s *scoper) volumeRef(field, name string) *scopeViolation {
+	obj, v := s.exists(KindVolume, name)
+	switch {
+	case v != nil:
+		return v
+	case obj.ID == "":
+		return scopeDenied(field + ": volume " + quoteShort(name) + " does not exist; on a scoped volume, create it first (docker volume create), so that it carries the scope's label")
+	case obj.Scope != s.scope:
+		return scopeDenied(field + ": volume " + quoteShort(name) + " is not in the volume's scope")
+	}
+	return nil
+}
+
+// volumeCreate refuses a name another scope's volume has: dockerd would
+// answer with that volume.
+func (s *scoper) volumeCreate(body []byte) *scopeViolation {
+	var req struct{ Name string }
+	if err := decodeJSON(body, &req); err != nil {
+		return badBodyScope("volume create", err)
+	}
+	if req.Name == "" {
+		return nil
+	}
+	obj, v := s.exists(KindVolume, req.Name)
+	switch {
+	case v != nil:
+		return v
+	case obj.ID != "" && obj.Scope != s.scope:
+		return scopeDenied("a volume named " + quoteShort(req.Name) + " exists outside the volume's scope; choose another name")
+	}
+	return nil
+}
+
+// service checks a service's networks, secrets and configs, and stamps
+// the service and its containers.
+func (s *scoper) service(body []byte) ([]byte, *scopeViolation) {
+	var spec swarm.ServiceSpec
+	if err := decodeJSON(body, &spec); err != nil {
+		return nil, badBodyScope("service", err)
+	}
+	var legacy legacyServiceSpec
+	if err := decodeJSON(body, &legacy); err != nil {
+		return nil, badBodyScope("service", err)
+	}
+	for _, n := range slices.Concat(spec.TaskTemplate.Networks, legacy.Networks) {
+		if v := s.networkRef(n.Target); v != nil {
+			return nil, v
+		}
+	}
+	if cs := spec.TaskTemplate.ContainerSpec; cs != nil {
+		for _, sr := range cs.Secrets {
+			if sr != nil {
+				if _, v := s.resolve(KindSecret, sr.SecretID); v != nil {
+					return nil, v
+				}
+			}
+		}
+		for _, cr := range cs.Configs {
+			if cr != nil {
+				if _, v := s.resolve(KindConfig, cr.ConfigID); v != nil {
+					return nil, v
+				}
+			}
+		}
+		for i, m := range cs.Mounts {
+			if m.Type == mount.TypeVolume && m.Source != "" {
+				if v := s.volumeRef(fmt.Sprintf("TaskTemplate.ContainerSpec.Mounts[%d]", i), m.Source); v != nil {
+					return nil, v
+				}
+			}
+		}
+	}
+	return stamp(body, s.scope, true)
+}
+
+// networkContainer checks the container of a network connect or
+// disconnect, and forwards it by full ID.
+func (s *scoper) networkContainer(body []byte) ([]byte, *scopeViolation) {
+	var req network.DisconnectRequest
+	if err := decodeJSON(body, &req); err != nil {
+		return nil, badBodyScope("network connect", err)
+	}
+	id, v := s.resolve(KindContainer, req.Container)
+	if v != nil {
+		return nil, v
+	}
+	out, err := rewriteJSON(body, []rewrite{{"Container", req.Container, id}})
+	if err != nil {
+		return nil, badBodyScope("network connect", err)
+	}
+	return out, nil
+}
+
+// commit checks the container POST /commit names (query parameter
+// container, as dockerd reads it: the first) and forwards its full ID.
+func (s *scoper) commit(target, query string) (string, *scopeViolation) {
+	q, err := url.ParseQuery(query)
+	if err != nil {
+		return "", badQueryScope("the query string is malformed")
+	}
+	if len(q["container"]) > 1 {
+		return "", badQueryScope("the container parameter is given more than once")
+	}
+	id, v := s.resolve(KindContainer, q.Get("container"))
+	if v != nil {
+		return "", v
+	}
+	q["container"] = []string{id}
+	return rawPathOf(target) + "?" + q.Encode(), nil
+}
+
+// scopedBuild labels the image a build makes: the labels parameter
+// (r.FormValue("labels"), a JSON object), which the classic builder and
+// BuildKit behind /build both apply.
+func scopedBuild(target, query, scope string) (string, *scopeViolation) {
+	q, err := url.ParseQuery(query)
+	if err != nil {
+		return "", badQueryScope("the query string is malformed")
+	}
+	labels := map[string]string{}
+	switch vs := q["labels"]; len(vs) {
+	case 0:
+	case 1:
+		if vs[0] != "" {
+			if err := json.Unmarshal([]byte(vs[0]), &labels); err != nil {
+				return "", badQueryScope("the labels parameter is not a JSON object of strings")
+			}
+			if labels == nil {
+				labels = map[string]string{}
+			}
+		}
+	default:
+		return "", badQueryScope("the labels parameter is given more than once")
+	}
+	labels[ScopeLabel] = scope
+	enc, _ := json.Marshal(labels)
+	q["labels"] = []string{string(enc)}
+	return rawPathOf(target) + "?" + q.Encode(), nil
+}
