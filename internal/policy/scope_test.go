@@ -91,7 +91,9 @@ func (d *scopeDaemon) Exec(id string) (*container.ExecInspectResponse, error) {
 	return &container.ExecInspectResponse{ID: o.id, ContainerID: o.parent}, nil
 }
 
-func (d *scopeDaemon) HostNetworks() ([]Network, error) { return []Network{{ID: hexID("f0"), Name: "host"}}, nil }
+func (d *scopeDaemon) HostNetworks() ([]Network, error) {
+	return []Network{{ID: hexID("f0"), Name: "host"}}, nil
+}
 
 // hexID is a 64-digit ID starting with p.
 func hexID(p string) string { return p + strings.Repeat("0", 64-len(p)) }
@@ -136,9 +138,9 @@ func TestScopePathReferences(t *testing.T) {
 		p := base.WithScope("A")
 		type c struct {
 			method, path string // {} is the reference
-			kind             Kind
-			mine, theirs     []string // references; theirs: B's and the host's
-			id               string   // the full ID forwarded for mine
+			kind         Kind
+			mine, theirs []string // references; theirs: B's and the host's
+			id           string   // the full ID forwarded for mine
 		}
 		ctr := []string{"web", hexID("a1"), "a1"}
 		ctrOther := []string{"db", hexID("b1"), "b1", "hostc", hexID("c1"), "c", "nothing"}
@@ -321,7 +323,12 @@ func TestScopeStamps(t *testing.T) {
 		`{"Name":"s","Labels":{"sockrelay.scope":"B"},"TaskTemplate":{"ContainerSpec":{"Image":"alpine","Labels":{"sockrelay.scope":"B"}}}}`)
 	var spec struct {
 		Labels       map[string]string
-		TaskTemplate struct{ ContainerSpec struct{ Image string; Labels map[string]string } }
+		TaskTemplate struct {
+			ContainerSpec struct {
+				Image  string
+				Labels map[string]string
+			}
+		}
 	}
 	if !d.Allow || json.Unmarshal(d.Body, &spec) != nil || spec.Labels[ScopeLabel] != "A" ||
 		spec.TaskTemplate.ContainerSpec.Labels[ScopeLabel] != "A" || spec.TaskTemplate.ContainerSpec.Image != "alpine" {
@@ -448,7 +455,9 @@ func TestScopeLookupFails(t *testing.T) {
 
 type failingDaemon struct{ *scopeDaemon }
 
-func (failingDaemon) Resolve(Kind, string) (Object, error) { return Object{}, errors.New("connection refused") }
+func (failingDaemon) Resolve(Kind, string) (Object, error) {
+	return Object{}, errors.New("connection refused")
+}
 
 func TestCheckScope(t *testing.T) {
 	for _, ok := range []string{"A", "ci-project_1.x", strings.Repeat("a", MaxScope)} {
