@@ -148,5 +148,10 @@ func scopeStatus(st map[string]any, scope string, r *daemon.Resolver) {
 		st["scope_objects_error"] = "the daemon did not answer: " + err.Error()
 		return
 	}
-	st["scope_objects"] = counts
+	total := 0
+	for _, n := range counts {
+		total += n
+	}
+	st["scope_objects"] = total
+	st["scope_objects_by_kind"] = counts
 }

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/url"
+	"path"
 	"slices"
 	"strings"
 
@@ -401,9 +403,9 @@ func (s *scoper) containerCreate(body []byte) ([]byte, *scopeViolation) {
 		rws = append(rws, r...)
 	}
 	if nc := req.NetworkingConfig; nc != nil {
-		for name := range nc.EndpointsConfig {
+		for _, name := range slices.Sorted(maps.Keys(nc.EndpointsConfig)) {
 			if v := s.networkRef(name); v != nil {
-				return nil, v
+				return nil, atCreate(v, StatusBadRequest, "")
 			}
 		}
 	}
@@ -431,13 +433,16 @@ func (s *scoper) hostConfigRefs(hc *container.HostConfig) ([]rewrite, *scopeViol
 		rws = append(rws, rewrite{"VolumesFrom", vf, to})
 	}
 	for _, l := range hc.Links {
-		ref, alias, hasAlias := strings.Cut(l, ":")
-		id, v := s.resolve(KindContainer, strings.TrimPrefix(ref, "/"))
-		if v != nil {
-			return nil, v
+		name, alias, ok := parseLink(l)
+		if !ok {
+			continue // dockerd refuses it, naming no container
 		}
-		if !hasAlias {
-			alias = ref
+		id, v := s.resolve(KindContainer, name)
+		if v != nil {
+			// daemon/container_operations.go registerLinks: an invalid
+			// parameter, so that the client does not take it for a
+			// missing image.
+			return nil, atCreate(v, StatusBadRequest, "could not get container for "+name+": ")
 		}
 		rws = append(rws, rewrite{"Links", l, id + ":" + alias})
 	}
@@ -448,14 +453,14 @@ func (s *scoper) hostConfigRefs(hc *container.HostConfig) ([]rewrite, *scopeViol
 		if ref, ok := strings.CutPrefix(md.mode, "container:"); ok {
 			id, v := s.resolve(KindContainer, ref)
 			if v != nil {
-				return nil, v
+				return nil, atCreate(v, StatusBadRequest, "")
 			}
 			rws = append(rws, rewrite{md.key, md.mode, "container:" + id})
 		}
 	}
 	if nm := string(hc.NetworkMode); nm != "" && !strings.HasPrefix(nm, "container:") {
 		if v := s.networkRef(nm); v != nil {
-			return nil, v
+			return nil, atCreate(v, StatusBadRequest, "")
 		}
 	}
 	for _, b := range hc.Binds {
@@ -474,6 +479,38 @@ func (s *scoper) hostConfigRefs(hc *container.HostConfig) ([]rewrite, *scopeViol
 		}
 	}
 	return rws, nil
+}
+
+// atCreate is a reference's 404 as a container create answers it. The
+// docker CLI takes a 404 from a create for a missing image, and pulls it;
+// so dockerd answers a missing reference that it resolves only at start
+// (a container:X namespace, a network) at start, and one it resolves at
+// create with the status and words of that step. Refused at create, the
+// reference gets that status (not 404) and those words, and docker run
+// prints what it prints for a missing one.
+func atCreate(v *scopeViolation, status int, prefix string) *scopeViolation {
+	if v.message == "" {
+		return v
+	}
+	out := *v
+	out.status, out.message = status, prefix+v.message
+	return &out
+}
+
+// parseLink splits a link as dockerd does (opts.ParseLink): "name",
+// "name:alias", or "/name:/parent/alias" as a container's own HostConfig
+// holds it.
+func parseLink(l string) (name, alias string, ok bool) {
+	parts := strings.Split(l, ":")
+	switch {
+	case l == "" || len(parts) > 2:
+		return "", "", false
+	case len(parts) == 1:
+		return l, l, true
+	case strings.HasPrefix(parts[0], "/"):
+		return parts[0][1:], path.Base(parts[1]), true
+	}
+	return parts[0], parts[1], true
 }
 
 // networkRef checks a network a container joins: a predefined one, or
