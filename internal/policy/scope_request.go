@@ -171,6 +171,9 @@ func (p *Policy) scoped(r Request, m methodSet, path, query string) (string, []b
 	if v != nil {
 		return "", nil, v
 	}
+	if v := idLikeName(m, path, query, r.Body); v != nil {
+		return "", nil, v
+	}
 	switch {
 	case epContainerCreate.match(m, path):
 		body, v := s.containerCreate(r.Body)
@@ -664,4 +667,43 @@ func scopedBuild(target, query, scope string) (string, *scopeViolation) {
 	enc, _ := json.Marshal(labels)
 	q["labels"] = []string{string(enc)}
 	return rawPathOf(target) + "?" + q.Encode(), nil
+}
+
+// idLikeName refuses a container or network name that is a full ID's
+// spelling: dockerd resolves a full ID before a name, so a request
+// forwarded by the full ID of an object that has since gone would reach
+// an object named so. No scoped client may make such a name.
+func idLikeName(m methodSet, path, query string, body []byte) *scopeViolation {
+	var names []string
+	switch {
+	case epContainerCreate.match(m, path), ep(mPOST, "/containers/{name}/rename").match(m, path):
+		q, err := url.ParseQuery(query)
+		if err != nil {
+			return badQueryScope("the query string is malformed")
+		}
+		names = q["name"]
+	case ep(mPOST, "/networks/create").match(m, path):
+		var req struct{ Name string }
+		if decodeJSON(body, &req) == nil {
+			names = []string{req.Name}
+		}
+	}
+	for _, n := range names {
+		if fullID(strings.TrimPrefix(n, "/")) {
+			return scopeDenied("a name of 64 hexadecimal digits is a full ID's spelling, which a scoped volume does not allow as a name")
+		}
+	}
+	return nil
+}
+
+func fullID(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }

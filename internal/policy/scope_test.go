@@ -341,6 +341,13 @@ func TestScopeStamps(t *testing.T) {
 	if !d.Allow || json.Unmarshal([]byte(u.Query().Get("labels")), &bl) != nil || bl[ScopeLabel] != "A" || bl["k"] != "v" || u.Query().Get("t") != "x" {
 		t.Errorf("build: got %+v, want labels with the scope A and k=v", d)
 	}
+	// A name spelt as a full ID could be reached by a forward by full ID.
+	for _, r := range [][3]string{{"/containers/create?name=" + hexID("a1"), `{"Image":"x"}`}, {"/containers/web/rename?name=" + hexID("d"), ""},
+		{"/networks/create", `{"Name":"` + hexID("e") + `"}`}} {
+		if d := scopedDecide(t, full.WithScope("A"), twoScopes(), "POST", r[0], r[1]); d.Allow || d.Rule != RuleScope {
+			t.Errorf("POST %s %s: got allow=%v %s, want refused by %s", r[0], r[1], d.Allow, d.Rule, RuleScope)
+		}
+	}
 	// Not an object, or not JSON: refused, never forwarded unstamped.
 	for _, body := range []string{``, `null`, `[]`, `{"Image":"x"`, `{"Image":"x"}{}`} {
 		d := scopedDecide(t, full.WithScope("A"), twoScopes(), "POST", "/networks/create", body)
