@@ -135,6 +135,7 @@ var hostWide = []struct {
 	{ep(mPOST, "/swarm/*"), "the swarm is the host's"},
 	{ep(mPOST|mDELETE, "/nodes/*"), "the swarm's nodes are the host's"},
 	{ep(mPOST|mDELETE, "/plugins/*"), "plugins are the host's"},
+	{ep(mPOST, "/images/load"), "an archive's images carry names of their own, which would move the shared images' tags of every scope; build or pull instead"},
 }
 
 // scopeBodies are the requests whose bodies a scope reads: creates to
@@ -198,8 +199,34 @@ func (p *Policy) scoped(r Request, m methodSet, path, query string) (string, []b
 		t, v := s.commit(r.Target, query)
 		return t, nil, v
 	case epBuild.match(m, path):
+		q, err := url.ParseQuery(query)
+		if err != nil {
+			return "", nil, badQueryScope("the query string is malformed")
+		}
+		if v := s.imageNames(q["t"], false); v != nil {
+			return "", nil, v
+		}
 		t, v := scopedBuild(r.Target, query, p.scope)
 		return t, nil, v
+	case ep(mPOST, "/images/{name}/tag").match(m, path), epImageCreate.match(m, path):
+		q, err := url.ParseQuery(query)
+		if err != nil {
+			return "", nil, badQueryScope("the query string is malformed")
+		}
+		pull := epImageCreate.match(m, path) && q.Get("fromImage") != ""
+		repo, tag := q.Get("repo"), q.Get("tag")
+		if pull {
+			repo = q.Get("fromImage")
+		}
+		if repo != "" {
+			name := repo
+			if tag != "" && !strings.Contains(tag, ":") {
+				name += ":" + tag
+			}
+			if v := s.imageNames([]string{name}, pull); v != nil {
+				return "", nil, v
+			}
+		}
 	}
 	return target, nil, nil
 }
@@ -622,6 +649,34 @@ func (s *scoper) networkContainer(body []byte) ([]byte, *scopeViolation) {
 	return out, nil
 }
 
+// imageNames checks the names a request gives an image (a build's,
+// a tag's, a commit's or an import's target; a pull's): a name that an
+// image of another scope has is refused, since images are shared and
+// read-only across scopes, and so is a name of a shared image that is
+// not a pull's: a tenant's image under a name every scope uses would be
+// every scope's next run.
+func (s *scoper) imageNames(names []string, pull bool) *scopeViolation {
+	for _, n := range names {
+		if n == "" {
+			continue
+		}
+		obj, v := s.exists(KindImage, n)
+		switch {
+		case v != nil && v.status == StatusNotFound:
+			// An ambiguous ID prefix: dockerd refuses it as a name.
+			continue
+		case v != nil:
+			return v
+		case obj.ID == "" || obj.Scope == s.scope:
+			continue
+		case pull && obj.Scope == "":
+			continue
+		}
+		return scopeDenied("the name " + quoteShort(n) + " is an image's that is not the scope's: images are shared and read-only across scopes; give your image a name of its own")
+	}
+	return nil
+}
+
 // commit checks the container POST /commit names (query parameter
 // container, as dockerd reads it: the first) and forwards its full ID.
 func (s *scoper) commit(target, query string) (string, *scopeViolation) {
@@ -635,6 +690,15 @@ func (s *scoper) commit(target, query string) (string, *scopeViolation) {
 	id, v := s.resolve(KindContainer, q.Get("container"))
 	if v != nil {
 		return "", v
+	}
+	if repo := q.Get("repo"); repo != "" {
+		name := repo
+		if tag := q.Get("tag"); tag != "" {
+			name += ":" + tag
+		}
+		if v := s.imageNames([]string{name}, false); v != nil {
+			return "", v
+		}
 	}
 	q["container"] = []string{id}
 	return rawPathOf(target) + "?" + q.Encode(), nil
