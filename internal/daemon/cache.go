@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -175,6 +176,10 @@ var watchedTypes = []string{"container", "network", "volume", "service", "secret
 type event struct {
 	Type   string
 	Action string
+	Actor  struct {
+		ID         string
+		Attributes map[string]string
+	}
 }
 
 func (r *Resolver) follow(ctx context.Context) error {
@@ -217,23 +222,30 @@ func (r *Resolver) follow(ctx context.Context) error {
 	}
 }
 
-// event drops what an event may have made stale.
+// event drops what an event may have made stale. A new object can take
+// a name, or make an ID prefix ambiguous; a renamed or removed one frees
+// a name. Entries by full ID stay right until their object goes.
 func (r *Resolver) event(ev event) {
+	id, name := ev.Actor.ID, ev.Actor.Attributes["name"]
+	named := func(ref string) bool { return name != "" && (ref == name || ref == "/"+name) }
 	switch ev.Type {
-	case "container":
-		switch ev.Action {
-		case "create", "rename", "destroy":
-			r.drop(policy.KindContainer, policy.KindExec)
+	case "container", "network":
+		kind := policy.KindContainer
+		if ev.Type == "network" {
+			kind = policy.KindNetwork
 		}
-	case "network":
 		switch ev.Action {
-		case "create", "destroy", "remove":
-			r.drop(policy.KindNetwork)
+		case "create":
+			r.dropWhere(kind, id == "", func(ref string, _ policy.Object) bool {
+				return strings.HasPrefix(id, ref) || named(ref)
+			})
+		case "rename", "destroy", "remove":
+			r.dropWhere(kind, id == "", func(ref string, o policy.Object) bool { return o.ID == id || named(ref) })
 		}
 	case "volume":
 		switch ev.Action {
 		case "create", "destroy", "remove":
-			r.drop(policy.KindVolume)
+			r.dropWhere(policy.KindVolume, id == "", func(ref string, _ policy.Object) bool { return ref == id })
 		}
 	case "service":
 		r.drop(policy.KindService, policy.KindTask)
@@ -245,5 +257,21 @@ func (r *Resolver) event(ev event) {
 		r.drop(policy.KindImage)
 	default:
 		r.drop()
+	}
+}
+
+// dropWhere forgets kind's entries that match (all of them when all).
+func (r *Resolver) dropWhere(kind policy.Kind, all bool, match func(ref string, o policy.Object) bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.gen++
+	if all {
+		delete(r.cache, kind)
+		return
+	}
+	for ref, o := range r.cache[kind] {
+		if match(ref, o) {
+			delete(r.cache[kind], ref)
+		}
 	}
 }

@@ -63,6 +63,23 @@ func (d *eventDaemon) handler(w http.ResponseWriter, r *http.Request) {
 			id, ok = ref, true
 		}
 	}
+	if !ok {
+		var found []string
+		for full := range d.labels {
+			if strings.HasPrefix(full, ref) {
+				found = append(found, full)
+			}
+		}
+		if len(found) > 1 {
+			d.mu.Unlock()
+			w.WriteHeader(400)
+			fmt.Fprintf(w, `{"message":"multiple IDs found with provided prefix: %s"}`, ref)
+			return
+		}
+		if len(found) == 1 {
+			id, ok = found[0], true
+		}
+	}
 	scope := d.labels[id]
 	d.mu.Unlock()
 	if d.hold != nil {
@@ -152,10 +169,35 @@ func TestResolverDropsOnEvents(t *testing.T) {
 	if got := resolveWeb(); got != "A" {
 		t.Errorf("after start and exec events: got %s, want A from the cache", got)
 	}
-	d.events <- `{"Type":"container","Action":"rename","Actor":{"ID":"bbb"}}`
+	d.events <- `{"Type":"container","Action":"rename","Actor":{"ID":"bbb","Attributes":{"name":"web","oldName":"/db"}}}`
 	waitFor(t, "the rename to drop the cache", func() bool { return resolveWeb() == "B" })
-	// Other kinds' events leave containers alone.
+	// A create drops the names and prefixes it could take, no more.
+	dm.Resolve(policy.KindContainer, "a")   // A's aaa, by prefix
+	dm.Resolve(policy.KindContainer, "bbb") // B's, by full ID
 	asked := d.asked.Load()
+	d.events <- `{"Type":"container","Action":"create","Actor":{"ID":"ccc","Attributes":{"name":"other"}}}`
+	time.Sleep(20 * time.Millisecond)
+	dm.Resolve(policy.KindContainer, "a")
+	dm.Resolve(policy.KindContainer, "bbb")
+	if d.asked.Load() != asked {
+		t.Errorf("an unrelated create dropped entries: asked %d more", d.asked.Load()-asked)
+	}
+	d.mu.Lock()
+	d.labels["abc"] = "B"
+	d.mu.Unlock()
+	d.events <- `{"Type":"container","Action":"create","Actor":{"ID":"abc","Attributes":{"name":"new"}}}`
+	waitFor(t, "a create to drop the prefix it shares", func() bool {
+		before := d.asked.Load()
+		dm.Resolve(policy.KindContainer, "a")
+		return d.asked.Load() > before
+	})
+	before := d.asked.Load()
+	dm.Resolve(policy.KindContainer, "bbb")
+	if d.asked.Load() != before {
+		t.Errorf("a create dropped a full ID's entry")
+	}
+	// Other kinds' events leave containers alone.
+	asked = d.asked.Load()
 	d.events <- `{"Type":"network","Action":"create"}`
 	time.Sleep(20 * time.Millisecond)
 	resolveWeb()
