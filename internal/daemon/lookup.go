@@ -92,7 +92,7 @@ func (c Client) objectHeader(ctx context.Context, path string, q url.Values, v a
 	switch {
 	case errors.As(err, &se) && se.Code == http.StatusNotFound:
 		return h, fmt.Errorf("%w: %w", policy.ErrNoSuchObject, err)
-	case se != nil && se.Code == http.StatusBadRequest && ambiguous(se.Message):
+	case se != nil && ambiguous(se.Message):
 		return h, fmt.Errorf("%w: %w", policy.ErrAmbiguous, err)
 	}
 	return h, err
@@ -100,7 +100,9 @@ func (c Client) objectHeader(ctx context.Context, path string, q url.Values, v a
 
 // ambiguous reports whether a daemon's message says a reference is the
 // prefix of several objects (container and image stores: "multiple IDs
-// found with provided prefix"; networks: "is ambiguous").
+// found with provided prefix", a 500 on Engine 20.10; networks: "is
+// ambiguous").
 func ambiguous(msg string) bool {
-	return strings.Contains(msg, "multiple IDs found") || strings.Contains(msg, "ambiguous")
+	msg = strings.ToLower(msg)
+	return strings.Contains(msg, "multiple ids found") || strings.Contains(msg, "ambiguous")
 }

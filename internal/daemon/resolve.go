@@ -121,3 +121,59 @@ func (c Client) ScopeCounts(ctx context.Context, scope string) (map[string]int, 
 	counts["volumes"] = len(vs.Volumes)
 	return counts, nil
 }
+
+// listPaths are the list routes of the kinds a scope lists.
+var listPaths = map[policy.Kind]string{
+	policy.KindContainer: "/containers/json",
+	policy.KindNetwork:   "/networks",
+	policy.KindService:   "/services",
+	policy.KindSecret:    "/secrets",
+	policy.KindConfig:    "/configs",
+}
+
+// List is one GET of the objects of kind that carry the scope's label,
+// filtered by dockerd.
+func (l Lookup) List(kind policy.Kind, scope string) ([]policy.Object, error) {
+	return list(l.Ctx, l.Client, kind, scope)
+}
+
+func list(ctx context.Context, c Client, kind policy.Kind, scope string) ([]policy.Object, error) {
+	path, ok := listPaths[kind]
+	if !ok {
+		return nil, nil
+	}
+	filters, err := json.Marshal(map[string][]string{"label": {policy.ScopeLabel + "=" + scope}})
+	if err != nil {
+		return nil, err
+	}
+	q := url.Values{"filters": {string(filters)}}
+	if kind == policy.KindContainer {
+		q.Set("all", "1")
+	}
+	var items []struct {
+		ID     string `json:"Id"`
+		Name   string
+		Names  []string
+		Labels map[string]string
+		Spec   *struct {
+			Name   string
+			Labels map[string]string
+		}
+	}
+	if err := c.get(ctx, path, q, &items); err != nil {
+		return nil, err
+	}
+	out := make([]policy.Object, 0, len(items))
+	for _, it := range items {
+		o := policy.Object{ID: it.ID, Scope: it.Labels[policy.ScopeLabel], Names: it.Names}
+		if it.Name != "" {
+			o.Names = append(o.Names, it.Name)
+		}
+		if it.Spec != nil {
+			o.Scope = it.Spec.Labels[policy.ScopeLabel]
+			o.Names = append(o.Names, it.Spec.Name)
+		}
+		out = append(out, o)
+	}
+	return out, nil
+}

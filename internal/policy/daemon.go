@@ -31,6 +31,9 @@ type Daemon interface {
 	// Resolve asks which object of kind ref names, as dockerd resolves
 	// it, and what a scope needs of it; ErrNoSuchObject when none.
 	Resolve(kind Kind, ref string) (Object, error)
+	// List lists the objects of kind that carry ScopeLabel=scope, with
+	// their names.
+	List(kind Kind, scope string) ([]Object, error)
 }
 
 // Network is a network as dockerd lists it.

@@ -271,3 +271,8 @@ func (f *fakeDaemon) Resolve(kind Kind, ref string) (Object, error) {
 	f.calls++
 	return Object{}, fmt.Errorf("no %s %s: %w", kind, ref, ErrNoSuchObject)
 }
+
+func (f *fakeDaemon) List(Kind, string) ([]Object, error) {
+	f.calls++
+	return nil, nil
+}

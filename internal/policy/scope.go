@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"slices"
+	"strings"
 )
 
 // A scope confines a policy volume to the objects made through it, and
@@ -96,6 +98,7 @@ type Object struct {
 	ID     string // full ID; a volume's name
 	Scope  string // its ScopeLabel, "" without
 	Parent string // an exec's container, a task's service: its full ID
+	Names  []string
 }
 
 // notFoundMessage is dockerd's message for a missing object of kind k
@@ -166,8 +169,10 @@ func (s *scoper) resolve(k Kind, ref string) (string, *scopeViolation) {
 	}
 	obj, err := s.daemon.Resolve(k, ref)
 	switch {
-	case errors.Is(err, ErrNoSuchObject), errors.Is(err, ErrAmbiguous):
+	case errors.Is(err, ErrNoSuchObject):
 		return "", outOfScope(k, ref)
+	case errors.Is(err, ErrAmbiguous):
+		return s.inScope(k, ref)
 	case err != nil:
 		return "", scopeLookupFailed(k, err)
 	case obj.ID == "":
@@ -193,9 +198,50 @@ func (s *scoper) resolve(k Kind, ref string) (string, *scopeViolation) {
 		scope = p.Scope
 	}
 	if scope != s.scope {
-		return "", outOfScope(k, ref)
+		if obj.ID == ref {
+			return "", outOfScope(k, ref)
+		}
+		return s.inScope(k, ref)
 	}
 	return obj.ID, nil
+}
+
+// listable are the kinds whose references dockerd resolves by name or ID
+// prefix, and whose objects the daemon lists by label.
+var listable = []Kind{KindContainer, KindNetwork, KindService, KindSecret, KindConfig}
+
+// inScope resolves ref among the scope's own objects, as dockerd would
+// if they were all there is: by name, then by unique ID prefix. It is
+// asked when dockerd's own answer names an object outside the scope, or
+// a prefix that several objects share: had the scope's answer been
+// "none" then, a name or an ID prefix of another scope's object would
+// show, by hiding one of the scope's own.
+func (s *scoper) inScope(k Kind, ref string) (string, *scopeViolation) {
+	if !slices.Contains(listable, k) {
+		return "", outOfScope(k, ref)
+	}
+	objs, err := s.daemon.List(k, s.scope)
+	if err != nil {
+		return "", scopeLookupFailed(k, err)
+	}
+	var prefixed []string
+	for _, o := range objs {
+		if o.Scope != s.scope || o.ID == "" {
+			continue
+		}
+		for _, n := range o.Names {
+			if n == ref || k == KindContainer && n == "/"+ref {
+				return o.ID, nil
+			}
+		}
+		if strings.HasPrefix(o.ID, ref) {
+			prefixed = append(prefixed, o.ID)
+		}
+	}
+	if len(prefixed) == 1 {
+		return prefixed[0], nil
+	}
+	return "", outOfScope(k, ref)
 }
 
 // exists reports what ref names: its object, or none (a zero Object).

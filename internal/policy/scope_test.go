@@ -70,6 +70,17 @@ func (d *scopeDaemon) Resolve(k Kind, ref string) (Object, error) {
 	return Object{ID: o.id, Scope: o.scope, Parent: o.parent}, nil
 }
 
+func (d *scopeDaemon) List(k Kind, scope string) ([]Object, error) {
+	d.asked++
+	var out []Object
+	for _, o := range d.objs {
+		if o.kind == k && o.scope == scope {
+			out = append(out, Object{ID: o.id, Scope: o.scope, Names: []string{o.name}})
+		}
+	}
+	return out, nil
+}
+
 func (d *scopeDaemon) Container(ref string) (*container.InspectResponse, error) {
 	o, err := d.find(KindContainer, ref)
 	if err != nil {
@@ -160,7 +171,8 @@ func TestScopePathReferences(t *testing.T) {
 			{"GET", "/containers/{}/stats", KindContainer, ctr, ctrOther, hexID("a1")},
 			{"GET", "/containers/{}/top", KindContainer, ctr, ctrOther, hexID("a1")},
 			{"GET", "/exec/{}/json", KindExec, []string{hexID("e1")}, []string{hexID("e2"), "e1", "nothing"}, hexID("e1")},
-			{"GET", "/networks/{}", KindNetwork, []string{"anet", hexID("9a"), "9a"}, []string{"bnet", hexID("9b"), "9b", "bridge", "9"}, hexID("9a")},
+			// "9" is a prefix of A's and B's networks: among A's, it is unique.
+			{"GET", "/networks/{}", KindNetwork, []string{"anet", hexID("9a"), "9a", "9"}, []string{"bnet", hexID("9b"), "9b", "bridge"}, hexID("9a")},
 			{"DELETE", "/networks/{}", KindNetwork, []string{"anet", "9a"}, []string{"bnet", "9b"}, hexID("9a")},
 			{"GET", "/volumes/{}", KindVolume, []string{"avol"}, []string{"bvol", "hostvol", "nothing"}, "avol"},
 			{"DELETE", "/volumes/{}", KindVolume, []string{"avol"}, []string{"bvol", "hostvol"}, "avol"},
@@ -187,6 +199,34 @@ func TestScopePathReferences(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// A reference resolves among the scope's own objects when dockerd's
+// answer is another scope's object or an ambiguous prefix: that answer
+// must not show through, by hiding one of the scope's own.
+func TestScopeView(t *testing.T) {
+	d := twoScopes()
+	d.objs = append(d.objs,
+		&fobj{kind: KindContainer, id: hexID("d7"), name: "a2", scope: "B"}, // B's name is a prefix of A's ID
+		&fobj{kind: KindContainer, id: hexID("a2"), name: "w2", scope: "A"},
+		&fobj{kind: KindContainer, id: hexID("a3"), name: "w3", scope: "A"})
+	p := full.WithScope("A")
+	for ref, want := range map[string]string{"a2": hexID("a2"), "a1": hexID("a1"), "w3": hexID("a3")} {
+		dec := scopedDecide(t, p, d, "GET", "/containers/"+ref+"/json", "")
+		if !dec.Allow || dec.Target != "/containers/"+want+"/json" {
+			t.Errorf("A's %s: got %+v, want forwarded as %s", ref, dec, want)
+		}
+	}
+	// "a" is a prefix of three of A's containers: none is meant.
+	for _, ref := range []string{"a", "d7", "db"} {
+		if dec := scopedDecide(t, p, d, "GET", "/containers/"+ref+"/json", ""); dec.Allow || dec.Message != "No such container: "+ref {
+			t.Errorf("A's %s: got %+v, want a 404", ref, dec)
+		}
+	}
+	// B sees its a2, by name, as dockerd does.
+	if dec := scopedDecide(t, full.WithScope("B"), d, "GET", "/containers/a2/json", ""); !dec.Allow || dec.Target != "/containers/"+hexID("d7")+"/json" {
+		t.Errorf("B's a2: got %+v", dec)
 	}
 }
 
