@@ -83,9 +83,11 @@ func (m *PolicyMode) Start(ctx context.Context, dir Dir, v *Volume) (Server, err
 		Volume: v.Name, Upstream: v.Upstream, Policy: live.Policy,
 		Log: m.Log, Audit: m.Audit, Stats: &apiproxy.Stats{},
 	}
+	// The scope is fixed while the volume is served: a policy file
+	// that changes its scope: takes effect at the next start.
+	s.proxy.Policy = (&scopedPolicy{live: live, scope: scope}).Policy
 	if scope != "" {
 		s.resolver, s.release = m.scoped.acquire(v.Upstream, m.Log)
-		s.proxy.Policy = (&scopedPolicy{live: live, scope: scope}).Policy
 		s.proxy.Resolver = s.resolver
 	}
 	s.wg.Go(func() {
