@@ -536,3 +536,21 @@ func TestCheckScope(t *testing.T) {
 		}
 	}
 }
+
+func TestParseScope(t *testing.T) {
+	p, err := Parse("ci", []byte("version: 1\nscope: ci-a\nallow:\n  - {method: GET, path: /_ping}\n"))
+	if err != nil || p.Scope() != "ci-a" {
+		t.Fatalf("got %v, %v, want scope ci-a", p, err)
+	}
+	for _, bad := range []string{"scope: a=b", "scope: 7", "scope: [a]", "scope: ''", "scope: " + strings.Repeat("a", MaxScope+1)} {
+		_, err := Parse("ci", []byte("version: 1\n"+bad+"\nallow:\n  - {method: GET, path: /_ping}\n"))
+		var fe *FileError
+		if !errors.As(err, &fe) || fe.Line != 2 || !strings.Contains(fe.Reason, "scope") {
+			t.Errorf("%s: got %v, want an error on line 2 about scope", bad, err)
+		}
+	}
+	// WithScope leaves the policy it was made from alone.
+	if s := full.WithScope("x"); s.Scope() != "x" || full.Scope() != "" || s.Name() != full.Name() {
+		t.Errorf("WithScope: got %q (of %q), %q", s.Scope(), s.Name(), full.Scope())
+	}
+}
