@@ -16,6 +16,19 @@ import (
 	"github.com/moby/moby/api/types/swarm"
 )
 
+// Endpoints a scope reads.
+var (
+	epNetworkCreate     = ep(mPOST, "/networks/create")
+	epSecretCreate      = ep(mPOST, "/secrets/create")
+	epSecretUpdate      = ep(mPOST, "/secrets/{id}/update")
+	epConfigCreate      = ep(mPOST, "/configs/create")
+	epConfigUpdate      = ep(mPOST, "/configs/{id}/update")
+	epNetworkDisconnect = ep(mPOST, "/networks/{id}/disconnect")
+	epCommit            = ep(mPOST, "/commit")
+	epImageTag          = ep(mPOST, "/images/{name}/tag")
+	epContainerRename   = ep(mPOST, "/containers/{name}/rename")
+)
+
 // refPath is a route whose path names an object: prefix, the reference
 // (which, like dockerd's "{name:.*}", may span segments), then suffix,
 // then, when tail is set, one more segment.
@@ -179,9 +192,9 @@ func (p *Policy) scoped(r Request, m methodSet, path, query string) (string, []b
 	case epContainerCreate.match(m, path):
 		body, v := s.containerCreate(r.Body)
 		return target, body, v
-	case ep(mPOST, "/networks/create").match(m, path), epVolumeCreate.match(m, path),
-		ep(mPOST, "/secrets/create").match(m, path), ep(mPOST, "/secrets/{id}/update").match(m, path),
-		ep(mPOST, "/configs/create").match(m, path), ep(mPOST, "/configs/{id}/update").match(m, path):
+	case epNetworkCreate.match(m, path), epVolumeCreate.match(m, path),
+		epSecretCreate.match(m, path), epSecretUpdate.match(m, path),
+		epConfigCreate.match(m, path), epConfigUpdate.match(m, path):
 		if epVolumeCreate.match(m, path) {
 			if v := s.volumeCreate(r.Body); v != nil {
 				return "", nil, v
@@ -192,10 +205,10 @@ func (p *Policy) scoped(r Request, m methodSet, path, query string) (string, []b
 	case epServiceCreate.match(m, path), epServiceUpdate.match(m, path):
 		body, v := s.service(r.Body)
 		return target, body, v
-	case epNetworkConnect.match(m, path), ep(mPOST, "/networks/{id}/disconnect").match(m, path):
+	case epNetworkConnect.match(m, path), epNetworkDisconnect.match(m, path):
 		body, v := s.networkContainer(r.Body)
 		return target, body, v
-	case ep(mPOST, "/commit").match(m, path):
+	case epCommit.match(m, path):
 		t, v := s.commit(r.Target, query)
 		return t, nil, v
 	case epBuild.match(m, path):
@@ -208,7 +221,7 @@ func (p *Policy) scoped(r Request, m methodSet, path, query string) (string, []b
 		}
 		t, v := scopedBuild(r.Target, query, p.scope)
 		return t, nil, v
-	case ep(mPOST, "/images/{name}/tag").match(m, path), epImageCreate.match(m, path):
+	case epImageTag.match(m, path), epImageCreate.match(m, path):
 		q, err := url.ParseQuery(query)
 		if err != nil {
 			return "", nil, badQueryScope("the query string is malformed")
@@ -740,13 +753,13 @@ func scopedBuild(target, query, scope string) (string, *scopeViolation) {
 func idLikeName(m methodSet, path, query string, body []byte) *scopeViolation {
 	var names []string
 	switch {
-	case epContainerCreate.match(m, path), ep(mPOST, "/containers/{name}/rename").match(m, path):
+	case epContainerCreate.match(m, path), epContainerRename.match(m, path):
 		q, err := url.ParseQuery(query)
 		if err != nil {
 			return badQueryScope("the query string is malformed")
 		}
 		names = q["name"]
-	case ep(mPOST, "/networks/create").match(m, path):
+	case epNetworkCreate.match(m, path):
 		var req struct{ Name string }
 		if decodeJSON(body, &req) == nil {
 			names = []string{req.Name}
