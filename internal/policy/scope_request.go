@@ -154,9 +154,8 @@ var hostWide = []struct {
 // scopeBodies are the requests whose bodies a scope reads: creates to
 // stamp, and bodies that name other objects.
 var scopeBodies = []endpoint{
-	epContainerCreate, ep(mPOST, "/networks/create"), epVolumeCreate, epServiceCreate, epServiceUpdate,
-	ep(mPOST, "/secrets/create"), ep(mPOST, "/secrets/{id}/update"), ep(mPOST, "/configs/create"),
-	ep(mPOST, "/configs/{id}/update"), epNetworkConnect, ep(mPOST, "/networks/{id}/disconnect"),
+	epContainerCreate, epContainerStart, epNetworkCreate, epVolumeCreate, epServiceCreate, epServiceUpdate,
+	epSecretCreate, epSecretUpdate, epConfigCreate, epConfigUpdate, epNetworkConnect, epNetworkDisconnect,
 }
 
 func scopeBodyNeeded(m methodSet, path string) bool {
@@ -200,7 +199,22 @@ func (p *Policy) scoped(r Request, m methodSet, path, query string) (string, []b
 				return "", nil, v
 			}
 		}
+		if epNetworkCreate.match(m, path) {
+			var req struct{ ConfigFrom *struct{ Network string } }
+			if err := decodeJSON(r.Body, &req); err != nil {
+				return "", nil, badBodyScope("network create", err)
+			}
+			if req.ConfigFrom != nil && req.ConfigFrom.Network != "" {
+				if v := s.networkRef(req.ConfigFrom.Network); v != nil {
+					return "", nil, v
+				}
+			}
+		}
 		body, v := stamp(r.Body, p.scope, false)
+		return target, body, v
+	case epContainerStart.match(m, path):
+		// A start before API 1.24 applies a HostConfig body.
+		body, v := s.startBody(r.Body)
 		return target, body, v
 	case epServiceCreate.match(m, path), epServiceUpdate.match(m, path):
 		body, v := s.service(r.Body)
@@ -219,7 +233,20 @@ func (p *Policy) scoped(r Request, m methodSet, path, query string) (string, []b
 		if v := s.imageNames(q["t"], false); v != nil {
 			return "", nil, v
 		}
-		t, v := scopedBuild(r.Target, query, p.scope)
+		for i, nm := range q["networkmode"] {
+			if ref, ok := strings.CutPrefix(nm, "container:"); ok {
+				id, v := s.resolve(KindContainer, ref)
+				if v != nil {
+					return "", nil, atCreate(v, StatusBadRequest, "")
+				}
+				q["networkmode"][i] = "container:" + id
+			} else if nm != "" && !predefinedNetwork(nm) {
+				if v := s.networkRef(nm); v != nil {
+					return "", nil, atCreate(v, StatusBadRequest, "")
+				}
+			}
+		}
+		t, v := scopedBuild(rawPathOf(r.Target)+"?"+q.Encode(), q.Encode(), p.scope)
 		return t, nil, v
 	case epImageTag.match(m, path), epImageCreate.match(m, path):
 		q, err := url.ParseQuery(query)
@@ -450,6 +477,13 @@ func (s *scoper) containerCreate(body []byte) ([]byte, *scopeViolation) {
 			if v := s.networkRef(name); v != nil {
 				return nil, atCreate(v, StatusBadRequest, "")
 			}
+			if es := nc.EndpointsConfig[name]; es != nil {
+				r, v := s.links(es.Links)
+				if v != nil {
+					return nil, v
+				}
+				rws = append(rws, r...)
+			}
 		}
 	}
 	out, err := rewriteJSON(body, rws)
@@ -457,6 +491,26 @@ func (s *scoper) containerCreate(body []byte) ([]byte, *scopeViolation) {
 		return nil, badBodyScope("container create", err)
 	}
 	return stamp(out, s.scope, false)
+}
+
+// startBody checks the HostConfig a start may carry, as a create's.
+func (s *scoper) startBody(body []byte) ([]byte, *scopeViolation) {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil, nil
+	}
+	var hc container.HostConfig
+	if err := decodeJSON(body, &hc); err != nil {
+		return nil, badBodyScope("container start", err)
+	}
+	rws, v := s.hostConfigRefs(&hc)
+	if v != nil {
+		return nil, v
+	}
+	out, err := rewriteJSON(body, rws)
+	if err != nil {
+		return nil, badBodyScope("container start", err)
+	}
+	return out, nil
 }
 
 // hostConfigRefs checks the references of a HostConfig and returns the
@@ -475,22 +529,14 @@ func (s *scoper) hostConfigRefs(hc *container.HostConfig) ([]rewrite, *scopeViol
 		}
 		rws = append(rws, rewrite{"VolumesFrom", vf, to})
 	}
-	for _, l := range hc.Links {
-		name, alias, ok := parseLink(l)
-		if !ok {
-			continue // dockerd refuses it, naming no container
-		}
-		id, v := s.resolve(KindContainer, name)
-		if v != nil {
-			// daemon/container_operations.go registerLinks: an invalid
-			// parameter, so that the client does not take it for a
-			// missing image.
-			return nil, atCreate(v, StatusBadRequest, "could not get container for "+name+": ")
-		}
-		rws = append(rws, rewrite{"Links", l, id + ":" + alias})
+	r, v := s.links(hc.Links)
+	if v != nil {
+		return nil, v
 	}
+	rws = append(rws, r...)
 	modes := []struct{ key, mode string }{
 		{"NetworkMode", string(hc.NetworkMode)}, {"PidMode", string(hc.PidMode)}, {"IpcMode", string(hc.IpcMode)},
+		{"Cgroup", string(hc.Cgroup)},
 	}
 	for _, md := range modes {
 		if ref, ok := strings.CutPrefix(md.mode, "container:"); ok {
@@ -520,6 +566,27 @@ func (s *scoper) hostConfigRefs(hc *container.HostConfig) ([]rewrite, *scopeViol
 				return nil, v
 			}
 		}
+	}
+	return rws, nil
+}
+
+// links checks the containers of links (a HostConfig's, an endpoint's)
+// and returns the rewrites that name them by full ID.
+func (s *scoper) links(links []string) ([]rewrite, *scopeViolation) {
+	var rws []rewrite
+	for _, l := range links {
+		name, alias, ok := parseLink(l)
+		if !ok {
+			continue // dockerd refuses it, naming no container
+		}
+		id, v := s.resolve(KindContainer, name)
+		if v != nil {
+			// daemon/container_operations.go registerLinks: an invalid
+			// parameter, so that the client does not take it for a
+			// missing image.
+			return nil, atCreate(v, StatusBadRequest, "could not get container for "+name+": ")
+		}
+		rws = append(rws, rewrite{"Links", l, id + ":" + alias})
 	}
 	return rws, nil
 }
