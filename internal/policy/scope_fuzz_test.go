@@ -264,3 +264,71 @@ func FuzzScope(f *testing.F) {
 		}
 	})
 }
+
+// The filters a scoped list forwards are read by net/http as dockerd
+// reads them (ParseForm, then Form.Get): they hold the scope's label
+// and every filter of the client's, and the other parameters are as the
+// client sent them. A query net/http cannot read is refused.
+func FuzzScopedFilters(f *testing.F) {
+	for _, q := range []string{"", "all=1", `filters={"label":["a=b"]}`, `filters={"label":{"a=b":true}}&all=1`,
+		`filters=%7B%22name%22%3A%5B%22x%22%5D%7D`, "filters=a&filters=b", "a;b", "filters=null", `filters={"label":null}`,
+		"%zz", "filters=", `filters={"label":["sockrelay.scope=B"]}`, `filters={"label":{"a=b":false}}`, `filters={"label":null,"x":{}}`} {
+		f.Add(q)
+	}
+	f.Fuzz(func(t *testing.T, query string) {
+		if strings.ContainsAny(query, "\x00\r\n #") {
+			return
+		}
+		orig, err := http.NewRequest("GET", "http://docker/containers/json?"+query, nil)
+		if err != nil {
+			return
+		}
+		origErr := orig.ParseForm()
+		out, v := scopedFilters(query, "A")
+		if v != nil {
+			return // refused: nothing forwarded
+		}
+		if origErr != nil {
+			t.Fatalf("%q: net/http cannot read it (%v), and it was forwarded as %q", query, origErr, out)
+		}
+		fwd, err := http.NewRequest("GET", "http://docker/containers/json?"+out, nil)
+		if err != nil {
+			t.Fatalf("forwarded %q: %v", out, err)
+		}
+		if err := fwd.ParseForm(); err != nil {
+			t.Fatalf("forwarded %q: net/http cannot read it: %v", out, err)
+		}
+		if len(fwd.Form["filters"]) != 1 {
+			t.Fatalf("forwarded %q: %d filters parameters", out, len(fwd.Form["filters"]))
+		}
+		got, err := parseFilters(fwd.Form.Get("filters"))
+		if err != nil || !got["label"][ScopeLabel+"=A"] {
+			t.Fatalf("forwarded %q: filters %v, %v, want the scope's label", out, got, err)
+		}
+		if of := orig.Form.Get("filters"); of != "" {
+			want, err := parseFilters(of)
+			if err != nil {
+				t.Fatalf("%q: forwarded filters dockerd could not read", query)
+			}
+			for k, vs := range want {
+				for val := range vs {
+					if !got[k][val] {
+						t.Fatalf("%q: the client's filter %s=%s was lost: %v", query, k, val, got)
+					}
+				}
+			}
+			for k, vs := range got {
+				for val := range vs {
+					if !want[k][val] && !(k == "label" && val == ScopeLabel+"=A") {
+						t.Fatalf("%q: a filter %s=%s was added: %v", query, k, val, got)
+					}
+				}
+			}
+		}
+		for k, vs := range orig.Form {
+			if k != "filters" && strings.Join(vs, "\x00") != strings.Join(fwd.Form[k], "\x00") {
+				t.Fatalf("%q: parameter %q changed: %q, want %q", query, k, fwd.Form[k], vs)
+			}
+		}
+	})
+}

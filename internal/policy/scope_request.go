@@ -346,6 +346,13 @@ func scopedFilters(query, scope string) (string, *scopeViolation) {
 	if f == nil {
 		f = map[string]map[string]bool{}
 	}
+	// dockerd reads a set's members, whatever their value: true says so
+	// to any reader.
+	for _, set := range f {
+		for v := range set {
+			set[v] = true
+		}
+	}
 	if f["label"] == nil {
 		f["label"] = map[string]bool{}
 	}
