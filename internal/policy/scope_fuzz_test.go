@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/moby/moby/api/types/container"
 )
 
 // scopeWorld drives random sequences of create, rename, rm and inspect
@@ -329,6 +331,47 @@ func FuzzScopedFilters(f *testing.F) {
 			if k != "filters" && strings.Join(vs, "\x00") != strings.Join(fwd.Form[k], "\x00") {
 				t.Fatalf("%q: parameter %q changed: %q, want %q", query, k, fwd.Form[k], vs)
 			}
+		}
+	})
+}
+
+// A stamped body, read as dockerd reads it (encoding/json into its
+// types), is the client's body with the scope's label, and nothing else
+// changed; a body that cannot be stamped is refused.
+func FuzzScopeStamp(f *testing.F) {
+	for _, b := range []string{`{"Image":"x"}`, `{}`, ` { "Labels" : {"a":"b"} } `, `{"labels":{"sockrelay.scope":"B"},"Labels":null}`,
+		`{"Image":"x","HostConfig":{"Privileged":false},"Labels":{"sockrelay.scope":"B"}}`, `null`, `[]`, `{"Image":"x"`, `{"a":1}{}`,
+		`{"Labels":{"\u0073ockrelay.scope":"B"}}`, `{"Labels":{"sockrelay.scope":"B","sockrelay.scope":"C"}}`} {
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		out, v := stamp([]byte(body), "A", false)
+		var before container.CreateRequest
+		beforeErr := json.Unmarshal([]byte(body), &before)
+		if v != nil {
+			return
+		}
+		if beforeErr != nil {
+			t.Fatalf("%q: encoding/json refuses it (%v), and it was stamped as %s", body, beforeErr, out)
+		}
+		var after container.CreateRequest
+		if err := json.Unmarshal(out, &after); err != nil {
+			t.Fatalf("%q: stamped as %s, which encoding/json refuses: %v", body, out, err)
+		}
+		if after.Config == nil || after.Labels[ScopeLabel] != "A" {
+			t.Fatalf("%q: stamped as %s, labels %v", body, out, after.Config)
+		}
+		if before.Config == nil {
+			before.Config = &container.Config{}
+		}
+		if before.Labels == nil {
+			before.Labels = map[string]string{}
+		}
+		before.Labels[ScopeLabel] = "A"
+		bj, _ := json.Marshal(before)
+		aj, _ := json.Marshal(after)
+		if string(bj) != string(aj) {
+			t.Fatalf("%q: stamped as %s, which reads as\n%s\nwant\n%s", body, out, aj, bj)
 		}
 	})
 }

@@ -401,7 +401,7 @@ func badBodyScope(what string, err error) *scopeViolation {
 // service's containers are labelled too. The result is decoded again
 // and checked.
 func stamp(body []byte, scope string, containerSpec bool) ([]byte, *scopeViolation) {
-	trimmed := bytes.TrimSpace(body)
+	trimmed := bytes.Trim(body, jsonSpace) // not bytes.TrimSpace: JSON's white space only
 	if len(trimmed) == 0 || trimmed[0] != '{' {
 		return nil, &scopeViolation{status: StatusBadRequest, rule: RuleBadBody, reason: "the request body must be a JSON object"}
 	}
@@ -418,7 +418,7 @@ func stamp(body []byte, scope string, containerSpec bool) ([]byte, *scopeViolati
 		add.Write(labels)
 		add.WriteString(`}}`)
 	}
-	inner := bytes.TrimSpace(trimmed[1 : len(trimmed)-1])
+	inner := bytes.Trim(trimmed[1:len(trimmed)-1], jsonSpace)
 	out := make([]byte, 0, len(trimmed)+add.Len()+2)
 	out = append(out, trimmed[:len(trimmed)-1]...)
 	if len(inner) > 0 {
@@ -434,6 +434,9 @@ func stamp(body []byte, scope string, containerSpec bool) ([]byte, *scopeViolati
 	}
 	return out, nil
 }
+
+// jsonSpace is the white space JSON allows between tokens.
+const jsonSpace = " \t\r\n"
 
 // stampCheck reads what stamp writes, as dockerd's types do: the
 // object's labels, and a service's containers' labels.
@@ -502,7 +505,7 @@ func (s *scoper) containerCreate(body []byte) ([]byte, *scopeViolation) {
 
 // startBody checks the HostConfig a start may carry, as a create's.
 func (s *scoper) startBody(body []byte) ([]byte, *scopeViolation) {
-	if len(bytes.TrimSpace(body)) == 0 {
+	if len(bytes.Trim(body, jsonSpace)) == 0 {
 		return nil, nil
 	}
 	var hc container.HostConfig
