@@ -32,6 +32,7 @@ type fakeDockerd struct {
 	ctrs     []fakeCtr
 	requests []string // "GET /path", in order
 	events   chan string
+	created  []string // the bodies of container creates
 }
 
 type fakeCtr struct {
@@ -127,6 +128,12 @@ func (d *fakeDockerd) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		default:
 			writeDockerJSON(w, 400, map[string]string{"message": "multiple IDs found with provided prefix: " + ref})
 		}
+	case path == "/containers/create":
+		b, _ := io.ReadAll(r.Body)
+		d.mu.Lock()
+		d.created = append(d.created, string(b))
+		d.mu.Unlock()
+		writeDockerJSON(w, 201, map[string]string{"Id": strings.Repeat("d", 64)})
 	default:
 		writeDockerJSON(w, 404, map[string]string{"message": "page not found"})
 	}
@@ -329,5 +336,55 @@ func TestScopeRoundTrips(t *testing.T) {
 			t.Fatalf("after the rename: got %d %s, want a 404", st, body)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A create through the proxy reaches dockerd with the scope's label, the
+// client's own overwritten; a refused request with a body it did not
+// need leaves the connection usable.
+func TestScopeCreateAndBodies(t *testing.T) {
+	f := startScoped(t)
+	c, err := net.Dial("unix", f.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	body := `{"Image":"alpine","Labels":{"sockrelay.scope":"B","keep":"me"}}`
+	fmt.Fprintf(c, "POST /v1.41/containers/create?name=x HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 201 {
+		t.Fatalf("create: got %d", resp.StatusCode)
+	}
+	f.d.mu.Lock()
+	created := slices.Clone(f.d.created)
+	f.d.mu.Unlock()
+	var got struct{ Labels map[string]string }
+	if len(created) != 1 || json.Unmarshal([]byte(created[0]), &got) != nil || got.Labels[policy.ScopeLabel] != "A" || got.Labels["keep"] != "me" {
+		t.Fatalf("dockerd got %q, want the labels sockrelay.scope=A and keep=me", created)
+	}
+	// An exec in B's container, with a body the policy does not read.
+	exec := `{"Cmd":["sh"]}`
+	fmt.Fprintf(c, "POST /v1.41/containers/db/exec HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(exec), exec)
+	resp, err = http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 404 || string(b) != `{"message":"No such container: db"}`+"\n" || resp.Close {
+		t.Fatalf("exec in B's: got %d %q close=%v, want dockerd's 404 on a kept connection", resp.StatusCode, b, resp.Close)
+	}
+	if got := rawGet(t, br, c, "/v1.41/containers/web/json"); got.StatusCode != 200 {
+		t.Errorf("the next request on the connection: got %d, want 200", got.StatusCode)
+	}
+	lines := f.audit.lines(t)
+	if len(lines) < 2 || lines[1]["rule"] != policy.RuleOutOfScope {
+		t.Errorf("audit: got %v, want the 404 logged as %s", lines, policy.RuleOutOfScope)
 	}
 }
