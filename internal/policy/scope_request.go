@@ -27,6 +27,7 @@ var (
 	epCommit            = ep(mPOST, "/commit")
 	epImageTag          = ep(mPOST, "/images/{name}/tag")
 	epContainerRename   = ep(mPOST, "/containers/{name}/rename")
+	epTasks             = ep(mGET|mHEAD, "/tasks")
 )
 
 // refPath is a route whose path names an object: prefix, the reference
@@ -143,7 +144,6 @@ var hostWide = []struct {
 	why string
 }{
 	{ep(mGET|mHEAD, "/system/df"), "lists every container, image, volume and build cache of the host, and takes no filter"},
-	{ep(mGET|mHEAD, "/tasks"), "lists the tasks of every service, and tasks carry no scope label of their own"},
 	{ep(mPOST, "/grpc"), "BuildKit's own API (docker buildx build) names no label the scope can add to what it builds; build with docker build (DOCKER_BUILDKIT=0, or 1 on Engine 20.10)"},
 	{ep(mPOST, "/swarm/*"), "the swarm is the host's"},
 	{ep(mPOST|mDELETE, "/nodes/*"), "the swarm's nodes are the host's"},
@@ -166,6 +166,13 @@ func scopeBodyNeeded(m methodSet, path string) bool {
 // body to forward ("" and nil: as sent).
 func (p *Policy) scoped(r Request, m methodSet, path, query string) (string, []byte, *scopeViolation) {
 	s := &scoper{scope: p.scope, daemon: r.Daemon}
+	if epTasks.match(m, path) {
+		q, v := s.tasksFilters(query)
+		if v != nil {
+			return "", nil, v
+		}
+		return rawPathOf(r.Target) + "?" + q, nil, nil
+	}
 	for _, h := range hostWide {
 		if h.match(m, path) {
 			return "", nil, scopeDenied(describe(r.Method, m, path) + " is not allowed on a scoped volume: " + h.why)
@@ -357,6 +364,45 @@ func scopedFilters(query, scope string) (string, *scopeViolation) {
 		f["label"] = map[string]bool{}
 	}
 	f["label"][ScopeLabel+"="+scope] = true
+	enc, err := json.Marshal(f)
+	if err != nil {
+		return "", badQueryScope("the filters parameter is not valid JSON of filters")
+	}
+	q["filters"] = []string{string(enc)}
+	return q.Encode(), nil
+}
+
+// tasksFilters confines GET /tasks (docker service ps) to the tasks of
+// the scope's services: tasks carry no labels of their own, so the list
+// must name its services (filter service), each of the scope, and goes
+// to dockerd naming them by full ID. dockerd answers a service it cannot
+// find with a 404 (daemon/cluster/tasks.go GetTasks).
+func (s *scoper) tasksFilters(query string) (string, *scopeViolation) {
+	q, err := url.ParseQuery(query)
+	if err != nil {
+		return "", badQueryScope("the query string is malformed")
+	}
+	var f map[string]map[string]bool
+	switch vs := q["filters"]; {
+	case len(vs) > 1:
+		return "", badQueryScope("the filters parameter is given more than once")
+	case len(vs) == 1 && vs[0] != "":
+		if f, err = parseFilters(vs[0]); err != nil {
+			return "", badQueryScope("the filters parameter is not valid JSON of filters")
+		}
+	}
+	if len(f["service"]) == 0 {
+		return "", scopeDenied("GET /tasks lists the tasks of every service, and tasks carry no scope label of their own: on a scoped volume, name the services (docker service ps SERVICE)")
+	}
+	ids := map[string]bool{}
+	for _, ref := range slices.Sorted(maps.Keys(f["service"])) {
+		id, v := s.resolve(KindService, ref)
+		if v != nil {
+			return "", v
+		}
+		ids[id] = true
+	}
+	f["service"] = ids
 	enc, err := json.Marshal(f)
 	if err != nil {
 		return "", badQueryScope("the filters parameter is not valid JSON of filters")

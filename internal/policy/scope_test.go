@@ -500,7 +500,7 @@ func TestScopeImagesShared(t *testing.T) {
 
 func TestScopeHostWide(t *testing.T) {
 	p := full.WithScope("A")
-	for _, r := range [][2]string{{"GET", "/system/df"}, {"GET", "/tasks"}, {"POST", "/grpc"}, {"POST", "/swarm/leave"},
+	for _, r := range [][2]string{{"GET", "/system/df"}, {"GET", "/tasks"}, {"GET", "/tasks?filters=" + url.QueryEscape(`{"node":["n1"]}`)}, {"POST", "/grpc"}, {"POST", "/swarm/leave"},
 		{"POST", "/plugins/pull"}, {"DELETE", "/nodes/x"}, {"POST", "/containers/web/frobnicate"}} {
 		d := scopedDecide(t, p, twoScopes(), r[0], r[1], "")
 		if d.Allow || d.Rule != RuleScope {
@@ -510,6 +510,28 @@ func TestScopeHostWide(t *testing.T) {
 	// Unscoped, the same requests are the policy's to decide.
 	if d := scopedDecide(t, full, twoScopes(), "GET", "/system/df", ""); !d.Allow {
 		t.Errorf("GET /system/df unscoped: got refused, want allowed by full")
+	}
+}
+
+// docker service ps: the tasks of the scope's services only.
+func TestScopeTasks(t *testing.T) {
+	d := twoScopes()
+	d.objs = append(d.objs, &fobj{kind: KindService, id: hexID("5e"), name: "asvc", scope: "A"},
+		&fobj{kind: KindService, id: hexID("6e"), name: "bsvc", scope: "B"})
+	p := full.WithScope("A")
+	dec := scopedDecide(t, p, d, "GET", "/tasks?filters="+url.QueryEscape(`{"service":{"asvc":true},"desired-state":{"running":true}}`), "")
+	if !dec.Allow {
+		t.Fatalf("tasks of asvc: got %+v", dec)
+	}
+	f := filtersOf(t, dec.Target)
+	if len(f["service"]) != 1 || !f["service"][hexID("5e")] || !f["desired-state"]["running"] {
+		t.Errorf("tasks of asvc: forwarded %v, want the service by full ID and the other filters", f)
+	}
+	for _, svc := range []string{"bsvc", "6e", "nothing"} {
+		dec := scopedDecide(t, p, d, "GET", "/tasks?filters="+url.QueryEscape(`{"service":["asvc","`+svc+`"]}`), "")
+		if dec.Allow || dec.Status != 404 || dec.Message != "service "+svc+" not found" {
+			t.Errorf("tasks of asvc and %s: got %+v, want a 404", svc, dec)
+		}
 	}
 }
 
