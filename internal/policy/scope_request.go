@@ -146,6 +146,7 @@ var hostWide = []struct {
 	{ep(mGET|mHEAD, "/system/df"), "lists every container, image, volume and build cache of the host, and takes no filter"},
 	{ep(mPOST, "/grpc"), "BuildKit's own API (docker buildx build) names no label the scope can add to what it builds; build with docker build (DOCKER_BUILDKIT=0, or 1 on Engine 20.10)"},
 	{ep(mPOST, "/swarm/*"), "the swarm is the host's"},
+	{ep(mGET|mHEAD, "/swarm/*"), "it returns the swarm's join tokens or unlock key, with which a node of the client's sees every scope"},
 	{ep(mPOST|mDELETE, "/nodes/*"), "the swarm's nodes are the host's"},
 	{ep(mPOST|mDELETE, "/plugins/*"), "plugins are the host's"},
 	{ep(mPOST, "/images/load"), "an archive's images carry names of their own, which would move the shared images' tags of every scope; build or pull instead"},

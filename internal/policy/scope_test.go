@@ -501,7 +501,7 @@ func TestScopeImagesShared(t *testing.T) {
 func TestScopeHostWide(t *testing.T) {
 	p := full.WithScope("A")
 	for _, r := range [][2]string{{"GET", "/system/df"}, {"GET", "/tasks"}, {"GET", "/tasks?filters=" + url.QueryEscape(`{"node":["n1"]}`)}, {"POST", "/grpc"}, {"POST", "/swarm/leave"},
-		{"POST", "/plugins/pull"}, {"DELETE", "/nodes/x"}, {"POST", "/containers/web/frobnicate"}} {
+		{"POST", "/plugins/pull"}, {"DELETE", "/nodes/x"}, {"GET", "/swarm"}, {"GET", "/swarm/unlockkey"}, {"POST", "/containers/web/frobnicate"}} {
 		d := scopedDecide(t, p, twoScopes(), r[0], r[1], "")
 		if d.Allow || d.Rule != RuleScope {
 			t.Errorf("%s %s: got allow=%v %s, want refused by %s", r[0], r[1], d.Allow, d.Rule, RuleScope)
