@@ -261,7 +261,7 @@ func FuzzScope(f *testing.F) {
 			return int(data[i-1]) % n
 		}
 		w := newWorld(t, next)
-		for i < len(data) {
+		for steps := 0; i < len(data) && steps < 200; steps++ {
 			w.step()
 		}
 	})
