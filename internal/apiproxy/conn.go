@@ -3,7 +3,6 @@ package apiproxy
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,7 +20,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sockrelay/sockrelay/internal/audit"
-	"github.com/sockrelay/sockrelay/internal/daemon"
 	"github.com/sockrelay/sockrelay/internal/peer"
 	"github.com/sockrelay/sockrelay/internal/policy"
 	"github.com/sockrelay/sockrelay/internal/rawio"
@@ -271,8 +269,11 @@ func (cc *clientConn) one(x *exchange) bool {
 	// Bodies passed through, and the answer, take as long as they take.
 	cc.c.SetReadDeadline(time.Time{})
 	dec := pol.Decide(policy.Request{Method: req.Method, Target: req.RequestURI, Header: req.Header, Body: body,
-		Daemon: daemon.Lookup{Client: daemon.Client{Socket: p.Upstream}, Ctx: context.Background()}})
+		Daemon: p.daemonFor()})
 	x.path, x.rule = dec.Path, dec.Rule
+	if !dec.Allow && dec.Message != "" {
+		return cc.refuseAsDaemon(x, req, body != nil, dec.Status, dec.Rule, dec.Message)
+	}
 	if !dec.Allow {
 		cc.refuse(x, dec.Status, dec.Rule, dec.Reason)
 		if body == nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/sockrelay/sockrelay/internal/accept"
 	"github.com/sockrelay/sockrelay/internal/audit"
+	"github.com/sockrelay/sockrelay/internal/daemon"
 	"github.com/sockrelay/sockrelay/internal/peer"
 	"github.com/sockrelay/sockrelay/internal/policy"
 	"github.com/sockrelay/sockrelay/internal/rawio"
@@ -61,6 +62,10 @@ type Proxy struct {
 	// Identify, when set, places each client in its container for the
 	// audit lines (package peer).
 	Identify *peer.Resolver
+	// Resolver answers a scoped policy's questions about objects, from
+	// a cache shared by the volumes of the daemon; nil: each request
+	// asks the daemon.
+	Resolver *daemon.Resolver
 
 	pool pool // idle upstream connections
 

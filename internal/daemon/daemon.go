@@ -71,6 +71,12 @@ func (e *StatusError) Error() string {
 
 // get decodes the JSON answer to GET path?query into v.
 func (c Client) get(ctx context.Context, path string, query url.Values, v any) error {
+	_, err := c.getHeader(ctx, path, query, v)
+	return err
+}
+
+// getHeader is get, and the answer's header.
+func (c Client) getHeader(ctx context.Context, path string, query url.Values, v any) (http.Header, error) {
 	ctx, cancel := context.WithTimeout(ctx, Timeout)
 	defer cancel()
 	hc := &http.Client{Transport: &http.Transport{
@@ -87,23 +93,23 @@ func (c Client) get(ctx context.Context, path string, query url.Values, v any) e
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		var e struct{ Message string }
 		json.NewDecoder(io.LimitReader(resp.Body, 4<<10)).Decode(&e)
 		err := &StatusError{Code: resp.StatusCode, Message: e.Message}
-		return fmt.Errorf("%s: %w", what, err)
+		return resp.Header, fmt.Errorf("%s: %w", what, err)
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, maxAnswer)).Decode(v); err != nil {
-		return fmt.Errorf("%s: %w", what, err)
+		return resp.Header, fmt.Errorf("%s: %w", what, err)
 	}
-	return nil
+	return resp.Header, nil
 }
 
 // Volume is what the daemon holds of a volume (GET /volumes/NAME); an

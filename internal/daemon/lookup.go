@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/volume"
@@ -75,10 +76,33 @@ func (l Lookup) HostNetworks() ([]policy.Network, error) {
 
 // object GETs one object; a 404 is policy.ErrNoSuchObject.
 func (l Lookup) object(path string, v any) error {
-	err := l.get(l.Ctx, path, nil, v)
-	var se *StatusError
-	if errors.As(err, &se) && se.Code == http.StatusNotFound {
-		return fmt.Errorf("%w: %w", policy.ErrNoSuchObject, err)
-	}
+	return l.Client.object(l.Ctx, path, nil, v)
+}
+
+// object GETs one object; a 404 is policy.ErrNoSuchObject.
+func (c Client) object(ctx context.Context, path string, q url.Values, v any) error {
+	_, err := c.objectHeader(ctx, path, q, v)
 	return err
+}
+
+// objectHeader is object, and the answer's header.
+func (c Client) objectHeader(ctx context.Context, path string, q url.Values, v any) (http.Header, error) {
+	h, err := c.getHeader(ctx, path, q, v)
+	var se *StatusError
+	switch {
+	case errors.As(err, &se) && se.Code == http.StatusNotFound:
+		return h, fmt.Errorf("%w: %w", policy.ErrNoSuchObject, err)
+	case se != nil && ambiguous(se.Message):
+		return h, fmt.Errorf("%w: %w", policy.ErrAmbiguous, err)
+	}
+	return h, err
+}
+
+// ambiguous reports whether a daemon's message says a reference is the
+// prefix of several objects (container and image stores: "multiple IDs
+// found with provided prefix", a 500 on Engine 20.10; networks: "is
+// ambiguous").
+func ambiguous(msg string) bool {
+	msg = strings.ToLower(msg)
+	return strings.Contains(msg, "multiple ids found") || strings.Contains(msg, "ambiguous")
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/sockrelay/sockrelay/internal/apiproxy"
 	"github.com/sockrelay/sockrelay/internal/audit"
+	"github.com/sockrelay/sockrelay/internal/daemon"
 	"github.com/sockrelay/sockrelay/internal/metrics"
 	"github.com/sockrelay/sockrelay/internal/peer"
 	"github.com/sockrelay/sockrelay/internal/policy"
@@ -27,13 +28,16 @@ type PolicyMode struct {
 	Metrics  *metrics.Metrics // nil: none
 	// Identify places clients in their containers (nil: not done).
 	Identify *peer.Resolver
+
+	scoped resolvers // of the scoped volumes, by daemon socket
 }
 
 func (*PolicyMode) Name() string { return "policy" }
 
 func (*PolicyMode) Options() []Option {
 	return append(ownerOptions[:len(ownerOptions):len(ownerOptions)],
-		Option{Key: optPolicy, Required: true, Help: policyHelp, Parse: parsePolicyRef})
+		Option{Key: optPolicy, Required: true, Help: policyHelp, Parse: parsePolicyRef},
+		Option{Key: optScope, Help: scopeHelp, Parse: parseScope})
 }
 
 const policyHelp = "read-only, no-escalation, full, or file:NAME for a file in the plugin's policy directory"
@@ -44,15 +48,20 @@ func (m *PolicyMode) Check(v *Volume) error {
 	if _, err := v.SocketOwner(); err != nil {
 		return err
 	}
-	if _, err := m.Policies.Load(v.Options[optPolicy]); err != nil {
+	p, err := m.Policies.Load(v.Options[optPolicy])
+	if err != nil {
 		return fmt.Errorf("%w: option policy: %v", ErrInvalid, err)
 	}
-	return nil
+	_, err = effectiveScope(v, p)
+	return err
 }
 
 func (*PolicyMode) Describe(v *Volume, st map[string]any) {
 	describeOwner(v, st)
 	st["policy"] = v.Options[optPolicy]
+	if s, err := volumeScope(v); err == nil && s != "" {
+		st["scope"] = s
+	}
 }
 
 func (m *PolicyMode) Start(ctx context.Context, dir Dir, v *Volume) (Server, error) {
@@ -68,8 +77,13 @@ func (m *PolicyMode) Start(ctx context.Context, dir Dir, v *Volume) (Server, err
 	if err != nil {
 		return nil, err
 	}
+	scope, err := effectiveScope(v, live.Policy())
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(ctx)
-	s := &policyServer{live: live, cancel: cancel}
+	s := &policyServer{live: live, cancel: cancel, scope: scope}
 	stats := &apiproxy.Stats{}
 	s.proxy = apiproxy.Proxy{
 		Volume: v.Name, Upstream: v.Upstream, Policy: live.Policy,
@@ -88,6 +102,13 @@ func (m *PolicyMode) Start(ctx context.Context, dir Dir, v *Volume) (Server, err
 		return metrics.Counts{Open: stats.Active.Load(), Conns: stats.Total.Load(), In: stats.In.Load(), Out: stats.Out.Load(),
 			Reloads: uint64(done), ReloadRefusals: uint64(refused)}
 	})
+	// The scope is fixed while the volume is served: a policy file
+	// that changes its scope: takes effect at the next start.
+	s.proxy.Policy = (&scopedPolicy{live: live, scope: scope}).Policy
+	if scope != "" {
+		s.resolver, s.release = m.scoped.acquire(v.Upstream, m.Log)
+		s.proxy.Resolver = s.resolver
+	}
 	s.wg.Go(func() {
 		s.proxy.Serve(ctx, ln)
 		ln.Close()
@@ -118,6 +139,11 @@ type policyServer struct {
 	wg     sync.WaitGroup
 	once   sync.Once
 	detach func() // from the volume's metrics
+	// scope is the volume's, "" for none; resolver is shared with the
+	// daemon's other scoped volumes until release.
+	scope    string
+	resolver *daemon.Resolver
+	release  func()
 }
 
 func (s *policyServer) Stop() error {
@@ -125,6 +151,9 @@ func (s *policyServer) Stop() error {
 		s.cancel()
 		s.wg.Wait()
 		s.detach()
+		if s.release != nil {
+			s.release()
+		}
 	})
 	return nil
 }
@@ -136,4 +165,7 @@ func (s *policyServer) Status(st map[string]any) {
 	st["denied"] = s.proxy.Stats.Denied.Load()
 	st["bytes_relayed"] = s.proxy.Stats.Bytes()
 	st["upstream_idle"] = s.proxy.IdleUpstreams()
+	if s.scope != "" {
+		scopeStatus(st, s.scope, s.resolver)
+	}
 }

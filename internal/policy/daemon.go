@@ -28,6 +28,12 @@ type Daemon interface {
 	Volume(name string) (*volume.Volume, error)
 	// Exec inspects an exec instance by its ID.
 	Exec(id string) (*container.ExecInspectResponse, error)
+	// Resolve asks which object of kind ref names, as dockerd resolves
+	// it, and what a scope needs of it; ErrNoSuchObject when none.
+	Resolve(kind Kind, ref string) (Object, error)
+	// List lists the objects of kind that carry ScopeLabel=scope, with
+	// their names.
+	List(kind Kind, scope string) ([]Object, error)
 }
 
 // Network is a network as dockerd lists it.
@@ -38,6 +44,12 @@ type Network struct {
 // ErrNoSuchObject is the error a Daemon wraps when dockerd has no object
 // by the reference: the request then fails in dockerd as it would anyway.
 var ErrNoSuchObject = errors.New("no such object")
+
+// ErrAmbiguous is the error a Daemon wraps when a reference is an ID
+// prefix of more than one object. A scoped volume answers it as it
+// answers a missing object: which objects share a prefix is no business
+// of another scope.
+var ErrAmbiguous = errors.New("ambiguous reference")
 
 // RuleLookup refuses a request whose references could not be resolved:
 // the daemon did not answer, or a reference is ambiguous.

@@ -266,3 +266,13 @@ func TestReferencesForwardedByID(t *testing.T) {
 		}
 	}
 }
+
+func (f *fakeDaemon) Resolve(kind Kind, ref string) (Object, error) {
+	f.calls++
+	return Object{}, fmt.Errorf("no %s %s: %w", kind, ref, ErrNoSuchObject)
+}
+
+func (f *fakeDaemon) List(Kind, string) ([]Object, error) {
+	f.calls++
+	return nil, nil
+}

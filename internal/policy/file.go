@@ -301,7 +301,7 @@ func strList(n *yaml.Node, what string, each func(n *yaml.Node, s string) error)
 	return nil
 }
 
-var topKeys = []string{"version", "allow", "deny", "create", "upgrade"}
+var topKeys = []string{"version", "allow", "deny", "create", "upgrade", "scope"}
 
 func (fp *fileParser) policyFile(root *yaml.Node) (*Policy, error) {
 	p := &Policy{
@@ -336,6 +336,15 @@ func (fp *fileParser) policyFile(root *yaml.Node) (*Policy, error) {
 			p.deny = rules
 		case "create":
 			return fp.create(v, p.cons)
+		case "scope":
+			s, err := str(v, "scope")
+			if err != nil {
+				return err
+			}
+			if err := CheckScope(s); err != nil {
+				return errAt(v, "scope: use letters, digits, '_', '.' and '-', starting with a letter or digit, at most %d characters", MaxScope)
+			}
+			p.scope = s
 		case "upgrade":
 			p.upgrade = []pattern{} // present: exactly what it lists
 			return strList(v, "upgrade", func(n *yaml.Node, s string) error {

@@ -100,6 +100,9 @@ type Policy struct {
 	// upgrade lists the hijack endpoints that may switch protocols; an
 	// allowed hijack endpoint not in it is denied.
 	upgrade []pattern
+	// scope, when set, confines the policy to the objects that carry
+	// ScopeLabel=scope (scope.go).
+	scope string
 }
 
 // rule is one method set and path pattern, with what to say when it denies.
@@ -138,6 +141,11 @@ type Decision struct {
 	// full IDs of the objects it checked.
 	Target string
 	Body   []byte
+	// Message, when set, is a refusal's whole message, to answer as
+	// dockerd answers an error ({"message": Message}, without the
+	// "sockrelay:" prefix): a scoped volume's 404 for an object outside
+	// its scope is dockerd's own for a missing object.
+	Message string
 }
 
 // Name is the policy's name: a preset's name or "file:NAME".
@@ -174,7 +182,7 @@ func FromSpec(spec, dir string) (*Policy, error) {
 // create-like request that the policy allows and inspects. It never asks
 // for streamed bodies (/build, image load, archive uploads).
 func (p *Policy) BodyNeeded(method, target string) bool {
-	if p.cons == nil || !validMethod(method) {
+	if p.cons == nil && p.scope == "" || !validMethod(method) {
 		return false
 	}
 	path, _, err := NormalizePath(target)
@@ -182,7 +190,8 @@ func (p *Policy) BodyNeeded(method, target string) bool {
 		return false
 	}
 	m := methodBit(method)
-	if ins := inspectionFor(m, path); ins == nil || !ins.body {
+	ins := inspectionFor(m, path)
+	if !(p.cons != nil && ins != nil && ins.body) && !(p.scope != "" && scopeBodyNeeded(m, path)) {
 		return false
 	}
 	allowed, _, _ := p.byRules(method, m, path)
@@ -207,7 +216,7 @@ func (p *Policy) Decide(r Request) Decision {
 	if !allowed {
 		return refuse(StatusForbidden, id, path, why)
 	}
-	if p.cons != nil {
+	if p.cons != nil || p.scope != "" {
 		if v := formBody(r.Header); v != nil {
 			return refuse(v.status, v.rule, path, v.reason)
 		}
@@ -216,13 +225,35 @@ func (p *Policy) Decide(r Request) Decision {
 		return refuse(StatusTooLarge, RuleBodyTooLarge, path, fmt.Sprintf("the request body is larger than %d bytes", MaxBody))
 	}
 	d := Decision{Allow: true, Path: path}
+	if p.scope != "" {
+		// First: a refusal of the policy's own must not tell whether an
+		// object outside the scope exists.
+		target, body, v := p.scoped(r, m, path, query)
+		if v != nil {
+			return v.decision(path)
+		}
+		if target != "" {
+			r.Target, d.Target = target, target
+			if path, query, err = NormalizePath(target); err != nil {
+				return refuse(StatusBadRequest, RuleNotCanonical, d.Path, "the request path could not be scoped")
+			}
+		}
+		if body != nil {
+			r.Body, d.Body = body, body
+		}
+	}
 	if p.cons != nil {
 		if ins := inspectionFor(m, path); ins != nil {
 			target, body, v := ins.run(p, r, path, query)
 			if v != nil {
-				return refuse(v.status, v.rule, path, v.reason)
+				return refuse(v.status, v.rule, d.Path, v.reason)
 			}
-			d.Target, d.Body = target, body
+			if target != "" {
+				d.Target = target
+			}
+			if body != nil {
+				d.Body = body
+			}
 		}
 	}
 	for _, h := range hijackEndpoints {
@@ -236,11 +267,11 @@ func (p *Policy) Decide(r Request) Decision {
 				return d
 			}
 		}
-		return refuse(StatusForbidden, RuleUpgrade, path,
+		return refuse(StatusForbidden, RuleUpgrade, d.Path,
 			fmt.Sprintf("%s switches the connection to a raw stream, which policy %s does not allow", describe(r.Method, m, path), p.name))
 	}
 	if asksUpgrade(r.Header) {
-		return refuse(StatusForbidden, RuleUpgrade, path,
+		return refuse(StatusForbidden, RuleUpgrade, d.Path,
 			fmt.Sprintf("switching protocols on %s is not allowed by policy %s", describe(r.Method, m, path), p.name))
 	}
 	return d

@@ -58,10 +58,13 @@ func rewriteJSON(body []byte, rws []rewrite) ([]byte, error) {
 				stack = stack[:len(stack)-1]
 				continue
 			}
+			var key string
 			if top != nil && top.object {
 				top.wantKey = true // this object or array is the member's value
+				key = top.key
 			}
-			stack = append(stack, frame{object: d == '{', wantKey: d == '{'})
+			// An array's strings are its member's values: VolumesFrom, Links.
+			stack = append(stack, frame{object: d == '{', wantKey: d == '{', key: key})
 			continue
 		}
 		if top != nil && top.object && top.wantKey {
@@ -69,8 +72,10 @@ func rewriteJSON(body []byte, rws []rewrite) ([]byte, error) {
 			top.wantKey = false
 			continue
 		}
-		if top != nil && top.object {
-			top.wantKey = true
+		if top != nil && (top.object || top.key != "") {
+			if top.object {
+				top.wantKey = true
+			}
 			s, ok := tok.(string)
 			if !ok {
 				continue
