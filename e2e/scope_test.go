@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -691,4 +692,63 @@ func TestScopeVolume(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// api sends one Engine API request through the tenant's socket (srclient
+// http) and returns the status code and the body.
+func (tn *tenant) api(method, path string, body ...string) (int, string) {
+	tn.t.Helper()
+	r := dockerWithin(time.Minute, nil, append([]string{"exec", tn.client, "srclient", "http", "/var/run/docker.sock", method, path}, body...)...)
+	code, rest, _ := strings.Cut(strings.TrimSpace(r.stdout), " ")
+	n, err := strconv.Atoi(code)
+	if r.err != nil || err != nil {
+		tn.t.Fatalf("through %s: %s %s: %s", tn.scope, method, path, r)
+	}
+	return n, rest
+}
+
+// Exec instances carry no labels: one made through A is A's alone. B
+// cannot inspect, start or resize it, and gets what a missing one gives;
+// A can, and it has not run before A starts it.
+func TestScopeExec(t *testing.T) {
+	a, b := newTenant(t, uniqueName(t)+"-a"), newTenant(t, uniqueName(t)+"-b")
+	name := uniqueName(t)
+	a.run(name)
+	code, out := a.api("POST", "/containers/"+name+"/exec", `{"Cmd":["srclient","echo","exec-a"],"AttachStdout":true}`)
+	var created struct{ ID string }
+	if err := json.Unmarshal([]byte(out), &created); code != 201 || err != nil || len(created.ID) != 64 {
+		t.Fatalf("exec create through A: got %d %s, want 201 and an ID", code, out)
+	}
+	id := created.ID
+	missing := missingLike(t, id)
+	for _, c := range []struct{ method, path, body string }{
+		{"GET", "/exec/%s/json", ""},
+		{"POST", "/exec/%s/resize?h=10&w=10", ""},
+		{"POST", "/exec/%s/start", `{"Detach":true}`},
+	} {
+		var body []string
+		if c.body != "" {
+			body = []string{c.body}
+		}
+		for _, ref := range []string{id, id[:12]} {
+			gotCode, got := b.api(c.method, fmt.Sprintf(c.path, ref), body...)
+			m := missing[:len(ref)]
+			wantCode, want := b.api(c.method, fmt.Sprintf(c.path, m), body...)
+			got, want = strings.ReplaceAll(got, ref, "REF"), strings.ReplaceAll(want, m, "REF")
+			if gotCode != wantCode || got != want {
+				t.Errorf("through B: %s %s of A's exec: got %d %s, want %d %s (what a missing one gives)", c.method, fmt.Sprintf(c.path, ref), gotCode, got, wantCode, want)
+			}
+		}
+	}
+	code, out = a.api("GET", "/exec/"+id+"/json")
+	var st struct {
+		Running  bool
+		ExitCode *int
+	}
+	if err := json.Unmarshal([]byte(out), &st); code != 200 || err != nil || st.Running || st.ExitCode != nil {
+		t.Errorf("A's exec after B's attempts: got %d %s, want 200, never started", code, out)
+	}
+	if code, out := a.api("POST", "/exec/"+id+"/start", `{"Detach":true}`); code != 200 {
+		t.Errorf("exec start through A: got %d %s, want 200", code, out)
+	}
 }
