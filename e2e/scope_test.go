@@ -522,7 +522,10 @@ func TestScopeLists(t *testing.T) {
 	} else {
 		check("docker system df -v", r.stdout, []string{avol}, bvol, hvol, bName, hName)
 	}
-	check("docker events", a.must("events", "--since", since, "--until", until, "--format", "{{.Type}} {{.Action}} {{.Actor.ID}} {{.Actor.Attributes.name}}"), []string{aName, anet, avol}, bName, hName, bnet, hnet, bvol, hvol)
+	// dockerd's label filter on events matches the events that carry
+	// their object's labels, a container's; a network's or a volume's
+	// carry none, so A may not see its own, and must see no other's.
+	check("docker events", a.must("events", "--since", since, "--until", until, "--format", "{{.Type}} {{.Action}} {{.Actor.ID}} {{.Actor.Attributes.name}}"), []string{aName}, bName, hName, bnet, hnet, bvol, hvol)
 	check("docker events --filter", a.must("events", "--since", since, "--until", until, "--filter", "container="+bName, "--format", "{{.Type}} {{.Action}} {{.Actor.ID}} {{.Actor.Attributes.name}}"), nil, bName)
 }
 
