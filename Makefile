@@ -71,7 +71,7 @@ e2e:
 # from a registry, relay, idmap and policy volumes, Compose, Swarm, upgrade,
 # daemon restarts, tampering, damaged state records, buildx, BuildKit
 # through no-escalation.
-E2E_29_RUN ?= TestAuditFile|TestBuildx|TestBuildKit|TestPushAndInstallFromRegistry|TestPluginUpgradeKeepsVolumes|TestPingThroughVolume|TestOwnerOptions|TestIdmap|TestLiveRestore|TestPolicy|TestCompose|TestSwarmService|TestDaemonRestart|TestPluginRestartRestoresSocket|TestContainerCannotTamper|TestBadInput|TestDamagedRecords|TestLostRecordNotRebuilt|TestRecordsDirCorrupt|TestStateExportAndMigrate|TestAuto|TestMetrics
+E2E_29_RUN ?= TestAuditFile|TestBuildx|TestBuildKit|TestPushAndInstallFromRegistry|TestPluginUpgradeKeepsVolumes|TestPingThroughVolume|TestOwnerOptions|TestIdmap|TestLiveRestore|TestPolicy|TestCompose|TestSwarmService|TestDaemonRestart|TestPluginRestartRestoresSocket|TestContainerCannotTamper|TestBadInput|TestDamagedRecords|TestLostRecordNotRebuilt|TestRecordsDirCorrupt|TestStateExportAndMigrate|TestAuto|TestMetrics|TestScope
 e2e-29:
 	ENGINE=29 E2E_RUN='$(E2E_29_RUN)' scripts/e2e.sh
 

@@ -85,13 +85,16 @@ func setup() error {
 }
 
 // cleanup removes what this suite creates: labelled containers and
-// volumes whose names start with the prefix.
+// networks, and volumes whose names start with the prefix.
 func cleanup() {
 	if ids, _ := dockerOut("service", "ls", "-q", "--filter", "label="+label); strings.TrimSpace(ids) != "" {
 		dockerOut(append([]string{"service", "rm"}, strings.Fields(ids)...)...)
 	}
 	if ids, _ := dockerOut("ps", "-aq", "--filter", "label="+label); strings.TrimSpace(ids) != "" {
 		dockerOut(append([]string{"rm", "-f"}, strings.Fields(ids)...)...)
+	}
+	if ids, _ := dockerOut("network", "ls", "-q", "--filter", "label="+label); strings.TrimSpace(ids) != "" {
+		dockerOut(append([]string{"network", "rm"}, strings.Fields(ids)...)...)
 	}
 	if names, _ := dockerOut("volume", "ls", "-q", "--filter", "name="+prefix); strings.TrimSpace(names) != "" {
 		for _, n := range strings.Fields(names) {

@@ -20,6 +20,9 @@ import (
 
 const usage = `usage: srclient COMMAND [ARGS]
   ping SOCKET         GET /_ping through SOCKET; prints the status code and body
+  http SOCKET METHOD PATH [JSON]
+                      send METHOD PATH (with a JSON body) through SOCKET; prints the
+                      status code and the body
   cat                 copy stdin to stdout
   echo WORDS...       print WORDS
   sleep SECONDS       sleep
@@ -50,6 +53,11 @@ func run(args []string) error {
 			return errors.New(usage)
 		}
 		return ping(args[1])
+	case "http":
+		if len(args) != 4 && len(args) != 5 {
+			return errors.New(usage)
+		}
+		return httpCall(args[1], args[2], args[3], args[4:])
 	case "cat":
 		_, err := io.Copy(os.Stdout, os.Stdin)
 		return err
@@ -114,6 +122,36 @@ func ping(sock string) error {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(bufio.NewReader(io.LimitReader(resp.Body, 1024)))
+	fmt.Printf("%d %s\n", resp.StatusCode, b)
+	return nil
+}
+
+// httpCall sends one request through sock, with body[0] as a JSON body
+// if given, and prints the status code and up to 64 KiB of the answer.
+func httpCall(sock, method, path string, body []string) error {
+	c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		},
+	}}
+	var rd io.Reader
+	if len(body) > 0 {
+		rd = strings.NewReader(body[0])
+	}
+	req, err := http.NewRequest(method, "http://docker"+path, rd)
+	if err != nil {
+		return err
+	}
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	fmt.Printf("%d %s\n", resp.StatusCode, b)
 	return nil
 }

@@ -258,7 +258,13 @@ func (h *harness) setup(ctx context.Context) error {
 		}
 		h.peers = append(h.peers, peers...)
 		h.docker = docker // direct is put first by setupDocker
-		h.res.Note("plugin: volumes of the installed plugin %s (relay, policy=full, idmap), reached through their host-side socket paths (%s/plugins/<id>/propagated-mount/<volume>/docker.sock) and mounted by a container that holds still; its CPU figure is the plugin process's", h.cfg.Plugin, h.inst.root)
+		h.res.Note("plugin: volumes of the installed plugin %s (relay, policy=full, idmap; and policy=full with scope=volume on the daemon alone), reached through their host-side socket paths (%s/plugins/<id>/propagated-mount/<volume>/docker.sock) and mounted by a container that holds still; its CPU figure is the plugin process's", h.cfg.Plugin, h.inst.root)
+		for _, n := range h.inst.notes {
+			h.res.Note("%s", n)
+		}
+		if len(docker) > 0 {
+			h.res.Note("dockerd docker ps -a and docker inspect: GET %s, and GET /containers/<id>/json of a container made through the policy+scope volume (in its scope, so every peer may inspect it); through policy+scope, ps lists the scope's containers alone", psPath)
+		}
 	}
 	if h.cfg.Sockrelay != "" {
 		h.kinds[report.Serve] = serveKind(h.cfg.Sockrelay)

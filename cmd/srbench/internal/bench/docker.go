@@ -12,6 +12,9 @@ import (
 // dockerTimeout bounds each request to the real daemon.
 const dockerTimeout = 5 * time.Second
 
+// psPath is the request of docker ps -a.
+const psPath = "/containers/json?all=1"
+
 // dockerWait is how long the bench waits for the daemon to answer before
 // a /_ping figure: someone may be restarting it. (A variable for tests.)
 var dockerWait = 10 * time.Second
@@ -53,16 +56,34 @@ func dockerAnswers(ctx context.Context, sock string, wait time.Duration) (sockID
 
 // dockerStep measures the new-connection /_ping of the real daemon with
 // clients clients on every peer of h.docker, each right beside direct.
-// When the daemon does not answer before, stops answering, or restarts
-// during the step, the round's samples of the step are left out, with a
-// note, and the run goes on.
 func (h *harness) dockerStep(ctx context.Context, r, clients int) error {
+	what := fmt.Sprintf("dockerd /_ping, %d client%s", clients, plural(clients))
 	key := report.KeyDockerPing(clients)
+	return h.dockerPairs(ctx, r, key, what, h.pingStep(key, clients, dockerTimeout))
+}
+
+// dockerGetStep measures GET path of the real daemon, a request per new
+// connection, with 1 client on every peer of h.docker, each right beside
+// direct: what a docker ps or inspect costs through each.
+func (h *harness) dockerGetStep(ctx context.Context, r int, key, path string) error {
+	m := func(ctx context.Context, p *peer) ([]value, error) {
+		res, err := getRateWithin(ctx, p.addr, path, 1, h.cfg.PingDuration, dockerTimeout)
+		return []value{{key: key, v: res.rate, failed: res.failed, tried: res.ok + res.failed}}, err
+	}
+	return h.dockerPairs(ctx, r, key, "dockerd GET "+path, m)
+}
+
+// dockerPairs measures m on every peer of h.docker, each right beside
+// direct, into the row key (what, in notes). When the daemon does not
+// answer before, stops answering, or restarts during the step, the
+// round's samples of the step are left out, with a note, and the run goes
+// on.
+func (h *harness) dockerPairs(ctx context.Context, r int, key, what string, m measure) error {
 	sock := h.docker[0].addr
 	skip := func(format string, args ...any) {
 		h.leaveOut(r, key)
 		why := fmt.Sprintf(format, args...)
-		h.res.Note("dockerd /_ping, %d client%s: round %d left out: %s", clients, plural(clients), r+1, why)
+		h.res.Note("%s: round %d left out: %s", what, r+1, why)
 		h.logf("round %d/%d  %-22s  left out: %s", r+1, h.cfg.Rounds, key, why)
 	}
 	before, err := dockerAnswers(ctx, sock, dockerWait)
@@ -87,7 +108,7 @@ func (h *harness) dockerStep(ctx context.Context, r, clients int) error {
 		}
 		return true, nil
 	}
-	return h.pairs(ctx, r, h.docker, h.pingStep(key, clients, dockerTimeout), keep)
+	return h.pairs(ctx, r, h.docker, m, keep)
 }
 
 // leaveOut marks round r of what (a row key, or a row key, a space and a

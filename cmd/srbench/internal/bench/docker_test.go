@@ -50,6 +50,20 @@ func (d *fakeDaemon) start() {
 		}
 		io.WriteString(w, "OK")
 	})
+	mux.HandleFunc("GET /containers/json", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("all") != "1" {
+			http.Error(w, "want all=1", http.StatusBadRequest)
+			return
+		}
+		io.WriteString(w, "[]")
+	})
+	mux.HandleFunc("GET /containers/{id}/json", func(w http.ResponseWriter, r *http.Request) {
+		if r.PathValue("id") != "known" {
+			http.Error(w, `{"message":"No such container"}`, http.StatusNotFound)
+			return
+		}
+		io.WriteString(w, "{}")
+	})
 	d.srv = &http.Server{Handler: mux}
 	go d.srv.Serve(ln)
 }
@@ -127,5 +141,40 @@ func TestDockerStepSkips(t *testing.T) {
 	}
 	if rs := h.res.PairRatios(key, report.Serve); len(rs) != 2 || len(h.res.Samples(key, report.Direct)) != 2 {
 		t.Errorf("daemon back: got ratios %v and direct's samples %v, want one of each per round kept", rs, h.res.Samples(key, report.Direct))
+	}
+}
+
+// The docker ps and inspect figures: the rate of answered GETs beside
+// direct; an answer other than 200 is a failed request, counted.
+func TestDockerGetStep(t *testing.T) {
+	ctx := t.Context()
+	dir := tempDir(t)
+	d := newFakeDaemon(t, filepath.Join(dir, "docker.sock"))
+	cfg := QuickConfig()
+	cfg.PingDuration = 100 * time.Millisecond
+	cfg.DockerSocket = d.path
+	h := &harness{cfg: cfg, dir: dir, res: report.NewResults(cfg.layout()), docker: []*peer{{name: report.Direct, addr: d.path}, {name: report.PluginPolicyScope, addr: d.path}}}
+	for _, c := range []struct {
+		key, path string
+		failed    bool
+	}{
+		{report.KeyDockerPs, psPath, false},
+		{report.KeyDockerInspect, "/containers/known/json", false},
+		{report.KeyDockerInspect, "/containers/other/json", true},
+	} {
+		if err := h.dockerGetStep(ctx, 0, c.key, c.path); err != nil {
+			t.Fatalf("%s: %v", c.path, err)
+		}
+		vs := h.res.Samples(c.key, report.PluginPolicyScope)
+		if len(vs) == 0 {
+			t.Fatalf("%s: no sample", c.path)
+		}
+		failed := h.res.Failed(c.key, report.PluginPolicyScope) > 0
+		if failed != c.failed || (vs[len(vs)-1] > 0) == c.failed {
+			t.Errorf("%s: got rate %v, failed %v; want failed %v", c.path, vs[len(vs)-1], failed, c.failed)
+		}
+	}
+	if rs := h.res.PairRatios(report.KeyDockerPs, report.PluginPolicyScope); len(rs) != 1 || rs[0] <= 0 {
+		t.Errorf("docker ps: got ratios %v, want one beside direct", rs)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -52,17 +53,27 @@ type installed struct {
 	image, container string
 	volumes          []string
 	pid              int // the plugin's process, for its CPU time
+	// target is the container that the docker inspect figure inspects:
+	// made through the scoped volume, so that it is in its scope.
+	target string
+	// notes say what was left out, for the report.
+	notes []string
 }
 
 // installedModes are the volumes measured: the peer and the options of
-// each (the target is added).
+// each (the target is added). A scope is of the daemon's objects, so the
+// scoped volume is measured on the daemon alone; a plugin that does not
+// know the option has it left out, with a note.
 var installedModes = []struct {
-	peer string
-	opts map[string]string
+	peer       string
+	opts       map[string]string
+	daemonOnly bool
+	optional   string // an option an older plugin may refuse
 }{
-	{report.PluginRelay, map[string]string{"mode": "relay"}},
-	{report.PluginPolicy, map[string]string{"mode": "policy", "policy": "full"}},
-	{report.PluginIdmap, map[string]string{"mode": "idmap"}},
+	{peer: report.PluginRelay, opts: map[string]string{"mode": "relay"}},
+	{peer: report.PluginPolicy, opts: map[string]string{"mode": "policy", "policy": "full"}},
+	{peer: report.PluginPolicyScope, opts: map[string]string{"mode": "policy", "policy": "full", "scope": "volume"}, daemonOnly: true, optional: "scope"},
+	{peer: report.PluginIdmap, opts: map[string]string{"mode": "idmap"}},
 }
 
 // inspectInstalled checks that the plugin name is installed and enabled
@@ -138,15 +149,21 @@ func (in *installed) start(ctx context.Context, self, up, dockerSock string) (pe
 		return nil, nil, fmt.Errorf("the upstream %s is not below the plugin's SOCKET_DIR %s", up, in.sockDir)
 	}
 	for _, m := range installedModes {
-		p, err := newVolume(m.peer, strings.TrimPrefix(m.peer, "plugin-"), up, m.opts)
-		if err != nil {
-			return nil, nil, err
+		if !m.daemonOnly {
+			p, err := newVolume(m.peer, strings.TrimPrefix(m.peer, "plugin-"), up, m.opts)
+			if err != nil {
+				return nil, nil, err
+			}
+			peers = append(peers, p)
 		}
-		peers = append(peers, p)
 		if dockerSock == "" || !inSockDir(dockerSock) {
 			continue
 		}
-		p, err = newVolume(m.peer, "dk-"+strings.TrimPrefix(m.peer, "plugin-"), dockerSock, m.opts)
+		p, err := newVolume(m.peer, "dk-"+strings.TrimPrefix(m.peer, "plugin-"), dockerSock, m.opts)
+		if err != nil && m.optional != "" && strings.Contains(err.Error(), fmt.Sprintf("unknown option %q", m.optional)) {
+			in.notes = append(in.notes, fmt.Sprintf("%s: left out: plugin %s does not know the volume option %s (%v)", m.peer, in.name, m.optional, err))
+			continue
+		}
 		if err != nil {
 			return nil, nil, err
 		}
@@ -166,7 +183,35 @@ func (in *installed) start(ctx context.Context, self, up, dockerSock string) (pe
 	for _, p := range append(append([]*peer{}, peers...), docker...) {
 		p.pid = in.pid
 	}
+	if len(docker) > 0 {
+		if err := in.makeTarget(ctx, docker); err != nil {
+			return nil, nil, err
+		}
+	}
 	return peers, docker, nil
+}
+
+// makeTarget creates the container that the docker inspect figure
+// inspects, through the scoped volume when there is one, so that every
+// peer may inspect it; it is never started.
+func (in *installed) makeTarget(ctx context.Context, docker []*peer) error {
+	api := in.api
+	if i := slices.IndexFunc(docker, func(p *peer) bool { return p.name == report.PluginPolicyScope }); i >= 0 {
+		api = newDockerAPI(docker[i].addr)
+		defer api.close()
+	}
+	body := map[string]any{
+		"Image":      in.image,
+		"Entrypoint": []string{"/srbench"},
+		"Labels":     map[string]string{"srbench": "1"},
+		"HostConfig": map[string]any{"NetworkMode": "none"},
+	}
+	var out struct{ ID string }
+	if err := api.call(ctx, http.MethodPost, "/containers/create", url.Values{"name": {in.tag + "-inspected"}}, body, &out); err != nil {
+		return fmt.Errorf("the container to inspect: %w", err)
+	}
+	in.target = out.ID
+	return nil
 }
 
 // importImage makes an image of the static program self alone: what the
@@ -222,8 +267,10 @@ func (in *installed) close() error {
 	defer cancel()
 	defer in.api.close()
 	var errs []error
-	if in.container != "" {
-		errs = append(errs, in.api.call(ctx, http.MethodDelete, "/containers/"+in.container, url.Values{"force": {"1"}}, nil, nil))
+	for _, c := range []string{in.target, in.container} {
+		if c != "" {
+			errs = append(errs, in.api.call(ctx, http.MethodDelete, "/containers/"+c, url.Values{"force": {"1"}}, nil, nil))
+		}
 	}
 	for _, v := range in.volumes {
 		errs = append(errs, in.api.call(ctx, http.MethodDelete, "/volumes/"+v, nil, nil, nil))

@@ -121,6 +121,44 @@ func pingRate(ctx context.Context, addr string, clients int, d time.Duration) (p
 // pingRateWithin is pingRate with each request bounded by timeout: a
 // daemon that stops answering holds the figure up no longer than that.
 func pingRateWithin(ctx context.Context, addr string, clients int, d, timeout time.Duration) (pingResult, error) {
+	return rate(ctx, clients, d, func() error { return pingWithin(ctx, addr, timeout) })
+}
+
+// getRateWithin runs clients loops of GET path, each on a new connection
+// and bounded by timeout, for d: the rate of a daemon's API call.
+func getRateWithin(ctx context.Context, addr, path string, clients int, d, timeout time.Duration) (pingResult, error) {
+	return rate(ctx, clients, d, func() error { return getWithin(ctx, addr, path, timeout) })
+}
+
+// getWithin sends GET path on a new connection and reads the answer,
+// which must be 200, within timeout.
+func getWithin(ctx context.Context, addr, path string, timeout time.Duration) error {
+	c, err := dial(ctx, addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(timeout))
+	if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n", path); err != nil {
+		return err
+	}
+	resp, err := http.ReadResponse(bufio.NewReaderSize(c, 4096), nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(io.Discard, io.LimitReader(resp.Body, 16<<20)); err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: got %s, want 200", path, resp.Status)
+	}
+	return nil
+}
+
+// rate runs clients loops of one for d, and counts the requests answered
+// and failed.
+func rate(ctx context.Context, clients int, d time.Duration, one func() error) (pingResult, error) {
 	var ok, failed atomic.Int64
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -128,7 +166,7 @@ func pingRateWithin(ctx context.Context, addr string, clients int, d, timeout ti
 	for range clients {
 		wg.Go(func() {
 			for ctx.Err() == nil && time.Now().Before(stop) {
-				if err := pingWithin(ctx, addr, timeout); err != nil {
+				if err := one(); err != nil {
 					failed.Add(1)
 					sleep(ctx, time.Millisecond) // do not spin on a full backlog
 					continue

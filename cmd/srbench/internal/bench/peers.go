@@ -11,7 +11,7 @@ import (
 )
 
 // peerOrder is the order of the columns (report.Report.Peers).
-var peerOrder = []string{report.Direct, report.PluginRelay, report.PluginPolicy, report.PluginIdmap,
+var peerOrder = []string{report.Direct, report.PluginRelay, report.PluginPolicy, report.PluginPolicyScope, report.PluginIdmap,
 	report.Serve, report.ServePolicy, report.Socat, report.SocketProxy}
 
 // peer is one way of reaching an upstream socket: the socket itself, a

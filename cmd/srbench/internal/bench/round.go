@@ -90,6 +90,14 @@ func (h *harness) round(ctx context.Context, r int) error {
 				return h.dockerStep(ctx, r, c)
 			}})
 		}
+		steps = append(steps, step{keys: []string{report.KeyDockerPs}, whole: func(ctx context.Context) error {
+			return h.dockerGetStep(ctx, r, report.KeyDockerPs, psPath)
+		}})
+		if h.inst != nil && h.inst.target != "" {
+			steps = append(steps, step{keys: []string{report.KeyDockerInspect}, whole: func(ctx context.Context) error {
+				return h.dockerGetStep(ctx, r, report.KeyDockerInspect, "/containers/"+h.inst.target+"/json")
+			}})
+		}
 	}
 	for i, pr := range h.plugins {
 		key := report.KeyPluginCycles(h.cfg.Volumes[i])

@@ -35,7 +35,9 @@ const (
 	idleMemory    figure = "idle_memory"
 	cpuPerGiB     figure = "cpu_per_gib"
 	dockerPing    figure = "docker_ping_new" // per count of clients
-	pluginCycles  figure = "plugin_cycles"   // per count of volumes
+	dockerPs      figure = "docker_ps_new"
+	dockerInspect figure = "docker_inspect_new"
+	pluginCycles  figure = "plugin_cycles" // per count of volumes
 )
 
 // at is the key of the figure's row at n clients or volumes.
@@ -49,6 +51,8 @@ const (
 	KeyBurst         = string(burstFailures)
 	KeyIdleMem       = string(idleMemory)
 	KeyCPU           = string(cpuPerGiB)
+	KeyDockerPs      = string(dockerPs)
+	KeyDockerInspect = string(dockerInspect)
 )
 
 func KeyPingNew(clients int) string      { return pingNew.at(clients) }
@@ -83,6 +87,11 @@ func rowDefs(l Layout) []rowDef {
 	)
 	for _, c := range l.DockerClients {
 		defs = append(defs, pingDef(dockerPing, "dockerd /_ping, new conn, %d client%s", c))
+	}
+	if len(l.DockerClients) > 0 {
+		defs = append(defs,
+			rowDef{figure: dockerPs, key: KeyDockerPs, title: "dockerd docker ps -a, new conn, 1 client", unit: "req/s", format: "%.0f", counted: true},
+			rowDef{figure: dockerInspect, key: KeyDockerInspect, title: "dockerd docker inspect, new conn, 1 client", unit: "req/s", format: "%.0f", counted: true})
 	}
 	for _, v := range l.Volumes {
 		defs = append(defs, rowDef{figure: pluginCycles, n: v, key: pluginCycles.at(v), title: fmt.Sprintf("plugin Create+Mount+Unmount+Remove, %d volumes", v), unit: "cycles/s", format: "%.1f"})

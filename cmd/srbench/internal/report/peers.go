@@ -9,6 +9,10 @@ const (
 	PluginRelay  = "plugin-relay"
 	PluginPolicy = "plugin-policy"
 	PluginIdmap  = "plugin-idmap"
+	// PluginPolicyScope is a policy volume like PluginPolicy's with
+	// scope=volume: it is measured on the daemon only (a scope is of the
+	// daemon's objects), and reported against PluginPolicy.
+	PluginPolicyScope = "plugin-policy-scope"
 	// Serve is `sockrelay serve`: the relay's code outside Docker.
 	Serve = "serve"
 	// ServePolicy is `sockrelay serve --policy full`: the policy proxy
@@ -25,10 +29,10 @@ const (
 )
 
 // pluginPeers are the columns of the first table, beside direct.
-var pluginPeers = []string{PluginRelay, PluginPolicy, PluginIdmap}
+var pluginPeers = []string{PluginRelay, PluginPolicy, PluginPolicyScope, PluginIdmap}
 
 // peerHeads are the column heads of the tables.
 var peerHeads = map[string]string{
-	Direct: "direct", PluginRelay: "relay", PluginPolicy: "policy", PluginIdmap: "idmap",
+	Direct: "direct", PluginRelay: "relay", PluginPolicy: "policy", PluginPolicyScope: "policy+scope", PluginIdmap: "idmap",
 	Serve: "serve", ServePolicy: "serve --policy", Socat: "socat", SocketProxy: "socket-proxy",
 }

@@ -243,7 +243,12 @@ func (r *Report) WriteTable(w io.Writer) error {
 			return err
 		}
 		for _, p := range mine {
-			fmt.Fprintln(w, goalLine(figures, p))
+			if p != PluginPolicyScope {
+				fmt.Fprintln(w, goalLine(figures, p))
+			}
+		}
+		if line := scopeLine(figures); line != "" {
+			fmt.Fprintln(w, line)
 		}
 	}
 	if len(others) > 0 {
@@ -319,6 +324,33 @@ func goalLine(rows []Row, peer string) string {
 		s += "\n  NOT MET: " + m
 	}
 	return s
+}
+
+// scopeLine gives, on every row that has figures of both, the scoped
+// policy volume's ratio to direct over the unscoped one's: what scoping
+// costs on top of the policy proxy.
+func scopeLine(rows []Row) string {
+	var cells []string
+	for _, row := range rows {
+		if s, ok := row.ScopeCost(); ok {
+			cells = append(cells, fmt.Sprintf("%s %.2f", row.Title, s))
+		}
+	}
+	if len(cells) == 0 {
+		return ""
+	}
+	return "policy+scope against policy (its ratio to direct over policy's): " + strings.Join(cells, "; ")
+}
+
+// ScopeCost is the scoped policy volume's ratio to direct over the
+// unscoped policy volume's on the row, and whether the row has both.
+func (row *Row) ScopeCost() (float64, bool) {
+	s, ok := row.Ratio[PluginPolicyScope]
+	p, ok2 := row.Ratio[PluginPolicy]
+	if !ok || !ok2 || p == 0 {
+		return 0, false
+	}
+	return s / p, true
 }
 
 // goalsMet counts peer's goals on rows that it met, and those it has a

@@ -3,6 +3,7 @@ package report
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -200,5 +201,47 @@ func TestGoals(t *testing.T) {
 				t.Errorf("row %s (lower is better: %v): goal %s of %s", d.key, d.lower, g.bound, g.peer)
 			}
 		}
+	}
+}
+
+// The scoped policy volume is a column of the plugin's table with no
+// goals of its own, and a line gives its cost over the unscoped one on
+// the rows that have both.
+func TestScopeCost(t *testing.T) {
+	rs := NewResults(quick)
+	for _, d := range []float64{1000, 800, 1200} {
+		rs.AddPair(KeyDockerPs, PluginPolicy, d, 0.5*d)
+		rs.AddPair(KeyDockerPs, PluginPolicyScope, d, 0.4*d)
+		rs.AddPair(KeyDockerPing(1), PluginPolicy, d, 0.5*d)
+	}
+	rep := rs.Report(time.Now(), []string{Direct, PluginPolicy, PluginPolicyScope}, 3)
+	for _, c := range []struct {
+		key  string
+		want float64
+		ok   bool
+	}{{KeyDockerPs, 0.8, true}, {KeyDockerPing(1), 0, false}} {
+		row := rep.Row(c.key)
+		if row == nil {
+			t.Fatalf("no row %s", c.key)
+		}
+		got, ok := row.ScopeCost()
+		if ok != c.ok || math.Abs(got-c.want) > 1e-9 {
+			t.Errorf("%s: ScopeCost got %v, %v, want %v, %v", c.key, got, ok, c.want, c.ok)
+		}
+	}
+	var b strings.Builder
+	if err := rep.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	table := b.String()
+	if !strings.Contains(table, "policy+scope") {
+		t.Errorf("table lacks the policy+scope column:\n%s", table)
+	}
+	const want = "policy+scope against policy (its ratio to direct over policy's): dockerd docker ps -a, new conn, 1 client 0.80\n"
+	if !strings.Contains(table, want) {
+		t.Errorf("table lacks %q:\n%s", want, table)
+	}
+	if strings.Contains(table, "goals met ("+PluginPolicyScope) {
+		t.Errorf("table: a goal line for policy+scope, which has no goals:\n%s", table)
 	}
 }
