@@ -100,6 +100,9 @@ type Policy struct {
 	// upgrade lists the hijack endpoints that may switch protocols; an
 	// allowed hijack endpoint not in it is denied.
 	upgrade []pattern
+	// learn: a learning policy, which serves as full does and records
+	// what each request uses (learn.go).
+	learn bool
 }
 
 // rule is one method set and path pattern, with what to say when it denies.
@@ -138,6 +141,9 @@ type Decision struct {
 	// full IDs of the objects it checked.
 	Target string
 	Body   []byte
+	// Uses, under a learning policy, is what of a policy file's create
+	// section the request needs (learn.go), sorted.
+	Uses []string
 }
 
 // Name is the policy's name: a preset's name or "file:NAME".
@@ -166,6 +172,9 @@ func Preset(name string) (*Policy, error) {
 func FromSpec(spec, dir string) (*Policy, error) {
 	if name, ok := strings.CutPrefix(spec, filePrefix); ok {
 		return Load(dir, name)
+	}
+	if name, ok := LearnName(spec); ok {
+		return Learn(name)
 	}
 	return Preset(spec)
 }
@@ -206,6 +215,9 @@ func (p *Policy) Decide(r Request) Decision {
 	allowed, id, why := p.byRules(r.Method, m, path)
 	if !allowed {
 		return refuse(StatusForbidden, id, path, why)
+	}
+	if p.learn {
+		return p.decideLearn(r, m, path, query)
 	}
 	if p.cons != nil {
 		if v := formBody(r.Header); v != nil {
