@@ -105,6 +105,7 @@ type exchange struct {
 	status             int
 	in, out            int64
 	start              time.Time
+	uses               []string // policy.Decision.Uses
 }
 
 // readers holds the buffered readers of both sides. A connection holds
@@ -258,7 +259,7 @@ func (cc *clientConn) one(x *exchange) bool {
 	cc.c.SetReadDeadline(time.Time{})
 	dec := pol.Decide(policy.Request{Method: req.Method, Target: req.RequestURI, Header: req.Header, Body: body,
 		Daemon: daemon.Lookup{Client: daemon.Client{Socket: p.Upstream}, Ctx: context.Background()}})
-	x.path, x.rule = dec.Path, dec.Rule
+	x.path, x.rule, x.uses = dec.Path, dec.Rule, dec.Uses
 	if !dec.Allow {
 		cc.refuse(x, dec.Status, dec.Rule, dec.Reason)
 		if body == nil {
@@ -357,8 +358,11 @@ func (cc *clientConn) audit(x *exchange) {
 	p.Audit.Request(audit.Entry{
 		Time: now, Volume: p.Volume, Policy: x.policy, Method: x.method, Path: x.path,
 		Allow: x.allow, Rule: x.rule, Status: x.status, In: x.in, Out: x.out,
-		Duration: now.Sub(x.start), Peer: cc.peer,
+		Duration: now.Sub(x.start), Uses: x.uses, Peer: cc.peer,
 	})
+	if p.Learned != nil && x.allow {
+		p.Learned.Add(x.method, x.path, x.uses)
+	}
 }
 
 // peerOf is the client process, from SO_PEERCRED.

@@ -34,6 +34,9 @@ type Proxy struct {
 	Log    *slog.Logger // operational events
 	Audit  *audit.Log   // one line per request
 	Stats  *Stats
+	// Learned, under a learning policy, gathers each allowed request as
+	// its audit line tells it.
+	Learned *policy.Learned
 	// Limits bound what this proxy's clients can hold; Shared bounds
 	// what the clients of every proxy holding it can hold together
 	// (nil: DefaultShared). See limits.go.

@@ -31,6 +31,9 @@ func slogLine(t testing.TB, e Entry) []byte {
 	r.Add("volume", e.Volume, "policy", e.Policy, "method", e.Method, "path", e.Path,
 		"decision", decision, "rule", e.Rule, "status", e.Status,
 		"bytes_in", e.In, "bytes_out", e.Out, "duration_ms", e.Duration.Milliseconds())
+	if len(e.Uses) > 0 {
+		r.Add("uses", e.Uses)
+	}
 	if e.Peer != nil {
 		r.Add("peer_pid", e.Peer.PID, "peer_uid", e.Peer.UID)
 	}
@@ -51,6 +54,7 @@ func TestAuditLineIsSlogsLine(t *testing.T) {
 		{"allowed", Entry{Policy: "full", Method: "GET", Path: "/containers/json", Rule: "full", Allow: true, Status: 200, In: 0, Out: 3, Duration: 3 * time.Millisecond, Peer: &Peer{PID: 4242, UID: 100000}}},
 		{"denied, no peer", Entry{Policy: "file:ci", Method: "POST", Path: "/containers/create", Rule: "no-privileged", Status: 403, In: 1621, Out: 104}},
 		{"bad request", Entry{Rule: "bad-request", Status: 400, Peer: &Peer{PID: 1, UID: 0}}},
+		{"learning", Entry{Policy: "learn:ci", Method: "POST", Path: "/containers/create", Allow: true, Status: 201, Uses: []string{"binds=/srv/a\"b\n", "privileged"}}},
 		{"hostile path", Entry{Method: "G\"ET", Path: "/a\"b\\c\n\r\t\x00\x1f\x7f<>&\u2028\u2029é\xff\xfe" + "😀", Rule: "path-not-canonical", Status: 400}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -70,7 +74,8 @@ func FuzzAuditLine(f *testing.F) {
 	f.Add("GET", "/containers/json")
 	f.Add("P\"OST", "/a\\b\n\u2028\xff")
 	f.Fuzz(func(t *testing.T, method, path string) {
-		e := Entry{Time: time.Unix(1700000000, 5), Volume: "v", Policy: "full", Method: method, Path: path, Rule: "r", Status: 200, Peer: &Peer{PID: 7, UID: 100000}}
+		e := Entry{Time: time.Unix(1700000000, 5), Volume: "v", Policy: "full", Method: method, Path: path, Rule: "r", Status: 200, Peer: &Peer{PID: 7, UID: 100000},
+			Uses: []string{"binds=" + path}}
 		got := appendEntry(nil, e)
 		if want := slogLine(t, e); !bytes.Equal(got, want) {
 			t.Fatalf("audit line\n got %q\nwant %q", got, want)

@@ -365,3 +365,35 @@ func FuzzLearnedRecords(f *testing.F) {
 	})
 }
 
+// TestLearnedRestore: the records saved and read back give the same
+// file, and more requests add to them.
+func TestLearnedRestore(t *testing.T) {
+	l := NewLearned()
+	l.Add("GET", "/containers/abc/json", nil)
+	l.Add("GET", "/containers/def/json", nil)
+	l.Add("POST", "/containers/create", []string{"privileged", "binds=/srv/a"})
+	l.Add("POST", "/containers/create", []string{"binds=/srv/a", "privileged"})
+	l.Add("POST", "/containers/x/attach", nil)
+	want, _ := l.File("ci")
+	r := NewLearned()
+	if err := r.Restore(l.Records()); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := r.File("ci")
+	if string(got) != string(want) {
+		t.Fatalf("restored file\n%s\nwant\n%s", got, want)
+	}
+	if err := r.Restore([]byte(`[{"method":"GET","path":"/_ping","n":2},{"method":"GET","path":"/x/../y","n":1},{"method":"GET","path":"/_ping","n":-5}]`)); err != nil {
+		t.Fatal(err)
+	}
+	if r.Requests() != 7 {
+		t.Errorf("Requests after a second restore: got %d, want 7", r.Requests())
+	}
+	got, _ = r.File("ci")
+	if !strings.Contains(string(got), "# 2 records left out") {
+		t.Errorf("the bad records are not counted:\n%s", got)
+	}
+	if err := r.Restore([]byte(`{`)); err == nil {
+		t.Error("Restore of broken JSON: got no error")
+	}
+}

@@ -22,7 +22,7 @@ import (
 // ones are counted and left out.
 type Learned struct {
 	mu       sync.Mutex
-	requests int                    // added and learned
+	requests int                     // added and learned
 	endpts   map[string]*learnedPath // by pattern
 	uses     map[string]*seen        // by Uses entry
 	upgrade  map[string]*seen        // by hijack pattern
@@ -30,6 +30,18 @@ type Learned struct {
 	// route; left are records skipped as malformed or past the bounds.
 	refused map[string]*seen
 	left    int
+	// records are the requests learned, one per method, endpoint and
+	// uses, with a path of each: what Records saves and Restore reads.
+	records map[string]*Record
+}
+
+// Record is one kind of request learned: its method, a path of its
+// endpoint, what it used, and how many such requests were seen.
+type Record struct {
+	Method string   `json:"method"`
+	Path   string   `json:"path"`
+	Uses   []string `json:"uses,omitempty"`
+	N      int      `json:"n"`
 }
 
 type learnedPath struct {
@@ -47,19 +59,23 @@ type seen struct {
 const (
 	maxLearnedRules = 500
 	maxLearnedUses  = 300
+	// maxLearnedRecords bounds the kinds of request Records keeps.
+	maxLearnedRecords = 4 * maxLearnedRules
+	// maxRecordN bounds a restored record's count.
+	maxRecordN = 1 << 40
 	maxSeenRoutes   = 4
 )
 
 // NewLearned returns an empty Learned.
 func NewLearned() *Learned {
 	return &Learned{endpts: map[string]*learnedPath{}, uses: map[string]*seen{},
-		upgrade: map[string]*seen{}, refused: map[string]*seen{}}
+		upgrade: map[string]*seen{}, refused: map[string]*seen{}, records: map[string]*Record{}}
 }
 
-func (s *seen) add(route string) {
-	s.n++
+func (s *seen) add(route string, n int) {
+	s.n += n
 	if _, ok := s.routes[route]; ok || len(s.routes) < maxSeenRoutes {
-		s.routes[route]++
+		s.routes[route] += n
 	} else {
 		s.more = true
 	}
@@ -67,7 +83,7 @@ func (s *seen) add(route string) {
 
 func newSeen() *seen { return &seen{routes: map[string]int{}} }
 
-func (l *Learned) count(m map[string]*seen, key string, max int, route string) bool {
+func (l *Learned) count(m map[string]*seen, key string, max int, route string, n int) bool {
 	s := m[key]
 	if s == nil {
 		if len(m) >= max {
@@ -76,7 +92,7 @@ func (l *Learned) count(m map[string]*seen, key string, max int, route string) b
 		s = newSeen()
 		m[key] = s
 	}
-	s.add(route)
+	s.add(route, n)
 	return true
 }
 
@@ -87,6 +103,11 @@ func (l *Learned) count(m map[string]*seen, key string, max int, route string) b
 func (l *Learned) Add(method, p string, uses []string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return l.add(method, p, uses, 1)
+}
+
+// add learns n requests alike; callers hold mu.
+func (l *Learned) add(method, p string, uses []string, n int) bool {
 	pat, route, ok := learnEndpoint(method, p)
 	if ok {
 		for _, u := range uses {
@@ -112,26 +133,66 @@ func (l *Learned) Add(method, p string, uses []string) bool {
 	if lp.methods[m] == nil {
 		lp.methods[m] = newSeen()
 	}
-	lp.methods[m].add(route)
-	l.requests++
+	lp.methods[m].add(route, n)
+	l.requests += n
 	mb := methodBit(m)
 	for _, h := range hijackEndpoints {
 		if h.match(mb, p) {
-			l.count(l.upgrade, h.pat.src, len(hijackEndpoints), route)
+			l.count(l.upgrade, h.pat.src, len(hijackEndpoints), route, n)
 		}
 	}
 	for _, u := range uses {
 		if rule, ok := strings.CutPrefix(u, useRefused+"="); ok {
-			if !l.count(l.refused, rule+"\x00"+route, maxLearnedUses, route) {
+			if !l.count(l.refused, rule+"\x00"+route, maxLearnedUses, route, n) {
 				l.left++
 			}
 			continue
 		}
-		if !l.count(l.uses, u, maxLearnedUses, route) {
+		if !l.count(l.uses, u, maxLearnedUses, route, n) {
 			l.left++
 		}
 	}
+	uses = slices.Compact(slices.Sorted(slices.Values(uses)))
+	key := m + "\x00" + pat + "\x00" + strings.Join(uses, "\x00")
+	if r := l.records[key]; r != nil {
+		r.N += n
+	} else if len(l.records) < maxLearnedRecords {
+		l.records[key] = &Record{Method: m, Path: p, Uses: uses, N: n}
+	}
 	return true
+}
+
+// Records returns what was learned, as JSON: a list of Record, which
+// Restore reads back (a learning volume's state across restarts).
+func (l *Learned) Records() []byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	rs := make([]Record, 0, len(l.records))
+	for _, k := range slices.Sorted(maps.Keys(l.records)) {
+		rs = append(rs, *l.records[k])
+	}
+	b, _ := json.Marshal(rs) // plain strings and ints: cannot fail
+	return b
+}
+
+// Restore adds the records that Records returned, checked as Add checks
+// them. It reports the first error of the JSON; records that do not
+// check are counted as left out.
+func (l *Learned) Restore(data []byte) error {
+	var rs []Record
+	if err := json.Unmarshal(data, &rs); err != nil {
+		return fmt.Errorf("learned records: %w", err)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, r := range rs {
+		if r.N < 1 || r.N > maxRecordN {
+			l.left++
+			continue
+		}
+		l.add(r.Method, r.Path, r.Uses, r.N) // counts what it leaves out
+	}
+	return nil
 }
 
 // Requests is the number of requests learned; Rules the number of
