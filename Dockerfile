@@ -14,7 +14,7 @@ ARG COMMIT=
 RUN CGO_ENABLED=0 go build -trimpath \
       -ldflags "-s -w -X main.version=${VERSION} -X main.commit=${COMMIT}" \
       -o /rootfs/sockrelay ./cmd/sockrelay \
- && mkdir -p /rootfs/mnt/volumes /rootfs/host/run /rootfs/host/etc /rootfs/run/docker/plugins \
+ && mkdir -p /rootfs/mnt/volumes /rootfs/host/run /rootfs/host/etc /rootfs/host/log /rootfs/run/docker/plugins \
              /rootfs/etc /rootfs/proc /rootfs/dev /rootfs/sys /rootfs/tmp
 
 FROM scratch

@@ -38,7 +38,7 @@ test: build
 ROOTFS ?= plugin/rootfs
 plugin-rootfs: build
 	rm -rf $(ROOTFS)
-	mkdir -p $(ROOTFS)/mnt/volumes $(ROOTFS)/host/run $(ROOTFS)/host/etc \
+	mkdir -p $(ROOTFS)/mnt/volumes $(ROOTFS)/host/run $(ROOTFS)/host/etc $(ROOTFS)/host/log \
 	         $(ROOTFS)/run/docker/plugins $(ROOTFS)/etc $(ROOTFS)/proc $(ROOTFS)/dev \
 	         $(ROOTFS)/sys $(ROOTFS)/tmp
 	cp bin/sockrelay $(ROOTFS)/sockrelay

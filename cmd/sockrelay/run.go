@@ -139,6 +139,7 @@ func runPlugin(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout
 		Modes: driver.Modes(driver.ModeDeps{
 			Log: log, Userns: userns, Audit: audit,
 			Policies: policy.Source{Dir: cfg.PolicyDir, Shown: cfg.PolicyDirHost},
+			Learn:    driver.LearnDir{Dir: cfg.LearnDir, Shown: cfg.LearnDirHost},
 		}),
 		InUse:     daemon.Client{Socket: daemonSocket}.VolumeInUse,
 		AskDaemon: askDaemon(daemon.Client{Socket: daemonSocket}),

@@ -49,6 +49,11 @@ type Config struct {
 	// PolicyDir holds the policy files that volumes name as file:NAME;
 	// PolicyDirHost is the same directory as the host names it.
 	PolicyDir, PolicyDirHost string
+	// LearnDir is where learning volumes (policy=learn) write the
+	// policies they learn: below the logdir mount, whose source is the
+	// host's /var/log unless set; LearnDirHost is the same directory as
+	// the host names it by default.
+	LearnDir, LearnDirHost string
 }
 
 // Keys lists the environment settings Load reads, for docs and errors.
@@ -64,6 +69,8 @@ func Load(args []string, getenv func(string) string) (*Config, error) {
 		SocketDirMount: "/host/run",
 		SubUIDFile:     "/host/etc/subuid",
 		SubGIDFile:     "/host/etc/subgid",
+		LearnDir:       "/host/log/sockrelay/learned",
+		LearnDirHost:   "/var/log/sockrelay/learned",
 	}
 	env := func(key, def string) string {
 		if v := strings.TrimSpace(getenv(key)); v != "" {
@@ -121,6 +128,7 @@ func Load(args []string, getenv func(string) string) (*Config, error) {
 	fs.StringVar(&c.SubUIDFile, "subuid", c.SubUIDFile, "the host's /etc/subuid")
 	fs.StringVar(&c.SubGIDFile, "subgid", c.SubGIDFile, "the host's /etc/subgid")
 	fs.StringVar(&c.PolicyDir, "policy-dir", c.PolicyDir, "directory of policy files (file:NAME)")
+	fs.StringVar(&c.LearnDir, "learn-dir", c.LearnDir, "directory of learned policies (policy=learn)")
 	if err := fs.Parse(args); err != nil {
 		errs = append(errs, err)
 	} else if fs.NArg() > 0 {

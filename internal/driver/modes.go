@@ -14,6 +14,7 @@ type ModeDeps struct {
 	Userns   *idmap.Namespaces // idmap's user namespaces
 	Audit    *audit.Log        // policy's audit log
 	Policies policy.Source     // where policy=file:NAME is read
+	Learn    LearnDir          // where policy=learn writes
 }
 
 // Modes are the modes of this build: the one list a mode is added to.
@@ -21,6 +22,6 @@ func Modes(deps ModeDeps) []Mode {
 	return []Mode{
 		&RelayMode{Log: deps.Log},
 		&IdmapMode{Log: deps.Log, Userns: deps.Userns},
-		&PolicyMode{Log: deps.Log, Audit: deps.Audit, Policies: deps.Policies},
+		&PolicyMode{Log: deps.Log, Audit: deps.Audit, Policies: deps.Policies, Learn: deps.Learn},
 	}
 }

@@ -62,8 +62,8 @@ const (
 	// maxLearnedRecords bounds the kinds of request Records keeps.
 	maxLearnedRecords = 4 * maxLearnedRules
 	// maxRecordN bounds a restored record's count.
-	maxRecordN = 1 << 40
-	maxSeenRoutes   = 4
+	maxRecordN    = 1 << 40
+	maxSeenRoutes = 4
 )
 
 // NewLearned returns an empty Learned.
