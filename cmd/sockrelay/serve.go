@@ -39,7 +39,8 @@ func runServe(ctx context.Context, cfg *config.Serve, log *slog.Logger, stdout i
 	if cfg.Policy != "" {
 		audit := audit.New(stdout)
 		defer audit.Close()
-		mode = &driver.PolicyMode{Log: log, Audit: audit, Policies: policy.Source{Dir: cfg.PolicyDir}}
+		mode = &driver.PolicyMode{Log: log, Audit: audit, Policies: policy.Source{Dir: cfg.PolicyDir},
+			Learn: driver.LearnDir{Dir: cfg.LearnDir}}
 		v.Mode, v.Options["policy"] = "policy", cfg.Policy
 		if err := mode.Check(v); err != nil {
 			return fmt.Errorf("--policy: %w", err)
@@ -56,7 +57,7 @@ func runServe(ctx context.Context, cfg *config.Serve, log *slog.Logger, stdout i
 	st := map[string]any{}
 	srv.Status(st)
 	args := []any{}
-	for _, k := range []string{"policy", "requests", "denied", "connections_total", "bytes_relayed"} {
+	for _, k := range []string{"policy", "requests", "denied", "connections_total", "bytes_relayed", "learned_file", "learned_requests"} {
 		if val, ok := st[k]; ok {
 			args = append(args, k, val)
 		}

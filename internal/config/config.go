@@ -160,8 +160,9 @@ type Serve struct {
 	UID, GID uint32
 	Perm     uint32
 	// Policy, when set, serves the socket through that policy: a preset
-	// or file:NAME in PolicyDir.
-	Policy, PolicyDir string
+	// or file:NAME in PolicyDir, or learn:NAME, which writes NAME.yaml in
+	// LearnDir.
+	Policy, PolicyDir, LearnDir string
 }
 
 // LoadServe parses the flags of `sockrelay serve` and the LOG_* settings.
@@ -180,6 +181,7 @@ func LoadServe(args []string, getenv func(string) string) (*Serve, error) {
 	perm := fs.String("perm", "0660", "socket permission bits, octal")
 	fs.StringVar(&s.Policy, "policy", "", "serve through this policy: read-only, no-escalation, full or file:NAME")
 	fs.StringVar(&s.PolicyDir, "policy-dir", "/etc/sockrelay/policies", "directory of policy files")
+	fs.StringVar(&s.LearnDir, "learn-dir", "/var/log/sockrelay/learned", "directory of learned policies (--policy learn)")
 	if err := fs.Parse(args); err != nil {
 		return nil, fmt.Errorf("%w\n%s", err, ServeUsage)
 	}
@@ -222,7 +224,9 @@ const ServeUsage = `usage: sockrelay serve --listen PATH [--target PATH] [--uid 
                   /etc/sockrelay/policies); one JSON audit line per request
                   on stdout. A policy file is read again within 2 s of a
                   change; an invalid change is refused and logged, and the
-                  policy in force stays.`
+                  policy in force stays. learn:NAME serves as full and
+                  writes the policy it learns to NAME.yaml in --learn-dir
+                  (default /var/log/sockrelay/learned).`
 
 // Logger builds the logger of `sockrelay serve`.
 func (s *Serve) Logger(w io.Writer) *slog.Logger {
