@@ -46,7 +46,7 @@ func runPolicy(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, policyUsage) }
 	volume := fs.String("volume", "", "only the lines of this volume (default: every volume's; more than one is an error)")
-	name := fs.String("name", "", "the policy's name, for the file's header (default: the volume's)")
+	name := fs.String("name", "", "the policy's name, for the file's header (default: the learning policy's NAME, else the volume's)")
 	out := fs.String("o", "", "the file to write (default: standard output)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
@@ -55,7 +55,7 @@ func runPolicy(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(files) == 0 {
 		files = []string{"-"}
 	}
-	s := suggester{volume: *volume, learned: policy.NewLearned(), volumes: map[string]int{}, plain: map[string]int{}}
+	s := suggester{volume: *volume, learned: policy.NewLearned(), volumes: map[string]int{}, plain: map[string]int{}, names: map[string]int{}}
 	for _, f := range files {
 		if err := s.readFile(f, stdin); err != nil {
 			return err
@@ -64,6 +64,11 @@ func runPolicy(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(s.volumes) > 1 {
 		return fmt.Errorf("policy suggest: the log holds the lines of more than one volume (%s); choose one with -volume",
 			strings.Join(slices.Sorted(maps.Keys(s.volumes)), ", "))
+	}
+	if *name == "" && len(s.names) == 1 {
+		for n := range s.names {
+			*name = n
+		}
 	}
 	if *name == "" {
 		for v := range s.volumes {
@@ -107,6 +112,7 @@ type suggester struct {
 	learned *policy.Learned
 	volumes map[string]int // lines learned, by volume
 	plain   map[string]int // lines learned without uses, by policy
+	names   map[string]int // lines learned, by learning policy's NAME
 	skipped int
 }
 
@@ -157,7 +163,9 @@ func (s *suggester) line(b []byte) {
 		return
 	}
 	s.volumes[a.Volume]++
-	if _, learning := policy.LearnName(a.Policy); !learning {
+	if n, learning := policy.LearnName(a.Policy); learning {
+		s.names[n]++
+	} else {
 		s.plain[a.Policy]++
 	}
 }
