@@ -91,6 +91,18 @@ func TestLearnServesAsFull(t *testing.T) {
 		upgraded("POST", "/grpc"),
 		denied("GET", "/containers/../json", 400, RuleNotCanonical),
 	})
+	p := learnPolicy(t)
+	form := http.Header{"Content-Type": {"application/x-www-form-urlencoded"}}
+	if d := p.Decide(Request{Method: "POST", Target: create, Header: form, Body: []byte("a=b")}); !d.Allow {
+		t.Errorf("a form body under learn: got %s, want allowed as under full", d.Rule)
+	}
+	up := http.Header{"Upgrade": {"tcp"}, "Connection": {"Upgrade"}}
+	if d := p.Decide(Request{Method: "GET", Target: "/containers/json", Header: up}); d.Allow || d.Rule != RuleUpgrade {
+		t.Errorf("an upgrade elsewhere under learn: got allow=%v %s, want %s as under full", d.Allow, d.Rule, RuleUpgrade)
+	}
+	if d := p.Decide(Request{Method: "POST", Target: "/grpc", Header: http.Header{}}); d.Calls {
+		t.Error("POST /grpc under learn: the calls are followed; want spliced as under full")
+	}
 }
 
 // learnRun is what the property test learns: the requests of a session.
