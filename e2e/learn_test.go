@@ -73,6 +73,9 @@ func TestPolicyLearn(t *testing.T) {
 		os.Remove(learned)
 		os.Remove(filepath.Join(learnedDir, vol+".records"))
 	})
+	// A container that holds the volume keeps it served, so that its
+	// Status shows the live figures.
+	startUser(t, vol)
 	learnSession(t, vol)
 	st := status(t, vol)
 	if st["policy"] != "learn:"+vol || st["denied"] != 0.0 || st["learned_file"] != learned {
@@ -129,6 +132,7 @@ func TestPolicyLearn(t *testing.T) {
 	}
 	t.Cleanup(func() { os.Remove(installed) })
 	enforced := newVolume(t, "policy=file:"+name)
+	startUser(t, enforced)
 	learnSession(t, enforced)
 	if st := status(t, enforced); st["denied"] != 0.0 || st["policy"] != "file:"+name {
 		t.Fatalf("the session replayed under the learned file: got %v, want no denial", st)
