@@ -16,11 +16,11 @@ import (
 // logdir mount's default source, /var/log, and its sockrelay/learned.
 const learnedDir = "/var/log/sockrelay/learned"
 
-// learnSession is the recorded run: docker ps, run, exec, logs, and
-// compose up and down, each a docker CLI in a remapped container whose
-// socket is the volume's. It fails the test on the first command that
-// fails.
-func learnSession(t *testing.T, vol string) {
+// learnSession is the recorded run: docker ps, run (one of them with a
+// bind of the host directory bind), exec, logs, and compose up and down,
+// each a docker CLI in a remapped container whose socket is the volume's.
+// It fails the test on the first command that fails.
+func learnSession(t *testing.T, vol, bind string) {
 	t.Helper()
 	step := func(what string, r result) {
 		t.Helper()
@@ -34,6 +34,7 @@ func learnSession(t *testing.T, vol string) {
 	if strings.TrimSpace(r.stdout) != "run-ok" {
 		t.Fatalf("docker run through %s: got %q, want run-ok", vol, r.stdout)
 	}
+	step("docker run -v HOSTDIR", runClient(t, vol, "docker", "run", "--rm", "--label", label, "-v", bind+":/data:ro", image, "srclient", "echo"))
 	sib := uniqueName(t)
 	t.Cleanup(func() { dockerOut("rm", "-f", sib) })
 	step("docker run -d", runClient(t, vol, "docker", "run", "-d", "--name", sib, "--label", label, image, "srclient", "sleep", "3600"))
@@ -76,7 +77,8 @@ func TestPolicyLearn(t *testing.T) {
 	// A container that holds the volume keeps it served, so that its
 	// Status shows the live figures.
 	startUser(t, vol)
-	learnSession(t, vol)
+	bind := t.TempDir()
+	learnSession(t, vol, bind)
 	st := status(t, vol)
 	if st["policy"] != "learn:"+vol || st["denied"] != 0.0 || st["learned_file"] != learned {
 		t.Fatalf("status of the learning volume: got %v, want policy learn:%s, no denial, learned_file %s", st, vol, learned)
@@ -100,7 +102,8 @@ func TestPolicyLearn(t *testing.T) {
 	})
 	t.Logf("learned policy:\n%s", file)
 	for _, want := range []string{`path: "/containers/create"`, `path: "/containers/{name}/exec"`, `path: "/containers/{name}/logs"`,
-		`path: "/networks/create"`, "privileged: false", "binds: []", `- "/containers/{name}/attach"`} {
+		`path: "/networks/create"`, "privileged: false", `- "` + bind + `"  # 1 request: POST /containers/create`,
+		`- "/containers/{name}/attach"`} {
 		if !strings.Contains(string(file), want) {
 			t.Errorf("the learned file lacks %q", want)
 		}
@@ -133,7 +136,7 @@ func TestPolicyLearn(t *testing.T) {
 	t.Cleanup(func() { os.Remove(installed) })
 	enforced := newVolume(t, "policy=file:"+name)
 	startUser(t, enforced)
-	learnSession(t, enforced)
+	learnSession(t, enforced, bind)
 	if st := status(t, enforced); st["denied"] != 0.0 || st["policy"] != "file:"+name {
 		t.Fatalf("the session replayed under the learned file: got %v, want no denial", st)
 	}
@@ -144,6 +147,7 @@ func TestPolicyLearn(t *testing.T) {
 	}{
 		{[]string{"docker", "run", "--rm", "--privileged", image, "srclient", "echo"}, "sockrelay: no-privileged: HostConfig.Privileged (--privileged) is not allowed by policy file:" + name},
 		{[]string{"docker", "run", "--rm", "-v", "/etc:/host-etc", image, "srclient", "echo"}, "sockrelay: bind-not-allowed"},
+		{[]string{"docker", "run", "--rm", "-v", filepath.Dir(bind) + ":/data", image, "srclient", "echo"}, "sockrelay: bind-not-allowed"},
 		{[]string{"docker", "system", "df"}, "sockrelay: endpoint-not-allowed: GET /system/df is not allowed by policy file:" + name},
 	} {
 		r := runClient(t, enforced, c.args...)
