@@ -102,7 +102,7 @@ func TestPolicyLearn(t *testing.T) {
 	})
 	t.Logf("learned policy:\n%s", file)
 	for _, want := range []string{`path: "/containers/create"`, `path: "/containers/{name}/exec"`, `path: "/containers/{name}/logs"`,
-		`path: "/networks/create"`, "privileged: false", `- "` + bind + `"  # 1 request: POST /containers/create`,
+		`path: "/networks/create"`, "privileged: false", `- "` + bind + `"  # 2 requests: POST /containers/create, POST /containers/{name}/attach`,
 		`- "/containers/{name}/attach"`} {
 		if !strings.Contains(string(file), want) {
 			t.Errorf("the learned file lacks %q", want)
