@@ -41,6 +41,7 @@ commands:
   plugin    serve the VolumeDriver API (the managed plugin's entrypoint)
   serve     relay one socket to another, outside Docker (sockrelay serve -h)
   state     state export: the volumes as the single state file of older builds
+  policy    policy suggest: the tightest policy file for what an audit log shows
   version   print the version and commit
 `
 
@@ -71,6 +72,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runServe(ctx, cfg, cfg.Logger(stdout), stdout)
 	case "state":
 		return runState(args[1:], stdout, stderr)
+	case "policy":
+		return runPolicy(args[1:], os.Stdin, stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintf(stdout, "sockrelay %s %s\n", version, buildCommit())
 		return nil
@@ -151,6 +154,7 @@ func runPlugin(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout
 			Policies: policy.Source{Dir: cfg.PolicyDir, Shown: cfg.PolicyDirHost},
 			Metrics:  mets,
 			Identify: &peer.Resolver{Inspect: daemon.InspectCaller},
+			Learn:    driver.LearnDir{Dir: cfg.LearnDir, Shown: cfg.LearnDirHost},
 		}),
 		Metrics:   mets,
 		InUse:     daemon.Client{Socket: daemonSocket}.VolumeInUse,

@@ -52,7 +52,7 @@ func runServe(ctx context.Context, cfg *config.Serve, log *slog.Logger, stdout i
 	var mode driver.Mode = &driver.RelayMode{Log: log, Metrics: mets}
 	if cfg.Policy != "" {
 		pm := &driver.PolicyMode{Log: log, Policies: policy.Source{Dir: cfg.PolicyDir}, Metrics: mets,
-			Identify: &peer.Resolver{Inspect: daemon.InspectCaller}}
+			Identify: &peer.Resolver{Inspect: daemon.InspectCaller}, Learn: driver.LearnDir{Dir: cfg.LearnDir}}
 		v.Mode, v.Options["policy"] = "policy", cfg.Policy
 		if err := pm.Check(v); err != nil {
 			return fmt.Errorf("--policy: %w", err)
@@ -91,7 +91,7 @@ func runServe(ctx context.Context, cfg *config.Serve, log *slog.Logger, stdout i
 	st := map[string]any{}
 	srv.Status(st)
 	args := []any{}
-	for _, k := range []string{"policy", "requests", "denied", "connections_total", "bytes_relayed"} {
+	for _, k := range []string{"policy", "requests", "denied", "connections_total", "bytes_relayed", "learned_file", "learned_requests"} {
 		if val, ok := st[k]; ok {
 			args = append(args, k, val)
 		}

@@ -112,6 +112,7 @@ type exchange struct {
 	status             int
 	in, out            int64
 	start              time.Time
+	uses               []string // policy.Decision.Uses
 }
 
 // readers holds the buffered readers of both sides. A connection holds
@@ -270,7 +271,7 @@ func (cc *clientConn) one(x *exchange) bool {
 	cc.c.SetReadDeadline(time.Time{})
 	dec := pol.Decide(policy.Request{Method: req.Method, Target: req.RequestURI, Header: req.Header, Body: body,
 		Daemon: p.daemonFor()})
-	x.path, x.rule = dec.Path, dec.Rule
+	x.path, x.rule, x.uses = dec.Path, dec.Rule, dec.Uses
 	if !dec.Allow && dec.Message != "" {
 		return cc.refuseAsDaemon(x, req, body != nil, dec.Status, dec.Rule, dec.Message)
 	}
@@ -381,8 +382,11 @@ func (cc *clientConn) audit(x *exchange) {
 	p.Audit.Request(audit.Entry{
 		Time: now, Volume: p.Volume, Policy: x.policy, Method: x.method, Path: x.path,
 		Allow: x.allow, Rule: x.rule, Status: x.status, In: x.in, Out: x.out,
-		Duration: now.Sub(x.start), Peer: cc.auditPeer(identWait),
+		Duration: now.Sub(x.start), Uses: x.uses, Peer: cc.auditPeer(identWait),
 	})
+	if p.Learned != nil && x.allow {
+		p.Learned.Add(x.method, x.path, x.uses)
+	}
 }
 
 // identify reads the client's credentials and, when the proxy places

@@ -54,6 +54,9 @@ type Proxy struct {
 	Stats  *Stats
 	// Observer, when set, hears of every request and gRPC call.
 	Observer Observer
+	// Learned, under a learning policy, gathers each allowed request as
+	// its audit line tells it.
+	Learned *policy.Learned
 	// Limits bound what this proxy's clients can hold; Shared bounds
 	// what the clients of every proxy holding it can hold together
 	// (nil: DefaultShared). See limits.go.

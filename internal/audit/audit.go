@@ -240,6 +240,10 @@ type Entry struct {
 	Status         int
 	In, Out        int64 // body bytes each way
 	Duration       time.Duration
+	// Uses, under a learning policy, is what of a policy file's create
+	// section the request needed (policy.Decision.Uses); the line
+	// carries it as "uses", a list of strings, when it is not empty.
+	Uses []string
 	// Peer is the client process (SO_PEERCRED), when it could be had.
 	Peer *Peer
 }
@@ -337,6 +341,7 @@ func appendEntry(buf []byte, e Entry) []byte {
 	buf = appendInt(buf, "bytes_in", e.In)
 	buf = appendInt(buf, "bytes_out", e.Out)
 	buf = appendInt(buf, "duration_ms", e.Duration.Milliseconds())
+	buf = appendList(buf, "uses", e.Uses)
 	return appendTail(buf, e.Peer)
 }
 
@@ -345,6 +350,23 @@ func appendField(buf []byte, key, value string) []byte {
 	buf = append(buf, key...)
 	buf = append(buf, `":`...)
 	return appendJSONString(buf, value)
+}
+
+// appendList appends a list of strings, unless it is empty.
+func appendList(buf []byte, key string, vs []string) []byte {
+	if len(vs) == 0 {
+		return buf
+	}
+	buf = append(buf, `,"`...)
+	buf = append(buf, key...)
+	buf = append(buf, `":[`...)
+	for i, v := range vs {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = appendJSONString(buf, v)
+	}
+	return append(buf, ']')
 }
 
 func appendInt(buf []byte, key string, v int64) []byte {

@@ -31,6 +31,9 @@ func slogLine(t testing.TB, e Entry) []byte {
 	r.Add("volume", e.Volume, "policy", e.Policy, "method", e.Method, "path", e.Path,
 		"decision", decision, "rule", e.Rule, "status", e.Status,
 		"bytes_in", e.In, "bytes_out", e.Out, "duration_ms", e.Duration.Milliseconds())
+	if len(e.Uses) > 0 {
+		r.Add("uses", e.Uses)
+	}
 	addPeer(&r, e.Peer)
 	if err := h.Handle(context.Background(), r); err != nil {
 		t.Fatal(err)
@@ -69,6 +72,7 @@ func TestAuditLineIsSlogsLine(t *testing.T) {
 		{"the host", Entry{Method: "GET", Path: "/_ping", Status: 200, Peer: &Peer{PID: 7, UID: 0, Caller: "host"}}},
 		{"a hostile name and image", Entry{Method: "GET", Path: "/_ping", Status: 200, Peer: &Peer{PID: 7, UID: 0, Caller: "container",
 			ContainerID: "x", ContainerName: "a\nb\r\n{\"forged\":1}\n\u2028", Image: "evil\r\n\x00\xff"}}},
+		{"learning", Entry{Policy: "learn:ci", Method: "POST", Path: "/containers/create", Allow: true, Status: 201, Uses: []string{"binds=/srv/a\"b\n", "privileged"}}},
 		{"hostile path", Entry{Method: "G\"ET", Path: "/a\"b\\c\n\r\t\x00\x1f\x7f<>&\u2028\u2029é\xff\xfe" + "😀", Rule: "path-not-canonical", Status: 400}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -89,7 +93,8 @@ func FuzzAuditLine(f *testing.F) {
 	f.Add("P\"OST", "/a\\b\n\u2028\xff")
 	f.Fuzz(func(t *testing.T, method, path string) {
 		e := Entry{Time: time.Unix(1700000000, 5), Volume: "v", Policy: "full", Method: method, Path: path, Rule: "r", Status: 200,
-			Peer: &Peer{PID: 7, UID: 100000, Caller: "container", ContainerID: path, ContainerName: method, Image: path + method}}
+			Peer: &Peer{PID: 7, UID: 100000, Caller: "container", ContainerID: path, ContainerName: method, Image: path + method},
+			Uses: []string{"binds=" + path}}
 		got := appendEntry(nil, e)
 		if want := slogLine(t, e); !bytes.Equal(got, want) {
 			t.Fatalf("audit line\n got %q\nwant %q", got, want)

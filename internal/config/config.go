@@ -65,6 +65,11 @@ type Config struct {
 	LogDir string
 	// Audit says where the audit log goes (AUDIT_*).
 	Audit Audit
+	// LearnDir is where learning volumes (policy=learn) write the
+	// policies they learn: below the logdir mount, whose source is the
+	// host's /var/log unless set; LearnDirHost is the same directory as
+	// the host names it by default.
+	LearnDir, LearnDirHost string
 }
 
 // Audit says where the audit log goes.
@@ -122,6 +127,8 @@ func Load(args []string, getenv func(string) string) (*Config, error) {
 		SubUIDFile:     "/host/etc/subuid",
 		SubGIDFile:     "/host/etc/subgid",
 		LogDir:         "/host/log/sockrelay",
+		LearnDir:       "/host/log/sockrelay/learned",
+		LearnDirHost:   "/var/log/sockrelay/learned",
 	}
 	env := func(key, def string) string {
 		if v := strings.TrimSpace(getenv(key)); v != "" {
@@ -187,6 +194,7 @@ func Load(args []string, getenv func(string) string) (*Config, error) {
 	fs.StringVar(&c.SubGIDFile, "subgid", c.SubGIDFile, "the host's /etc/subgid")
 	fs.StringVar(&c.PolicyDir, "policy-dir", c.PolicyDir, "directory of policy files (file:NAME)")
 	fs.StringVar(&c.LogDir, "log-dir", c.LogDir, "the plugin's directory in the logdir mount")
+	fs.StringVar(&c.LearnDir, "learn-dir", c.LearnDir, "directory of learned policies (policy=learn)")
 	if err := fs.Parse(args); err != nil {
 		errs = append(errs, err)
 	} else if fs.NArg() > 0 {
@@ -241,8 +249,9 @@ type Serve struct {
 	UID, GID uint32
 	Perm     uint32
 	// Policy, when set, serves the socket through that policy: a preset
-	// or file:NAME in PolicyDir.
-	Policy, PolicyDir string
+	// or file:NAME in PolicyDir, or learn:NAME, which writes NAME.yaml in
+	// LearnDir.
+	Policy, PolicyDir, LearnDir string
 	// Metrics, when set, is where the metrics are served: unix:PATH or a
 	// TCP address.
 	Metrics string
@@ -271,6 +280,7 @@ func LoadServe(args []string, getenv func(string) string) (*Serve, error) {
 	auditSize := fs.String("audit-max-size", "100m", "rotate the audit file at this size")
 	auditKeep := fs.String("audit-keep", "5", "rotated audit files kept")
 	auditFull := fs.String("audit-on-full", "drop", "drop or refuse")
+	fs.StringVar(&s.LearnDir, "learn-dir", "/var/log/sockrelay/learned", "directory of learned policies (--policy learn)")
 	if err := fs.Parse(args); err != nil {
 		return nil, fmt.Errorf("%w\n%s", err, ServeUsage)
 	}
@@ -330,7 +340,9 @@ const ServeUsage = `usage: sockrelay serve --listen PATH [--target PATH] [--uid 
                   /etc/sockrelay/policies); one JSON audit line per request
                   on stdout. A policy file is read again within 2 s of a
                   change; an invalid change is refused and logged, and the
-                  policy in force stays.
+                  policy in force stays. learn:NAME serves as full and
+                  writes the policy it learns to NAME.yaml in --learn-dir
+                  (default /var/log/sockrelay/learned).
   --metrics ADDR  serve Prometheus metrics on unix:PATH (a socket owned by
                   this user, mode 0660) or a TCP address HOST:PORT; it
                   must be free, or serve does not start

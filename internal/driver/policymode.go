@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 
@@ -28,6 +29,9 @@ type PolicyMode struct {
 	Metrics  *metrics.Metrics // nil: none
 	// Identify places clients in their containers (nil: not done).
 	Identify *peer.Resolver
+	// Learn is where learning volumes (policy=learn) write what they
+	// learned.
+	Learn LearnDir
 
 	scoped resolvers // of the scoped volumes, by daemon socket
 }
@@ -40,13 +44,26 @@ func (*PolicyMode) Options() []Option {
 		Option{Key: optScope, Help: scopeHelp, Parse: parseScope})
 }
 
-const policyHelp = "read-only, no-escalation, full, or file:NAME for a file in the plugin's policy directory"
+const policyHelp = "read-only, no-escalation, full, file:NAME for a file in the plugin's policy directory, or learn (learn:NAME) to learn a policy file"
 
 // Check refuses a policy that does not exist or does not parse; the error
 // names the file, the line and the reason.
 func (m *PolicyMode) Check(v *Volume) error {
 	if _, err := v.SocketOwner(); err != nil {
 		return err
+	}
+	if ref, _, ok := learnRef(v); ok {
+		if v.Options[optScope] != "" {
+			return fmt.Errorf("%w: option scope: a learning volume (policy=learn) cannot be scoped: learn unscoped, then use the learned file as policy=file:NAME with scope", ErrInvalid)
+		}
+		if _, err := policy.FromSpec(ref, ""); err != nil {
+			return fmt.Errorf("%w: option policy: %v", ErrInvalid, err)
+		}
+		root, err := m.Learn.open()
+		if err != nil {
+			return fmt.Errorf("%w: option policy: learn: %v", ErrInvalid, err)
+		}
+		return root.Close()
 	}
 	p, err := m.Policies.Load(v.Options[optPolicy])
 	if err != nil {
@@ -69,12 +86,23 @@ func (m *PolicyMode) Start(ctx context.Context, dir Dir, v *Volume) (Server, err
 	if err != nil {
 		return nil, err
 	}
-	live, err := policy.NewLive(v.Options[optPolicy], m.Policies)
-	if err != nil {
-		return nil, err
+	ref := v.Options[optPolicy]
+	var lr *learner
+	if r, name, ok := learnRef(v); ok {
+		ref = r
+		if lr, err = newLearner(m.Learn, name, m.Log.With("volume", v.Name)); err != nil {
+			return nil, err
+		}
 	}
-	ln, err := unixsock.Listen(dir.RW, v.Socket, own)
+	live, err := policy.NewLive(ref, m.Policies)
+	var ln net.Listener
+	if err == nil {
+		ln, err = unixsock.Listen(dir.RW, v.Socket, own)
+	}
 	if err != nil {
+		if lr != nil {
+			lr.root.Close()
+		}
 		return nil, err
 	}
 	scope, err := effectiveScope(v, live.Policy())
@@ -83,7 +111,7 @@ func (m *PolicyMode) Start(ctx context.Context, dir Dir, v *Volume) (Server, err
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	s := &policyServer{live: live, cancel: cancel, scope: scope}
+	s := &policyServer{live: live, cancel: cancel, scope: scope, learner: lr}
 	stats := &apiproxy.Stats{}
 	s.proxy = apiproxy.Proxy{
 		Volume: v.Name, Upstream: v.Upstream, Policy: live.Policy,
@@ -109,11 +137,17 @@ func (m *PolicyMode) Start(ctx context.Context, dir Dir, v *Volume) (Server, err
 		s.resolver, s.release = m.scoped.acquire(v.Upstream, m.Log)
 		s.proxy.Resolver = s.resolver
 	}
+	if lr != nil {
+		s.proxy.Learned = lr.learned
+	}
 	s.wg.Go(func() {
 		s.proxy.Serve(ctx, ln)
 		ln.Close()
 	})
 	s.wg.Go(func() { live.Watch(ctx, m.Log.With("volume", v.Name)) })
+	if lr != nil {
+		s.wg.Go(func() { lr.run(ctx) })
+	}
 	return s, nil
 }
 
@@ -129,16 +163,26 @@ func parsePolicyRef(v string) (string, error) {
 	if _, err := policy.Preset(v); err == nil {
 		return v, nil
 	}
+	if v == "learn" {
+		return v, nil
+	}
+	if name, ok := policy.LearnName(v); ok {
+		if len(name) > 64 || !nameRE.MatchString(name) {
+			return "", fmt.Errorf("learn:NAME wants a NAME of letters, digits, '_', '.' and '-', starting with a letter or digit")
+		}
+		return v, nil
+	}
 	return "", fmt.Errorf("want %s", policyHelp)
 }
 
 type policyServer struct {
-	live   *policy.Live
-	proxy  apiproxy.Proxy
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	once   sync.Once
-	detach func() // from the volume's metrics
+	live    *policy.Live
+	learner *learner // policy=learn: nil otherwise
+	proxy   apiproxy.Proxy
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	once    sync.Once
+	detach  func() // from the volume's metrics
 	// scope is the volume's, "" for none; resolver is shared with the
 	// daemon's other scoped volumes until release.
 	scope    string
@@ -154,12 +198,19 @@ func (s *policyServer) Stop() error {
 		if s.release != nil {
 			s.release()
 		}
+		if s.learner != nil {
+			// What the last requests taught, once the proxy has stopped.
+			s.learner.close()
+		}
 	})
 	return nil
 }
 
 func (s *policyServer) Status(st map[string]any) {
 	s.live.Status(st)
+	if s.learner != nil {
+		s.learner.Status(st)
+	}
 	st["connections"] = s.proxy.Stats.Active.Load()
 	st["requests"] = s.proxy.Stats.Requests.Load()
 	st["denied"] = s.proxy.Stats.Denied.Load()

@@ -188,7 +188,7 @@ func (c *checker) namedVolume(field, flag, name string) *violation {
 			return v
 		}
 		return nil
-	case c.privileged || c.volumeDrivers.allows(vol.Driver):
+	case c.privileged || c.allowsVolumeDriver(vol.Driver):
 		return nil
 	}
 	return c.deny(RuleVolumeDriver, field, flag, "an existing volume of a driver other than local"+c.driverListNote())
@@ -254,7 +254,7 @@ func (c *checker) mountPoints(mps []container.MountPoint) *violation {
 				return c.deny(RuleBind, field, "-v /host/path:/path", c.bindWhat())
 			}
 		case mount.TypeVolume:
-			if !isLocal(m.Driver) && !c.privileged && !c.volumeDrivers.allows(m.Driver) {
+			if !isLocal(m.Driver) && !c.privileged && !c.allowsVolumeDriver(m.Driver) {
 				return c.deny(RuleVolumeDriver, field, "--volume-driver", "a volume of a driver other than local"+c.driverListNote())
 			}
 			if isLocal(m.Driver) && m.Name != "" {

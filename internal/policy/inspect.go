@@ -124,6 +124,10 @@ type checker struct {
 	// request-target (target, "" when unchanged) to forward instead.
 	rewrites []rewrite
 	target   string
+
+	// learn, when set, records what the allowlists are asked for and
+	// allows it (learn.go).
+	learn *learning
 }
 
 func (c *checker) deny(rule, field, flag, what string) *violation {
@@ -556,7 +560,7 @@ func (c *checker) bindWhat() string {
 func (c *checker) capList(field, flag string, caps []string) *violation {
 	for i, cp := range caps {
 		n := normCap(cp)
-		if slices.Contains(c.capAdd, "ALL") || slices.Contains(c.capAdd, n) {
+		if slices.Contains(c.capAdd, "ALL") || slices.Contains(c.capAdd, n) || c.learnCap(n) {
 			continue
 		}
 		what := "capability not in the policy's allowlist"
@@ -688,7 +692,7 @@ func isLocal(driver string) bool { return driver == "" || driver == "local" }
 // refuse. A privileged container is the host's root already, so a policy
 // that allows those allows every driver.
 func (c *checker) volumeDriver(field, flag, driver string) *violation {
-	if isLocal(driver) || c.privileged || c.volumeDrivers.allows(driver) {
+	if isLocal(driver) || c.privileged || c.allowsVolumeDriver(driver) {
 		return nil
 	}
 	what := "a volume driver other than local"
@@ -733,7 +737,7 @@ func (c *checker) logDriver(field, flag, driver string, opts map[string]string) 
 			}
 		}
 		return nil
-	case slices.Contains(logDriversBuiltIn, driver), c.logDrivers.allows(driver):
+	case slices.Contains(logDriversBuiltIn, driver), c.allowsLogDriver(driver):
 		return nil
 	}
 	what := "a log driver other than json-file, local and none"
@@ -768,7 +772,7 @@ func (c *checker) localOpts(field, flag string, opts map[string]string) *violati
 	if typ == "" && dev == "" && o == "" {
 		return nil // size only
 	}
-	if !slices.Contains(c.volumeTypes, strings.ToLower(typ)) {
+	if !c.allowsVolumeType(typ) {
 		what := "a local volume mount type not in the policy's allowlist"
 		if len(c.volumeTypes) > 0 {
 			what += " (" + strings.Join(c.volumeTypes, ", ") + ")"
@@ -795,6 +799,9 @@ func (c *checker) bindAllowed(src string) bool {
 		return false
 	}
 	src = path.Clean(src)
+	if c.learn != nil {
+		return c.learnBind(src)
+	}
 	for _, a := range c.binds {
 		if a == "/" || src == a || strings.HasPrefix(src, a+"/") {
 			return true

@@ -103,6 +103,9 @@ type Policy struct {
 	// scope, when set, confines the policy to the objects that carry
 	// ScopeLabel=scope (scope.go).
 	scope string
+	// learn: a learning policy, which serves as full does and records
+	// what each request uses (learn.go).
+	learn bool
 }
 
 // rule is one method set and path pattern, with what to say when it denies.
@@ -146,6 +149,9 @@ type Decision struct {
 	// "sockrelay:" prefix): a scoped volume's 404 for an object outside
 	// its scope is dockerd's own for a missing object.
 	Message string
+	// Uses, under a learning policy, is what of a policy file's create
+	// section the request needs (learn.go), sorted.
+	Uses []string
 }
 
 // Name is the policy's name: a preset's name or "file:NAME".
@@ -174,6 +180,9 @@ func Preset(name string) (*Policy, error) {
 func FromSpec(spec, dir string) (*Policy, error) {
 	if name, ok := strings.CutPrefix(spec, filePrefix); ok {
 		return Load(dir, name)
+	}
+	if name, ok := LearnName(spec); ok {
+		return Learn(name)
 	}
 	return Preset(spec)
 }
@@ -215,6 +224,11 @@ func (p *Policy) Decide(r Request) Decision {
 	allowed, id, why := p.byRules(r.Method, m, path)
 	if !allowed {
 		return refuse(StatusForbidden, id, path, why)
+	}
+	if p.learn && p.scope == "" {
+		// A learning policy is never scoped (the driver refuses the
+		// pair); were it, the scope's checks would still apply below.
+		return p.decideLearn(r, m, path, query)
 	}
 	if p.cons != nil || p.scope != "" {
 		if v := formBody(r.Header); v != nil {
