@@ -20,7 +20,7 @@ type ModeDeps struct {
 	// Identify places policy volumes' clients in their containers for
 	// the audit log (nil: pid and uid only).
 	Identify *peer.Resolver
-	Learn    LearnDir          // where policy=learn writes
+	Learn    LearnDir // where policy=learn writes
 }
 
 // Modes are the modes of this build: the one list a mode is added to.
