@@ -364,7 +364,7 @@ func appendList(buf []byte, key string, vs []string) []byte {
 		if i > 0 {
 			buf = append(buf, ',')
 		}
-		buf = appendJSONString(buf, v)
+		buf = appendListString(buf, v)
 	}
 	return append(buf, ']')
 }
@@ -382,7 +382,15 @@ const hexDigits = "0123456789abcdef"
 // escapes it: quotes, backslashes and control characters escaped, bytes
 // that are not UTF-8 replaced by U+FFFD, and U+2028 and U+2029 escaped so
 // that the line stays one line for every reader.
-func appendJSONString(buf []byte, s string) []byte {
+func appendJSONString(buf []byte, s string) []byte { return appendString(buf, s, false) }
+
+// appendListString appends s as a member of a list. log/slog encodes a
+// list with encoding/json, which writes a backspace and a form feed as
+// \b and \f where slog's own strings have \u0008 and \u000c: the line
+// keeps to slog's, byte for byte.
+func appendListString(buf []byte, s string) []byte { return appendString(buf, s, true) }
+
+func appendString(buf []byte, s string, list bool) []byte {
 	buf = append(buf, '"')
 	start := 0
 	for i := 0; i < len(s); {
@@ -402,6 +410,16 @@ func appendJSONString(buf []byte, s string) []byte {
 				buf = append(buf, '\\', 'r')
 			case '\t':
 				buf = append(buf, '\\', 't')
+			case '\b', '\f':
+				if list {
+					c := byte('b')
+					if b == '\f' {
+						c = 'f'
+					}
+					buf = append(buf, '\\', c)
+					break
+				}
+				fallthrough
 			default:
 				buf = append(buf, '\\', 'u', '0', '0', hexDigits[b>>4], hexDigits[b&0xF])
 			}

@@ -73,6 +73,7 @@ func TestAuditLineIsSlogsLine(t *testing.T) {
 		{"a hostile name and image", Entry{Method: "GET", Path: "/_ping", Status: 200, Peer: &Peer{PID: 7, UID: 0, Caller: "container",
 			ContainerID: "x", ContainerName: "a\nb\r\n{\"forged\":1}\n\u2028", Image: "evil\r\n\x00\xff"}}},
 		{"learning", Entry{Policy: "learn:ci", Method: "POST", Path: "/containers/create", Allow: true, Status: 201, Uses: []string{"binds=/srv/a\"b\n", "privileged"}}},
+		{"learning, control characters", Entry{Policy: "learn:ci", Method: "POST", Path: "/x\b\f", Allow: true, Status: 201, Uses: []string{"binds=/srv/\b\f\x01\u2028"}}},
 		{"hostile path", Entry{Method: "G\"ET", Path: "/a\"b\\c\n\r\t\x00\x1f\x7f<>&\u2028\u2029é\xff\xfe" + "😀", Rule: "path-not-canonical", Status: 400}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
