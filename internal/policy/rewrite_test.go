@@ -48,7 +48,8 @@ func FuzzRewriteJSON(f *testing.F) {
 	})
 }
 
-// apply is rewriteJSON on a decoded value.
+// apply is rewriteJSON on a decoded value: a string member's value, or a
+// string of an array that is a member's value, under a key of rws.
 func apply(v any, rws []rewrite) any {
 	switch x := v.(type) {
 	case map[string]any:
@@ -61,6 +62,20 @@ func apply(v any, rws []rewrite) any {
 					}
 				}
 				continue
+			}
+			if a, ok := e.([]any); ok {
+				// An array's strings are its member's values (VolumesFrom,
+				// Links): rewritten under the member's key, one level deep.
+				for i, ae := range a {
+					if s, ok := ae.(string); ok {
+						for _, rw := range rws {
+							if s == rw.from && strings.EqualFold(k, rw.key) {
+								a[i] = rw.to
+								break
+							}
+						}
+					}
+				}
 			}
 			x[k] = apply(e, rws)
 		}
