@@ -28,6 +28,6 @@ func Modes(deps ModeDeps) []Mode {
 	return []Mode{
 		&RelayMode{Log: deps.Log, Metrics: deps.Metrics},
 		&IdmapMode{Log: deps.Log, Userns: deps.Userns},
-		&PolicyMode{Log: deps.Log, Audit: deps.Audit, Policies: deps.Policies, Metrics: deps.Metrics, Identify: deps.Identify},
+		&PolicyMode{Log: deps.Log, Audit: deps.Audit, Policies: deps.Policies, Metrics: deps.Metrics, Identify: deps.Identify, Learn: deps.Learn},
 	}
 }
